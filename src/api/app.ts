@@ -1,0 +1,127 @@
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyError } from 'fastify';
+import multipart from '@fastify/multipart';
+import type { Logger } from '../log/logger.js';
+import type { Config } from '../config/load.js';
+import { ApiError, errorCatalogue, toOpenAIError } from './errors.js';
+import { newRequestId } from '../domain/ids.js';
+import type { FilesRepo } from '../store/files-repo.js';
+import type { FileStorage } from '../store/file-storage.js';
+import type { BatchesRepo } from '../store/batches-repo.js';
+import type { BatchService } from '../control/batch-service.js';
+import filesRoutes from './routes/files.js';
+import batchesRoutes from './routes/batches.js';
+import healthRoutes, { type HealthChecks } from './routes/health.js';
+import modelsRoutes from './routes/models.js';
+
+export interface AppDeps {
+  config: Config;
+  log: Logger;
+  files: FilesRepo;
+  storage: FileStorage;
+  batches: BatchesRepo;
+  batchService: BatchService;
+  health: HealthChecks;
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    deps: AppDeps;
+  }
+}
+
+// Accept a caller's request id only if it is short and plain: Fastify warns that
+// requestIdHeader otherwise lets callers inject arbitrary strings into our logs.
+const REQUEST_ID_RE = /^[A-Za-z0-9._:-]{1,128}$/;
+
+/** Builds the Fastify app (routes, error envelope, request ids). Never listens. */
+export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
+  const app = Fastify({
+    loggerInstance: deps.log.child({ component: 'api' }) as FastifyBaseLogger,
+    genReqId: (req) => {
+      const incoming = req.headers['x-request-id'];
+      return typeof incoming === 'string' && REQUEST_ID_RE.test(incoming) ? incoming : newRequestId();
+    },
+    bodyLimit: 32 * 1024 * 1024,
+    // Slow-loris uploads: a request that sends nothing for this long is dropped.
+    connectionTimeout: 0,
+    requestTimeout: 0,
+    keepAliveTimeout: 65_000,
+    routerOptions: { ignoreTrailingSlash: true },
+  });
+  app.decorate('deps', deps);
+
+  app.addHook('onRequest', async (req, reply) => {
+    reply.header('x-request-id', req.id);
+  });
+
+  await app.register(multipart, {
+    limits: { fileSize: deps.config.env.MAX_UPLOAD_BYTES, files: 1, fields: 10, fieldSize: 64 * 1024, parts: 12 },
+  });
+
+  app.setErrorHandler((err: FastifyError | ApiError | Error, req, reply) => {
+    if (err instanceof ApiError) {
+      for (const [k, v] of Object.entries(err.headers)) reply.header(k, v);
+      if (err.status >= 500) req.log.error({ err }, 'request failed');
+      return reply.status(err.status).send(toOpenAIError(err.message, err.type, err.param, err.code));
+    }
+    const fe = err as FastifyError;
+    const status = typeof fe.statusCode === 'number' ? fe.statusCode : 500;
+    if (status >= 500) {
+      req.log.error({ err }, 'unhandled error');
+      return reply
+        .status(500)
+        .send(toOpenAIError(`The server had an error while processing your request (request id ${req.id}). Retry, and report the id if it persists.`, 'server_error', null, 'internal_error'));
+    }
+    const code = fastifyCodeToOurs(fe.code, status);
+    const type = errorCatalogue[code]?.type ?? 'invalid_request_error';
+    return reply.status(status).send(toOpenAIError(humanise(fe), type, null, code));
+  });
+
+  app.setNotFoundHandler((req, reply) => {
+    reply
+      .status(404)
+      .send(toOpenAIError(`Unknown route ${req.method} ${req.url.split('?')[0]}. See the API reference in README.md.`, 'invalid_request_error', null, 'route_not_found'));
+  });
+
+  await app.register(healthRoutes);
+  await app.register(filesRoutes, { prefix: '/v1' });
+  await app.register(batchesRoutes, { prefix: '/v1' });
+  await app.register(modelsRoutes, { prefix: '/v1' });
+  return app;
+}
+
+function fastifyCodeToOurs(code: string | undefined, status: number): keyof typeof errorCatalogue {
+  switch (code) {
+    case 'FST_ERR_CTP_INVALID_JSON_BODY':
+    case 'FST_ERR_CTP_EMPTY_JSON_BODY':
+      return 'invalid_json';
+    case 'FST_ERR_CTP_BODY_TOO_LARGE':
+      return 'request_too_large';
+    case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
+    case 'FST_INVALID_MULTIPART_CONTENT_TYPE':
+      return 'unsupported_media_type';
+    case 'FST_REQ_FILE_TOO_LARGE':
+    case 'FST_FILES_LIMIT':
+    case 'FST_PARTS_LIMIT':
+    case 'FST_FIELDS_LIMIT':
+      return status === 413 ? 'file_too_large' : 'invalid_multipart';
+    default:
+      if (status === 413) return 'request_too_large';
+      if (status === 415) return 'unsupported_media_type';
+      if (status === 408) return 'request_timeout';
+      return 'invalid_request';
+  }
+}
+
+function humanise(err: FastifyError): string {
+  switch (err.code) {
+    case 'FST_ERR_CTP_INVALID_JSON_BODY':
+      return `The request body is not valid JSON (${err.message}). Send a JSON object with Content-Type: application/json.`;
+    case 'FST_ERR_CTP_EMPTY_JSON_BODY':
+      return 'The request body is empty. Send a JSON object with Content-Type: application/json.';
+    case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
+      return `${err.message}. Send application/json, or multipart/form-data for file uploads.`;
+    default:
+      return err.message;
+  }
+}

@@ -1,0 +1,40 @@
+import { z } from 'zod';
+
+/** Reads a boolean-ish env var ("1", "true", "yes"). */
+const boolish = z
+  .enum(['1', '0', 'true', 'false', 'yes', 'no'])
+  .transform((v) => v === '1' || v === 'true' || v === 'yes');
+
+/**
+ * Every environment variable the server reads. `.describe()` text is the source of
+ * docs/configuration.md (a test keeps the two in step).
+ */
+export const envSchema = z.object({
+  PORT: z.coerce.number().int().min(0).max(65535).default(4080).describe('HTTP port of the API.'),
+  HOST: z.string().min(1).default('127.0.0.1').describe('Interface the API binds to. Use 0.0.0.0 to accept remote clients.'),
+  DATA_DIR: z.string().min(1).default('./data').describe('Folder for the SQLite database, uploaded and generated files, engine logs and the private Redis.'),
+  MODELS_FILE: z.string().min(1).default('./models.yaml').describe('Path of the model registry (YAML).'),
+  REDIS_URL: z
+    .string()
+    .regex(/^(redis|rediss|unix):\/\//, 'must start with redis://, rediss:// or unix://')
+    .optional()
+    .describe('Redis to use. Unset: `npm start` runs a private redis-server under DATA_DIR (append-only file on).'),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info').describe('pino log level.'),
+  QUEUE_PREFIX: z.string().regex(/^[A-Za-z0-9_-]+$/).default('bw').describe('Prefix of every Redis key (BullMQ prefix too). Several deployments can share one Redis with different prefixes.'),
+  WORKER_ID: z.string().regex(/^[A-Za-z0-9_.-]+$/).optional().describe('Name of this worker in Redis and logs. Default: hostname-pid.'),
+  WORKER_MODELS: z.string().optional().describe('Comma-separated model ids this worker serves. Default: every model in the registry.'),
+  MAX_UPLOAD_BYTES: z.coerce.number().int().positive().default(512 * 1024 * 1024).describe('Largest accepted upload, any purpose (bytes).'),
+  MAX_BATCH_FILE_BYTES: z.coerce.number().int().positive().default(200 * 1024 * 1024).describe('Largest accepted upload with purpose "batch" (bytes).'),
+  MAX_BATCH_REQUESTS: z.coerce.number().int().positive().default(50_000).describe('Most requests in one batch input file.'),
+  BATCH_CHUNK_SIZE: z.coerce.number().int().min(1).max(1000).default(32).describe('Requests per BullMQ job sent to workers.'),
+  JOB_LOCK_MS: z.coerce.number().int().min(1000).default(30_000).describe('BullMQ lock duration of a chunk job. A worker that dies is detected after at most this long, and its chunk is redelivered.'),
+  JOB_STALLED_INTERVAL_MS: z.coerce.number().int().min(500).default(15_000).describe('How often workers look for chunks whose worker died (BullMQ stalledInterval).'),
+  REQUEST_TIMEOUT_MS: z.coerce.number().int().positive().default(600_000).describe('Timeout of one batch request to an engine.'),
+  REQUEST_MAX_ATTEMPTS: z.coerce.number().int().min(1).max(50).default(6).describe('Attempts per batch request on connection errors, 5xx and timeouts before it is written to the error file.'),
+  MODEL_SWITCH_AFTER_MS: z.coerce.number().int().min(0).default(600_000).describe('Longest time queued work for another model waits while the loaded model still has work (then the worker swaps at a request boundary).'),
+  COMPLETION_WINDOW_S: z.coerce.number().int().positive().default(86_400).describe('Length of the "24h" completion window in seconds. Change it only to test expiry.'),
+  SHUTDOWN_TIMEOUT_MS: z.coerce.number().int().positive().default(30_000).describe('Deadline for a graceful shutdown on SIGTERM/SIGINT.'),
+  EXPIRY_SWEEP_MS: z.coerce.number().int().positive().default(60_000).describe('How often expired files are deleted and expired batches closed.'),
+});
+
+export type Env = z.infer<typeof envSchema>;

@@ -1,0 +1,149 @@
+import path from 'node:path';
+import { pathToFileURL } from 'node:url';
+import type { FastifyInstance } from 'fastify';
+import type { Redis } from 'ioredis';
+import { buildApp } from './api/app.js';
+import { ConfigError, loadConfig, type Config } from './config/load.js';
+import { createBatchRunner } from './control/batch-runner.js';
+import { createBatchService } from './control/batch-service.js';
+import { ModelManager } from './engines/model-manager.js';
+import { createLogger, type Logger } from './log/logger.js';
+import { createRedis } from './queue/connection.js';
+import { RedisMissingError, startPrivateRedis } from './queue/private-redis.js';
+import { createBatchesRepo } from './store/batches-repo.js';
+import { openDb } from './store/db.js';
+import { createFileStorage } from './store/file-storage.js';
+import { createFilesRepo } from './store/files-repo.js';
+import { createWorkerNode } from './worker/worker-node.js';
+
+export interface Running {
+  close(): Promise<void>;
+}
+
+async function pingWithin(redis: Redis, ms: number): Promise<string | null> {
+  if (redis.status !== 'ready') return `redis connection is ${redis.status}`;
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<string>((r) => (timer = setTimeout(() => r(`redis did not answer PING within ${ms} ms`), ms)));
+  try {
+    return await Promise.race([redis.ping().then(() => null), timeout]);
+  } catch (e) {
+    return `redis: ${(e as Error).message}`;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** The control plane: HTTP API + batch runner. It alone opens SQLite and the file store. */
+export async function startApi(config: Config, log: Logger, redisUrl: string): Promise<Running & { url: string; app: FastifyInstance }> {
+  const db = openDb(path.join(config.dataDir, 'db.sqlite'));
+  const storage = createFileStorage(path.join(config.dataDir, 'files'));
+  const files = createFilesRepo(db);
+  const batches = createBatchesRepo(db);
+  const redis = createRedis(redisUrl, 'api');
+  const runner = createBatchRunner({ config, log: log.child({ component: 'batches' }), redis, batches, files, storage });
+  const batchService = createBatchService({ config, log: log.child({ component: 'batches' }), batches, files, runner });
+  const health = {
+    sqlite: () => {
+      try {
+        db.$client.prepare('SELECT 1').get();
+        return null;
+      } catch (e) {
+        return `sqlite: ${(e as Error).message}`;
+      }
+    },
+    redis: () => pingWithin(redis, 1000),
+  };
+  const app = await buildApp({ config, log, files, storage, batches, batchService, health });
+  const url = await app.listen({ port: config.env.PORT, host: config.env.HOST });
+  runner.start();
+  log.info({ url }, 'api listening');
+  return {
+    url,
+    app,
+    async close() {
+      await app.close();
+      await runner.stop();
+      await redis.quit().catch(() => redis.disconnect());
+      db.$client.close();
+    },
+  };
+}
+
+/** A GPU worker: BullMQ consumers + the ModelManager for this machine's engines. */
+export async function startWorker(config: Config, log: Logger, redisUrl: string): Promise<Running> {
+  const manager = new ModelManager({ models: config.models, logDir: path.join(config.dataDir, 'logs'), log: log.child({ component: 'engines' }) });
+  const node = createWorkerNode({ config, log: log.child({ component: 'worker' }), redisUrl, engines: manager });
+  node.start();
+  return {
+    async close() {
+      await node.close();
+      await manager.shutdown();
+    },
+  };
+}
+
+const MODES = ['all', 'serve', 'worker'] as const;
+type Mode = (typeof MODES)[number];
+
+async function main(): Promise<void> {
+  const mode = (process.argv[2] ?? 'all') as Mode;
+  if (!MODES.includes(mode)) {
+    console.error(`usage: main.ts [all|serve|worker]  (got "${mode}")`);
+    process.exit(2);
+  }
+  let config: Config;
+  try {
+    config = loadConfig();
+  } catch (e) {
+    if (e instanceof ConfigError) {
+      console.error(`configuration error:\n${e.issues.map((l) => `  ${l}`).join('\n')}`);
+      process.exit(1);
+    }
+    throw e;
+  }
+  const log = createLogger(config.env.LOG_LEVEL);
+  const parts: Running[] = [];
+  let redisUrl = config.env.REDIS_URL;
+  try {
+    if (!redisUrl) {
+      if (mode === 'worker') throw new RedisMissingError('A worker started on its own needs REDIS_URL: the Redis of the control plane it serves.');
+      const privateRedis = await startPrivateRedis(config.dataDir, log.child({ component: 'redis' }));
+      parts.push({ close: privateRedis.stop });
+      redisUrl = privateRedis.url;
+    }
+    if (mode === 'all' || mode === 'worker') parts.push(await startWorker(config, log, redisUrl));
+    if (mode === 'all' || mode === 'serve') parts.push(await startApi(config, log, redisUrl));
+  } catch (e) {
+    if (e instanceof RedisMissingError) {
+      console.error(e.message);
+      process.exit(1);
+    }
+    throw e;
+  }
+
+  // Shutdown order is the reverse of start: API (stop taking requests, stop dispatch) →
+  // worker (finish or hand back chunks, stop engines) → private Redis, under one deadline.
+  let shuttingDown = false;
+  const shutdown = async (signal: string) => {
+    if (shuttingDown) return;
+    shuttingDown = true;
+    log.info({ signal }, 'shutting down');
+    const force = setTimeout(() => {
+      log.error({ deadlineMs: config.env.SHUTDOWN_TIMEOUT_MS }, 'shutdown deadline passed; exiting');
+      process.exit(1);
+    }, config.env.SHUTDOWN_TIMEOUT_MS);
+    force.unref();
+    for (const p of parts.reverse()) await p.close().catch((err) => log.error({ err }, 'error during shutdown'));
+    log.info('stopped');
+    process.exit(0);
+  };
+  process.on('SIGTERM', () => void shutdown('SIGTERM'));
+  process.on('SIGINT', () => void shutdown('SIGINT'));
+}
+
+if (process.argv[1] && import.meta.url === pathToFileURL(path.resolve(process.argv[1])).href) {
+  main().catch((e) => {
+    console.error(e);
+    process.exit(1);
+  });
+}

@@ -1,0 +1,71 @@
+import { createHash } from 'node:crypto';
+
+/**
+ * The wire between the control plane and workers: queue names, job payloads and the
+ * messages workers send back. Both sides import only this module, never each other.
+ */
+
+/** A BullMQ queue per model: workers pull work of the model they have loaded first. */
+export function chunkQueueName(model: string): string {
+  const safe = model.replace(/[^A-Za-z0-9_.-]/g, '_').slice(0, 60);
+  const hash = createHash('sha256').update(model).digest('hex').slice(0, 8);
+  return `chunks-${safe}-${hash}`;
+}
+
+export interface ChunkRequest {
+  idx: number;
+  customId: string;
+  /** The request body exactly as it appeared in the input file (JSON text). */
+  body: string;
+}
+
+export interface ChunkJob {
+  batchId: string;
+  chunkNo: number;
+  attempt: number;
+  model: string;
+  endpoint: string;
+  requests: ChunkRequest[];
+}
+
+export const chunkJobId = (batchId: string, chunkNo: number, attempt: number) => `${batchId}-${chunkNo}-${attempt}`;
+
+/** One request's outcome, published by a worker as soon as it has it. */
+export interface ResultMessage {
+  t: 'r';
+  batchId: string;
+  chunkNo: number;
+  idx: number;
+  customId: string;
+  requestId: string;
+  /** HTTP status from the engine, or 0 when the request never got an answer. */
+  status: number;
+  /** Engine response body (JSON text), or an OpenAI error envelope we built. */
+  body: string;
+  usage?: { input: number; cached: number; output: number; reasoning: number };
+}
+
+/** A worker finished a chunk (all its requests have a result, or were skipped on cancel). */
+export interface ChunkDoneMessage {
+  t: 'c';
+  batchId: string;
+  chunkNo: number;
+  attempt: number;
+}
+
+export type WorkerMessage = ResultMessage | ChunkDoneMessage;
+
+/** Redis keys outside BullMQ, all under the deployment's prefix. */
+export function keys(prefix: string) {
+  return {
+    results: `${prefix}:results`,
+    resultsGroup: 'control-plane',
+    chunkDone: (batchId: string, chunkNo: number) => `${prefix}:chunkdone:${batchId}:${chunkNo}`,
+    cancel: (batchId: string) => `${prefix}:cancel:${batchId}`,
+    worker: (workerId: string) => `${prefix}:worker:${workerId}`,
+    workersPattern: `${prefix}:worker:*`,
+  };
+}
+
+/** How long per-chunk bookkeeping lives in Redis (longer than any batch window). */
+export const CHUNK_KEY_TTL_S = 3 * 24 * 3600;

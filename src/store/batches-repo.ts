@@ -1,0 +1,192 @@
+import { and, desc, eq, inArray, lt, or, sql } from 'drizzle-orm';
+import type { Db } from './db.js';
+import { batches, batchChunks, batchRequests } from './schema.js';
+import type { BatchStatus } from '../domain/batch-status.js';
+import { STATUS_TIMESTAMP } from '../domain/batch-status.js';
+
+export type BatchRow = typeof batches.$inferSelect;
+export type NewBatchRow = typeof batches.$inferInsert;
+export type ChunkRow = typeof batchChunks.$inferSelect;
+
+export interface RequestSlice {
+  idx: number;
+  customId: string;
+  line: number;
+  offset: number;
+  length: number;
+}
+
+/** One finished request, as the control plane stores it. */
+export interface StoredResult {
+  batchId: string;
+  idx: number;
+  line: string;
+  isError: boolean;
+  usage?: { input: number; cached: number; output: number; reasoning: number };
+}
+
+export type BatchesRepo = ReturnType<typeof createBatchesRepo>;
+
+export function createBatchesRepo(db: Db) {
+  const client = db.$client;
+  const markDone = client.prepare(
+    `UPDATE batch_requests SET state = 'done', result = ?, is_error = ? WHERE batch_id = ? AND idx = ? AND state != 'done'`,
+  );
+  const bumpCounts = client.prepare(
+    `UPDATE batches SET completed = completed + ?, failed = failed + ?, input_tokens = input_tokens + ?, cached_tokens = cached_tokens + ?,
+       output_tokens = output_tokens + ?, reasoning_tokens = reasoning_tokens + ? WHERE id = ?`,
+  );
+
+  return {
+    /** Runs `fn` in one SQLite transaction (other repos on the same db join it). */
+    transaction<T>(fn: () => T): T {
+      return client.transaction(fn)();
+    },
+    insert(row: NewBatchRow): void {
+      db.insert(batches).values(row).run();
+    },
+    get(id: string): BatchRow | undefined {
+      return db.select().from(batches).where(eq(batches.id, id)).get();
+    },
+    findByIdempotencyKey(key: string): BatchRow | undefined {
+      return db.select().from(batches).where(eq(batches.idempotencyKey, key)).get();
+    },
+    findRecentByFingerprint(fingerprint: string, sinceS: number): BatchRow | undefined {
+      return db
+        .select()
+        .from(batches)
+        .where(and(eq(batches.fingerprint, fingerprint), sql`${batches.createdAt} >= ${sinceS}`))
+        .orderBy(desc(batches.createdAt))
+        .get();
+    },
+    /** Newest first; `after` is a batch id (cursor). */
+    list(opts: { limit: number; after?: BatchRow }): { rows: BatchRow[]; hasMore: boolean } {
+      const cursor = opts.after
+        ? or(lt(batches.createdAt, opts.after.createdAt), and(eq(batches.createdAt, opts.after.createdAt), lt(batches.id, opts.after.id)))
+        : undefined;
+      const rows = db
+        .select()
+        .from(batches)
+        .where(cursor)
+        .orderBy(desc(batches.createdAt), desc(batches.id))
+        .limit(opts.limit + 1)
+        .all();
+      return { rows: rows.slice(0, opts.limit), hasMore: rows.length > opts.limit };
+    },
+    listByStatus(statuses: readonly BatchStatus[]): BatchRow[] {
+      return db.select().from(batches).where(inArray(batches.status, [...statuses])).all();
+    },
+    /** Moves a batch to `to` only if it is in one of `from`; sets the status's timestamp. */
+    transition(id: string, from: readonly BatchStatus[], to: BatchStatus, nowS: number, extra: Partial<NewBatchRow> = {}): boolean {
+      const ts = (STATUS_TIMESTAMP as Partial<Record<BatchStatus, keyof NewBatchRow>>)[to];
+      const set: Partial<NewBatchRow> = { ...extra, status: to };
+      if (ts) (set as Record<string, unknown>)[ts] = nowS;
+      const r = db
+        .update(batches)
+        .set(set)
+        .where(and(eq(batches.id, id), inArray(batches.status, [...from])))
+        .run();
+      return r.changes === 1;
+    },
+    update(id: string, set: Partial<NewBatchRow>): void {
+      db.update(batches).set(set).where(eq(batches.id, id)).run();
+    },
+
+    // --- requests -----------------------------------------------------------------
+    insertRequests(batchId: string, rows: readonly RequestSlice[]): void {
+      const stmt = client.prepare(`INSERT INTO batch_requests (batch_id, idx, custom_id, line, offset, length) VALUES (?, ?, ?, ?, ?, ?)`);
+      client.transaction(() => {
+        for (const r of rows) stmt.run(batchId, r.idx, r.customId, r.line, r.offset, r.length);
+      })();
+    },
+    deleteRequests(batchId: string): void {
+      client.transaction(() => {
+        db.delete(batchRequests).where(eq(batchRequests.batchId, batchId)).run();
+        db.delete(batchChunks).where(eq(batchChunks.batchId, batchId)).run();
+      })();
+    },
+    customIdOf(batchId: string, idx: number): string | undefined {
+      const r = client.prepare(`SELECT custom_id AS c FROM batch_requests WHERE batch_id = ? AND idx = ?`).get(batchId, idx) as { c: string } | undefined;
+      return r?.c;
+    },
+    countByState(batchId: string): { pending: number; queued: number; done: number } {
+      const rows = client
+        .prepare(`SELECT state, count(*) AS n FROM batch_requests WHERE batch_id = ? GROUP BY state`)
+        .all(batchId) as { state: string; n: number }[];
+      const out = { pending: 0, queued: 0, done: 0 };
+      for (const r of rows) out[r.state as keyof typeof out] = r.n;
+      return out;
+    },
+    /** Takes up to `limit` pending requests into a new chunk, atomically. */
+    takeChunk(batchId: string, limit: number, nowMs: number): { chunkNo: number; requests: RequestSlice[] } | null {
+      return client.transaction(() => {
+        const requests = client
+          .prepare(`SELECT idx, custom_id AS customId, line, offset, length FROM batch_requests WHERE batch_id = ? AND state = 'pending' ORDER BY idx LIMIT ?`)
+          .all(batchId, limit) as RequestSlice[];
+        if (requests.length === 0) return null;
+        const { next } = client.prepare(`SELECT coalesce(max(chunk_no), -1) + 1 AS next FROM batch_chunks WHERE batch_id = ?`).get(batchId) as { next: number };
+        client.prepare(`INSERT INTO batch_chunks (batch_id, chunk_no, state, attempt, sent_at) VALUES (?, ?, 'queued', 0, ?)`).run(batchId, next, nowMs);
+        const first = requests[0]!.idx;
+        const last = requests[requests.length - 1]!.idx;
+        client
+          .prepare(`UPDATE batch_requests SET state = 'queued', chunk_no = ? WHERE batch_id = ? AND state = 'pending' AND idx BETWEEN ? AND ?`)
+          .run(next, batchId, first, last);
+        return { chunkNo: next, requests };
+      })();
+    },
+    /** Requests of a chunk that have no result yet (to re-send a lost chunk). */
+    unfinishedInChunk(batchId: string, chunkNo: number): RequestSlice[] {
+      return client
+        .prepare(`SELECT idx, custom_id AS customId, line, offset, length FROM batch_requests WHERE batch_id = ? AND chunk_no = ? AND state != 'done' ORDER BY idx`)
+        .all(batchId, chunkNo) as RequestSlice[];
+    },
+    queuedChunks(batchId: string): ChunkRow[] {
+      return db.select().from(batchChunks).where(and(eq(batchChunks.batchId, batchId), eq(batchChunks.state, 'queued'))).all();
+    },
+    countQueuedChunks(batchId: string): number {
+      const r = client.prepare(`SELECT count(*) AS n FROM batch_chunks WHERE batch_id = ? AND state = 'queued'`).get(batchId) as { n: number };
+      return r.n;
+    },
+    bumpChunkAttempt(batchId: string, chunkNo: number, nowMs: number): number {
+      const r = client
+        .prepare(`UPDATE batch_chunks SET attempt = attempt + 1, sent_at = ? WHERE batch_id = ? AND chunk_no = ? RETURNING attempt`)
+        .get(nowMs, batchId, chunkNo) as { attempt: number } | undefined;
+      return r?.attempt ?? 0;
+    },
+    /**
+     * A worker says it finished a chunk. Requests of it that still have no result go back to
+     * pending (it skipped them, e.g. on cancel, or their results were lost with Redis).
+     */
+    finishChunk(batchId: string, chunkNo: number): void {
+      client.transaction(() => {
+        client.prepare(`UPDATE batch_chunks SET state = 'done' WHERE batch_id = ? AND chunk_no = ?`).run(batchId, chunkNo);
+        client
+          .prepare(`UPDATE batch_requests SET state = 'pending', chunk_no = NULL WHERE batch_id = ? AND chunk_no = ? AND state = 'queued'`)
+          .run(batchId, chunkNo);
+      })();
+    },
+    /**
+     * Stores results as they arrive, in one transaction. A result for a request that is
+     * already done is ignored: this is what makes redelivery after a crash exactly-once.
+     * Returns how many were new.
+     */
+    storeResults(results: readonly StoredResult[]): number {
+      let stored = 0;
+      client.transaction(() => {
+        for (const r of results) {
+          if (markDone.run(r.line, r.isError ? 1 : 0, r.batchId, r.idx).changes !== 1) continue;
+          stored += 1;
+          const u = r.usage;
+          bumpCounts.run(r.isError ? 0 : 1, r.isError ? 1 : 0, u?.input ?? 0, u?.cached ?? 0, u?.output ?? 0, u?.reasoning ?? 0, r.batchId);
+        }
+      })();
+      return stored;
+    },
+    /** Every request in input order, for writing the output and error files. */
+    iterateRequests(batchId: string): IterableIterator<{ idx: number; customId: string; state: string; result: string | null; isError: number | null }> {
+      return client
+        .prepare(`SELECT idx, custom_id AS customId, state, result, is_error AS isError FROM batch_requests WHERE batch_id = ? ORDER BY idx`)
+        .iterate(batchId) as IterableIterator<{ idx: number; customId: string; state: string; result: string | null; isError: number | null }>;
+    },
+  };
+}

@@ -56,7 +56,9 @@ export async function startPrivateRedis(dataDir: string, log: Logger): Promise<{
   const child: ChildProcess = spawn(
     'redis-server',
     ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--pidfile', pidFile, '--appendonly', 'yes', '--appendfsync', 'everysec', '--save', '', '--daemonize', 'no', '--logfile', path.join(dir, 'redis.log')],
-    { stdio: 'ignore' },
+    // Its own process group: a Ctrl-C to our group must not kill Redis before the worker
+    // and API have handed their work back to it (stop() ends it last).
+    { stdio: 'ignore', detached: true },
   );
   const url = `redis://127.0.0.1:${port}`;
   const deadline = Date.now() + 15_000;

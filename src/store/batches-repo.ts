@@ -1,4 +1,4 @@
-import { and, desc, eq, inArray, lt, or, sql } from 'drizzle-orm';
+import { and, desc, eq, inArray, sql } from 'drizzle-orm';
 import type { Db } from './db.js';
 import { batches, batchChunks, batchRequests } from './schema.js';
 import type { BatchStatus } from '../domain/batch-status.js';
@@ -59,18 +59,10 @@ export function createBatchesRepo(db: Db) {
         .orderBy(desc(batches.createdAt))
         .get();
     },
-    /** Newest first; `after` is a batch id (cursor). */
+    /** Newest first (insertion order, so batches created in the same second keep theirs); `after` is a batch id. */
     list(opts: { limit: number; after?: BatchRow }): { rows: BatchRow[]; hasMore: boolean } {
-      const cursor = opts.after
-        ? or(lt(batches.createdAt, opts.after.createdAt), and(eq(batches.createdAt, opts.after.createdAt), lt(batches.id, opts.after.id)))
-        : undefined;
-      const rows = db
-        .select()
-        .from(batches)
-        .where(cursor)
-        .orderBy(desc(batches.createdAt), desc(batches.id))
-        .limit(opts.limit + 1)
-        .all();
+      const cursor = opts.after ? sql`rowid < (SELECT rowid FROM batches WHERE id = ${opts.after.id})` : undefined;
+      const rows = db.select().from(batches).where(cursor).orderBy(sql`rowid DESC`).limit(opts.limit + 1).all();
       return { rows: rows.slice(0, opts.limit), hasMore: rows.length > opts.limit };
     },
     listByStatus(statuses: readonly BatchStatus[]): BatchRow[] {

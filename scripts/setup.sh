@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs what the server and its tests need, and says what it does:
+#   - npm dependencies (npm ci) when node_modules is missing or older than package-lock.json;
+#   - redis-server with apt-get when it is missing and needed (sudo when not root).
+# Usage: scripts/setup.sh [--need-redis]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  echo "setup: installing npm dependencies (npm ci)..."
+  npm ci --no-audit --no-fund --loglevel=error
+fi
+
+if [ "${1:-}" = "--need-redis" ] && ! command -v redis-server >/dev/null 2>&1; then
+  if ! command -v apt-get >/dev/null 2>&1; then
+    echo "setup: redis-server is missing and this is not a Debian/Ubuntu machine." >&2
+    echo "       Install Redis 6.2+ with your package manager, or set REDIS_URL=redis://host:6379." >&2
+    exit 1
+  fi
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+  echo "setup: redis-server not found; installing it with ${SUDO:+sudo }apt-get install redis-server..."
+  $SUDO apt-get update -qq
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server >/dev/null
+  echo "setup: installed $(redis-server --version | cut -d' ' -f1-3)"
+fi

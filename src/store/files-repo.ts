@@ -1,0 +1,108 @@
+import { and, asc, desc, eq, exists, gt, inArray, isNotNull, isNull, lt, lte, not, or, type SQL } from 'drizzle-orm';
+import type { Db } from './db.js';
+import { batches, files } from './schema.js';
+
+export type FileRow = typeof files.$inferSelect;
+
+/** Batch statuses in which a worker may still read the input file. */
+export const ACTIVE_BATCH_STATUSES = ['validating', 'in_progress', 'finalizing', 'cancelling'] as const;
+
+export interface ListFilesQuery {
+  purpose?: string;
+  limit: number;
+  order: 'asc' | 'desc';
+  /** A file id: the page starts after it. */
+  after?: string;
+}
+
+export interface ListFilesPage {
+  rows: FileRow[];
+  hasMore: boolean;
+  /** True when `after` names no file (never existed, or purged): the route answers 400. */
+  unknownAfter?: boolean;
+}
+
+export interface FilesRepo {
+  insert(row: FileRow): void;
+  /** A live file (not deleted). */
+  get(id: string): FileRow | undefined;
+  /** Any row, deleted or not: a batch keeps reading an input file deleted after it started. */
+  getAny(id: string): FileRow | undefined;
+  list(query: ListFilesQuery): ListFilesPage;
+  /** Hides the file from the API. False if there was no live file with that id. */
+  markDeleted(id: string, nowS: number): boolean;
+  isInputOfActiveBatch(id: string): boolean;
+  /** Live files whose expires_at has passed. */
+  listExpired(nowS: number): FileRow[];
+  /** Deleted files that no active batch reads: their bytes and rows can go. */
+  listDeletedNotInUse(): FileRow[];
+  /** Removes the row for good. */
+  purge(id: string): void;
+}
+
+export function createFilesRepo(db: Db): FilesRepo {
+  const activeBatchReads = exists(
+    db
+      .select({ one: batches.id })
+      .from(batches)
+      .where(and(eq(batches.inputFileId, files.id), inArray(batches.status, [...ACTIVE_BATCH_STATUSES]))),
+  );
+
+  function list({ purpose, limit, order, after }: ListFilesQuery): ListFilesPage {
+    const conds: (SQL | undefined)[] = [isNull(files.deletedAt), purpose === undefined ? undefined : eq(files.purpose, purpose)];
+    if (after !== undefined) {
+      // The cursor row may be deleted since the last page; it still marks the place.
+      const cursor = db.select({ createdAt: files.createdAt, id: files.id }).from(files).where(eq(files.id, after)).get();
+      if (!cursor) return { rows: [], hasMore: false, unknownAfter: true };
+      const beyond = order === 'asc' ? gt : lt;
+      conds.push(or(beyond(files.createdAt, cursor.createdAt), and(eq(files.createdAt, cursor.createdAt), beyond(files.id, cursor.id))));
+    }
+    const by = order === 'asc' ? asc : desc;
+    const rows = db
+      .select()
+      .from(files)
+      .where(and(...conds))
+      .orderBy(by(files.createdAt), by(files.id))
+      .limit(limit + 1)
+      .all();
+    const hasMore = rows.length > limit;
+    return { rows: hasMore ? rows.slice(0, limit) : rows, hasMore };
+  }
+
+  return {
+    insert: (row) => {
+      db.insert(files).values(row).run();
+    },
+    get: (id) => db.select().from(files).where(and(eq(files.id, id), isNull(files.deletedAt))).get(),
+    getAny: (id) => db.select().from(files).where(eq(files.id, id)).get(),
+    list,
+    markDeleted: (id, nowS) =>
+      db
+        .update(files)
+        .set({ deletedAt: nowS })
+        .where(and(eq(files.id, id), isNull(files.deletedAt)))
+        .run().changes > 0,
+    isInputOfActiveBatch: (id) =>
+      db
+        .select({ one: batches.id })
+        .from(batches)
+        .where(and(eq(batches.inputFileId, id), inArray(batches.status, [...ACTIVE_BATCH_STATUSES])))
+        .limit(1)
+        .get() !== undefined,
+    listExpired: (nowS) =>
+      db
+        .select()
+        .from(files)
+        .where(and(isNull(files.deletedAt), isNotNull(files.expiresAt), lte(files.expiresAt, nowS)))
+        .all(),
+    listDeletedNotInUse: () =>
+      db
+        .select()
+        .from(files)
+        .where(and(isNotNull(files.deletedAt), not(activeBatchReads)))
+        .all(),
+    purge: (id) => {
+      db.delete(files).where(eq(files.id, id)).run();
+    },
+  };
+}

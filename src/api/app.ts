@@ -1,4 +1,4 @@
-import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyError } from 'fastify';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyError, type FastifyReply } from 'fastify';
 import multipart from '@fastify/multipart';
 import type { Logger } from '../log/logger.js';
 import type { Config } from '../config/load.js';
@@ -46,7 +46,12 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     connectionTimeout: 0,
     requestTimeout: 0,
     keepAliveTimeout: 65_000,
-    routerOptions: { ignoreTrailingSlash: true },
+    routerOptions: { ignoreTrailingSlash: true, maxParamLength: 500 },
+    // Errors Fastify raises before routing (bad URL, over-long path parameter) get our envelope too.
+    frameworkErrors: (err, req, reply) => {
+      const status = err.statusCode && err.statusCode < 500 ? err.statusCode : 400;
+      void (reply as unknown as FastifyReply).status(status).send(toOpenAIError(`${err.message}. Check the request URL.`, 'invalid_request_error', null, 'invalid_request'));
+    },
   });
   app.decorate('deps', deps);
 

@@ -1,4 +1,4 @@
-import { and, asc, desc, eq, exists, gt, inArray, isNotNull, isNull, lt, lte, not, or, type SQL } from 'drizzle-orm';
+import { and, asc, desc, eq, exists, gt, inArray, isNotNull, isNull, lt, lte, not, or, sql, type SQL } from 'drizzle-orm';
 import type { Db } from './db.js';
 import { batches, files } from './schema.js';
 
@@ -52,17 +52,18 @@ export function createFilesRepo(db: Db): FilesRepo {
     const conds: (SQL | undefined)[] = [isNull(files.deletedAt), purpose === undefined ? undefined : eq(files.purpose, purpose)];
     if (after !== undefined) {
       // The cursor row may be deleted since the last page; it still marks the place.
-      const cursor = db.select({ createdAt: files.createdAt, id: files.id }).from(files).where(eq(files.id, after)).get();
+      const cursor = db.select({ createdAt: files.createdAt, seq: sql<number>`rowid` }).from(files).where(eq(files.id, after)).get();
       if (!cursor) return { rows: [], hasMore: false, unknownAfter: true };
       const beyond = order === 'asc' ? gt : lt;
-      conds.push(or(beyond(files.createdAt, cursor.createdAt), and(eq(files.createdAt, cursor.createdAt), beyond(files.id, cursor.id))));
+      // Ties within one second keep upload order (rowid), not the random order of ids.
+      conds.push(or(beyond(files.createdAt, cursor.createdAt), and(eq(files.createdAt, cursor.createdAt), beyond(sql`rowid`, cursor.seq))));
     }
     const by = order === 'asc' ? asc : desc;
     const rows = db
       .select()
       .from(files)
       .where(and(...conds))
-      .orderBy(by(files.createdAt), by(files.id))
+      .orderBy(by(files.createdAt), by(sql`rowid`))
       .limit(limit + 1)
       .all();
     const hasMore = rows.length > limit;

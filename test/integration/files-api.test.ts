@@ -132,7 +132,8 @@ describe('Files API with the official SDK', () => {
   it('lists with limit/after pagination, both orders and a purpose filter', async () => {
     const made = [];
     for (let i = 0; i < 5; i++) made.push(await client.files.create({ file: createReadStream(writeTemp(`e${i}.jsonl`, `{"i":${i}}\n`)), purpose: 'evals' }));
-    const desc = [...made].sort((a, b) => b.created_at - a.created_at || (a.id < b.id ? 1 : -1)).map((f) => f.id);
+    // Newest first; uploads within the same second keep their upload order.
+    const desc = [...made].reverse().map((f) => f.id);
 
     const first = await client.files.list({ purpose: 'evals', limit: 2 });
     expect(first.data.map((f) => f.id)).toEqual(desc.slice(0, 2));

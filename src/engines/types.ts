@@ -1,0 +1,46 @@
+import type { EngineClient } from './client.js';
+
+/** Engine states as in llama-swap, plus `failed` (crashed; the next ensureReady restarts it). */
+export type EngineState = 'stopped' | 'starting' | 'ready' | 'stopping' | 'failed' | 'shutdown';
+
+export interface EngineInfo {
+  model: string;
+  engine: 'sim' | 'vllm';
+  state: EngineState;
+  /** The running process (null when none runs). */
+  pid: number | null;
+  baseUrl: string | null;
+  /** ms epoch of the last state change. */
+  since: number;
+  /** Starts made after a failure, over the manager's life. */
+  restarts: number;
+  lastError: string | null;
+  logFile: string;
+  /** Start-to-ready time of the last successful start. */
+  readyMs: number | null;
+}
+
+/** What a caller needs to send requests to a ready engine. */
+export interface EngineHandle {
+  model: string;
+  baseUrl: string;
+  client: EngineClient;
+  /** Requests the engine runs at once: keep this many in flight. */
+  concurrency: number;
+}
+
+/** A handle whose in-flight slot was taken inside the manager's loop (see ModelManager.lease). */
+export interface EngineLease extends EngineHandle {
+  /** Gives the in-flight slot back. Idempotent. */
+  release: () => void;
+}
+
+export interface SwapEvent {
+  /** The engine stopped to make room (the first, if several), or null. */
+  from: string | null;
+  to: string;
+  /** 'cold-start' | 'restart' | 'lru-evict' */
+  reason: string;
+  /** From the decision to the target being ready, stop of the old engine included. */
+  ms: number;
+}

@@ -41,6 +41,13 @@ process.on('SIGTERM', () => {
   else shutdown('SIGTERM');
 });
 
+// A stand-in has no reason to outlive the worker that started it (SIGKILLed workers in
+// tests would otherwise leave simulators behind): exit when we are re-parented.
+const parentPid = process.ppid;
+setInterval(() => {
+  if (process.ppid !== parentPid) shutdown('parent exited');
+}, 1000).unref();
+
 server.on('error', (err: NodeJS.ErrnoException) => fail(`cannot listen on ${cfg.host}:${cfg.port}: ${err.code ?? err.message}`, 1));
 
 server.listen({ port: cfg.port, host: cfg.host, backlog: 4096 }, () => {

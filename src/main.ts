@@ -7,6 +7,7 @@ import { ConfigError, loadConfig, type Config } from './config/load.js';
 import { createBatchRunner } from './control/batch-runner.js';
 import { createBatchService } from './control/batch-service.js';
 import { ModelManager } from './engines/model-manager.js';
+import { reapOrphanEngines } from './engines/orphans.js';
 import { createLogger, type Logger } from './log/logger.js';
 import { createRedis } from './queue/connection.js';
 import { RedisMissingError, startPrivateRedis } from './queue/private-redis.js';
@@ -71,7 +72,9 @@ export async function startApi(config: Config, log: Logger, redisUrl: string): P
 
 /** A GPU worker: BullMQ consumers + the ModelManager for this machine's engines. */
 export async function startWorker(config: Config, log: Logger, redisUrl: string): Promise<Running> {
-  const manager = new ModelManager({ models: config.models, logDir: path.join(config.dataDir, 'logs'), log: log.child({ component: 'engines' }) });
+  const logDir = path.join(config.dataDir, 'logs');
+  await reapOrphanEngines(logDir, log.child({ component: 'engines' }));
+  const manager = new ModelManager({ models: config.models, logDir, log: log.child({ component: 'engines' }) });
   const node = createWorkerNode({ config, log: log.child({ component: 'worker' }), redisUrl, engines: manager });
   node.start();
   return {

@@ -9,6 +9,7 @@ import { EngineProcess, type EngineExit } from './engine-process.js';
 import { formatTail, restartLimitError, shutdownError, unknownModelError, type EngineError } from './errors.js';
 import { selectEvictions } from './eviction.js';
 import { allocatePort } from './net.js';
+import { clearEngineRecord, recordEngine } from './orphans.js';
 import { infoOf, logFileFor, newSlot, type Slot } from './slot.js';
 import * as policy from './restart-policy.js';
 import type { EngineHandle, EngineInfo, EngineLease, EngineState, SwapEvent } from './types.js';
@@ -228,6 +229,7 @@ export class ModelManager extends EventEmitter<{ state: [EngineInfo]; swap: [Swa
     slot.proc = proc;
     slot.handle = undefined;
     const promise = proc.start();
+    if (proc.pid !== undefined) recordEngine(slot.logFile, model.id, proc.pid);
     this.setState(slot, 'starting');
     try {
       slot.readyMs = await promise;
@@ -253,6 +255,7 @@ export class ModelManager extends EventEmitter<{ state: [EngineInfo]; swap: [Swa
     if (proc) {
       if (proc.isRunning) this.setState(slot, 'stopping');
       await proc.stop();
+      clearEngineRecord(slot.logFile, proc.pid);
       slot.proc = undefined;
     }
     await handle?.client.destroy();
@@ -266,6 +269,7 @@ export class ModelManager extends EventEmitter<{ state: [EngineInfo]; swap: [Swa
     slot.handle = undefined;
     await handle?.client.destroy();
     await proc?.stop();
+    if (proc) clearEngineRecord(slot.logFile, proc.pid);
   }
 
   private onUnexpectedExit(slot: Slot, proc: EngineProcess, e: EngineExit): void {

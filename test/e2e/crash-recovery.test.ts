@@ -1,4 +1,4 @@
-import { createReadStream, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createReadStream, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -75,9 +75,13 @@ describe('crash recovery (separate API and worker processes)', () => {
     await worker.kill('SIGKILL');
     const atKill = await progress(client, batch.id);
     expect(atKill).toBeLessThan(N);
+    const orphan = JSON.parse(readFileSync(path.join(env.DATA_DIR, 'logs', `${MODEL}.engine.json`), 'utf8')) as { enginePid: number };
     worker = startMain('worker', env);
     procs.push(worker);
     await assertExactlyOnce(client, batch.id);
+    // The engine the killed worker left behind is gone (the simulator follows its parent, and
+    // the new worker reaps recorded engines whose owner is dead).
+    expect(() => process.kill(orphan.enginePid, 0)).toThrow();
   });
 
   it('resumes after the API process is killed with SIGKILL mid-batch', async () => {

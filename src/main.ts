@@ -6,6 +6,7 @@ import { buildApp } from './api/app.js';
 import { ConfigError, loadConfig, type Config } from './config/load.js';
 import { createBatchRunner } from './control/batch-runner.js';
 import { createBatchService } from './control/batch-service.js';
+import { createEngineRouter } from './control/engine-router.js';
 import { ModelManager } from './engines/model-manager.js';
 import { reapOrphanEngines } from './engines/orphans.js';
 import { createLogger, type Logger } from './log/logger.js';
@@ -42,6 +43,14 @@ export async function startApi(config: Config, log: Logger, redisUrl: string): P
   const batches = createBatchesRepo(db);
   const redis = createRedis(redisUrl, 'api');
   const runner = createBatchRunner({ config, log: log.child({ component: 'batches' }), redis, batches, files, storage });
+  const router = createEngineRouter({
+    redis,
+    subscriber: createRedis(redisUrl, 'api-events'),
+    prefix: config.env.QUEUE_PREFIX,
+    models: config.models.map((m) => m.id),
+    log: log.child({ component: 'router' }),
+    waitMs: config.env.INFERENCE_WAIT_MS,
+  });
   const batchService = createBatchService({ config, log: log.child({ component: 'batches' }), batches, files, runner });
   const health = {
     sqlite: () => {
@@ -54,7 +63,7 @@ export async function startApi(config: Config, log: Logger, redisUrl: string): P
     },
     redis: () => pingWithin(redis, 1000),
   };
-  const app = await buildApp({ config, log, files, storage, batches, batchService, health });
+  const app = await buildApp({ config, log, files, storage, batches, batchService, router, health });
   const url = await app.listen({ port: config.env.PORT, host: config.env.HOST });
   runner.start();
   log.info({ url }, 'api listening');
@@ -63,6 +72,7 @@ export async function startApi(config: Config, log: Logger, redisUrl: string): P
     app,
     async close() {
       await app.close();
+      await router.close();
       await runner.stop();
       await redis.quit().catch(() => redis.disconnect());
       db.$client.close();

@@ -8,10 +8,12 @@ import type { FilesRepo } from '../store/files-repo.js';
 import type { FileStorage } from '../store/file-storage.js';
 import type { BatchesRepo } from '../store/batches-repo.js';
 import type { BatchService } from '../control/batch-service.js';
+import type { EngineRouter } from '../control/engine-router.js';
 import filesRoutes from './routes/files.js';
 import batchesRoutes from './routes/batches.js';
 import healthRoutes, { type HealthChecks } from './routes/health.js';
 import modelsRoutes from './routes/models.js';
+import inferenceRoutes from './routes/inference.js';
 
 export interface AppDeps {
   config: Config;
@@ -20,6 +22,7 @@ export interface AppDeps {
   storage: FileStorage;
   batches: BatchesRepo;
   batchService: BatchService;
+  router: EngineRouter;
   health: HealthChecks;
 }
 
@@ -92,6 +95,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(filesRoutes, { prefix: '/v1' });
   await app.register(batchesRoutes, { prefix: '/v1' });
   await app.register(modelsRoutes, { prefix: '/v1' });
+  await app.register(inferenceRoutes, { prefix: '/v1' });
   return app;
 }
 

@@ -33,6 +33,9 @@ export const envSchema = z.object({
   REQUEST_MAX_ATTEMPTS: z.coerce.number().int().min(1).max(50).default(6).describe('Attempts per batch request on connection errors, 5xx and timeouts before it is written to the error file.'),
   MODEL_SWITCH_AFTER_MS: z.coerce.number().int().min(0).default(600_000).describe('Longest time queued work for another model waits while the loaded model still has work (then the worker swaps at a request boundary).'),
   COMPLETION_WINDOW_S: z.coerce.number().int().positive().default(86_400).describe('Length of the "24h" completion window in seconds. Change it only to test expiry.'),
+  INFERENCE_WAIT_MS: z.coerce.number().int().positive().default(900_000).describe('How long an interactive request waits for its model to be loaded before a 503 with Retry-After (long enough for a vLLM cold start).'),
+  INTERACTIVE_POLICY: z.enum(['wait', 'preempt']).default('wait').describe('An interactive request for another model while a batch runs: "wait" until the batch model has no queued work or INTERACTIVE_MAX_WAIT_MS passed; "preempt" swaps at the next chunk boundary, serves, then swaps back.'),
+  INTERACTIVE_MAX_WAIT_MS: z.coerce.number().int().min(0).default(120_000).describe('With INTERACTIVE_POLICY=wait, the longest an interactive request waits for a running batch of another model before the worker swaps anyway (at a chunk boundary).'),
   SHUTDOWN_TIMEOUT_MS: z.coerce.number().int().positive().default(30_000).describe('Deadline for a graceful shutdown on SIGTERM/SIGINT.'),
   EXPIRY_SWEEP_MS: z.coerce.number().int().positive().default(60_000).describe('How often expired files are deleted and expired batches closed.'),
 });

@@ -5,11 +5,38 @@ import { createHash } from 'node:crypto';
  * messages workers send back. Both sides import only this module, never each other.
  */
 
-/** A BullMQ queue per model: workers pull work of the model they have loaded first. */
-export function chunkQueueName(model: string): string {
+/** A model id made safe for Redis key and queue names (ids may hold '/' and ':'). */
+export function modelKey(model: string): string {
   const safe = model.replace(/[^A-Za-z0-9_.-]/g, '_').slice(0, 60);
   const hash = createHash('sha256').update(model).digest('hex').slice(0, 8);
-  return `chunks-${safe}-${hash}`;
+  return `${safe}-${hash}`;
+}
+
+/** A BullMQ queue per model: workers pull work of the model they have loaded first. */
+export function chunkQueueName(model: string): string {
+  return `chunks-${modelKey(model)}`;
+}
+
+/**
+ * Interactive demand an API process has for a model: requests waiting for it to load and
+ * requests in flight on its engine. Workers read it to decide swaps (and to leave interactive
+ * traffic room in batch dispatch); it expires by itself if the API process dies.
+ */
+export interface DemandRecord {
+  model: string;
+  waiting: number;
+  inflight: number;
+  /** When the oldest waiting request arrived (ms), or null. */
+  waitingSince: number | null;
+}
+
+/** What a worker advertises (key `worker:<id>`, refreshed every few seconds, expiring). */
+export interface WorkerHeartbeat {
+  workerId: string;
+  models: string[];
+  activeModel: string | null;
+  engines: { model: string; state: string; baseUrl: string | null; lastError: string | null; since: number }[];
+  at: number;
 }
 
 export interface ChunkRequest {
@@ -64,6 +91,10 @@ export function keys(prefix: string) {
     cancel: (batchId: string) => `${prefix}:cancel:${batchId}`,
     worker: (workerId: string) => `${prefix}:worker:${workerId}`,
     workersPattern: `${prefix}:worker:*`,
+    demand: (model: string, apiId: string) => `${prefix}:demand:${modelKey(model)}:${apiId}`,
+    demandPattern: `${prefix}:demand:*`,
+    /** Pub/sub: 'engines' when a worker's engines changed, 'demand' when interactive demand appeared. */
+    events: `${prefix}:events`,
   };
 }
 

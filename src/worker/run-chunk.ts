@@ -35,12 +35,24 @@ export function createChunkRunner(deps: RunChunkDeps) {
   const limits = new Map<string, LimitFunction>();
   const cancelCache = new Map<string, { at: number; cancelled: boolean }>();
 
+  const capacity = new Map<string, number>();
+  const interactive = new Map<string, number>();
+  /** Batch requests get the engine's concurrency minus the interactive requests on it (at least 1). */
+  const applyLimit = (model: string) => {
+    const l = limits.get(model);
+    if (l) l.concurrency = Math.max(1, (capacity.get(model) ?? 1) - (interactive.get(model) ?? 0));
+  };
+
   /** One limiter per model, shared by all chunks: the engine gets at most `concurrency` requests. */
   const limiterFor = (model: string, concurrency: number) => {
     let l = limits.get(model);
     if (!l) {
       l = pLimit(concurrency);
       limits.set(model, l);
+    }
+    if (capacity.get(model) !== concurrency) {
+      capacity.set(model, concurrency);
+      applyLimit(model);
     }
     return l;
   };
@@ -94,7 +106,7 @@ export function createChunkRunner(deps: RunChunkDeps) {
       .exec();
   };
 
-  return async function runChunk(job: ChunkJob, signal?: AbortSignal): Promise<{ ran: number; skipped: number }> {
+  const runChunk = async function runChunk(job: ChunkJob, signal?: AbortSignal): Promise<{ ran: number; skipped: number }> {
     if (signal) setMaxListeners(0, signal); // every request of the chunk listens to the job's signal
     const { concurrency } = await deps.engines.ensureReady(job.model, signal);
     const limit = limiterFor(job.model, concurrency);
@@ -119,6 +131,13 @@ export function createChunkRunner(deps: RunChunkDeps) {
     deps.log.debug({ batchId: job.batchId, chunkNo: job.chunkNo, ran, skipped, resumed: done.size }, 'chunk done');
     return { ran, skipped };
   };
+  return Object.assign(runChunk, {
+    setInteractiveLoad(model: string, inflight: number) {
+      if ((interactive.get(model) ?? 0) === inflight) return;
+      interactive.set(model, inflight);
+      applyLimit(model);
+    },
+  });
 }
 
 /** A 2xx body goes into the output file as is, with its usage read out for the batch totals. */

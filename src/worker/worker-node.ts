@@ -3,7 +3,7 @@ import { Queue, Worker, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Config } from '../config/load.js';
 import type { Logger } from '../log/logger.js';
-import { chunkQueueName, keys, type ChunkJob } from '../queue/jobs.js';
+import { chunkQueueName, keys, type ChunkJob, type DemandRecord, type WorkerHeartbeat } from '../queue/jobs.js';
 import { createRedis } from '../queue/connection.js';
 import { createChunkRunner, type EngineAccess } from './run-chunk.js';
 import { pickModel, type QueueLoad } from './scheduler.js';
@@ -13,7 +13,10 @@ export interface WorkerNodeDeps {
   config: Config;
   log: Logger;
   redisUrl: string;
-  engines: EngineAccess & { list(): unknown[] };
+  engines: EngineAccess & {
+    list(): { model: string; state: string; baseUrl: string | null; lastError: string | null; since: number }[];
+    on(event: 'state', listener: () => void): unknown;
+  };
 }
 
 const SCHEDULE_MS = 500;
@@ -74,20 +77,62 @@ export function createWorkerNode(deps: WorkerNodeDeps) {
     queues.set(model, new Queue<ChunkJob>(name, { connection: redis, prefix: env.QUEUE_PREFIX }));
   }
 
-  const loadOf = async (model: string): Promise<QueueLoad> => {
+  /** Interactive demand per model, summed over every API process (keys expire with them). */
+  const readDemand = async (): Promise<Map<string, DemandRecord>> => {
+    const found: string[] = [];
+    let cursor = '0';
+    do {
+      const [c, batch] = await redis.scan(cursor, 'MATCH', k.demandPattern, 'COUNT', 500);
+      cursor = c;
+      found.push(...batch);
+    } while (cursor !== '0');
+    const out = new Map<string, DemandRecord>();
+    const values = found.length ? await redis.mget(...found) : [];
+    for (const v of values) {
+      if (!v) continue;
+      const d = JSON.parse(v) as DemandRecord;
+      const sum = out.get(d.model) ?? { model: d.model, waiting: 0, inflight: 0, waitingSince: null };
+      sum.waiting += d.waiting;
+      sum.inflight += d.inflight;
+      if (d.waitingSince !== null) sum.waitingSince = Math.min(sum.waitingSince ?? Infinity, d.waitingSince);
+      out.set(d.model, sum);
+    }
+    return out;
+  };
+
+  const loadOf = async (model: string, demand: Map<string, DemandRecord>): Promise<QueueLoad> => {
     const q = queues.get(model)!;
     const counts = await q.getJobCounts('waiting', 'active', 'prioritized', 'delayed');
     const waiting = (counts.waiting ?? 0) + (counts.prioritized ?? 0);
     const oldest = waiting > 0 ? (await q.getJobs(['waiting', 'prioritized'], 0, 0, true))[0]?.timestamp : undefined;
-    return { model, waiting, active: counts.active ?? 0, oldestWaitingAt: oldest ?? null };
+    const d = demand.get(model);
+    return {
+      model,
+      waiting,
+      active: counts.active ?? 0,
+      oldestWaitingAt: oldest ?? null,
+      interactiveWaiting: d?.waiting ?? 0,
+      interactiveInflight: d?.inflight ?? 0,
+      interactiveSince: d?.waitingSince ?? null,
+    };
   };
 
-  /** Pauses the current model's Worker (BullMQ waits for its running chunks) and starts the next. */
+  /**
+   * Pauses the current model's Worker (BullMQ waits for its running chunks), loads the next
+   * model (the ModelManager evicts the old engine once nothing is in flight on it), then starts
+   * the next model's Worker. Loading here, not on the first chunk, is what serves interactive
+   * demand for a model that has no batch work.
+   */
   const switchTo = async (next: string) => {
     const prev = active;
     if (prev) await workers.get(prev)!.pause();
     active = next;
     activeSince = Date.now();
+    try {
+      await deps.engines.ensureReady(next);
+    } catch (err) {
+      log.warn({ model: next, err: (err as Error).message }, 'model failed to load; its chunks will fail and be retried');
+    }
     const w = workers.get(next)!;
     if (!started.has(next)) {
       started.add(next);
@@ -99,11 +144,24 @@ export function createWorkerNode(deps: WorkerNodeDeps) {
   const schedule = async () => {
     if (closed || switching) return;
     try {
-      const loads = await Promise.all(served.map(loadOf));
-      const next = pickModel(loads, active, activeSince, Date.now(), env.MODEL_SWITCH_AFTER_MS);
+      const demand = await readDemand();
+      const loads = await Promise.all(served.map((m) => loadOf(m, demand)));
+      // Batch dispatch leaves room for interactive requests on the loaded engine.
+      for (const l of loads) runChunk.setInteractiveLoad(l.model, l.interactiveInflight);
+      const next = pickModel(loads, active, activeSince, Date.now(), {
+        switchAfterMs: env.MODEL_SWITCH_AFTER_MS,
+        interactive: env.INTERACTIVE_POLICY,
+        interactiveMaxWaitMs: env.INTERACTIVE_MAX_WAIT_MS,
+      });
       if (next && next !== active) {
         switching = switchTo(next).finally(() => (switching = undefined));
         await switching;
+      } else if (next && loads.find((l) => l.model === next)!.interactiveWaiting > 0) {
+        // Demand for the model we already serve, whose engine may have gone (idle TTL, crash).
+        switching = deps.engines
+          .ensureReady(next)
+          .then(() => undefined, (err) => log.warn({ model: next, err: (err as Error).message }, 'model failed to load'))
+          .finally(() => (switching = undefined));
       }
     } catch (err) {
       if (!closed) log.warn({ err }, 'scheduling failed; retrying');
@@ -111,9 +169,15 @@ export function createWorkerNode(deps: WorkerNodeDeps) {
   };
 
   const heartbeat = async () => {
-    const info = { workerId, models: served, activeModel: active, engines: deps.engines.list(), at: Date.now() };
+    const engines = deps.engines.list().map((e) => ({ model: e.model, state: e.state, baseUrl: e.baseUrl, lastError: e.lastError, since: e.since }));
+    const info: WorkerHeartbeat = { workerId, models: served, activeModel: active, engines, at: Date.now() };
     await redis.set(k.worker(workerId), JSON.stringify(info), 'PX', HEARTBEAT_MS * 3).catch(() => undefined);
   };
+  // Engine state changes are advertised at once: API requests waiting for a load wake up.
+  deps.engines.on('state', () => {
+    if (closed) return;
+    void heartbeat().then(() => redis.publish(k.events, 'engines').catch(() => undefined));
+  });
 
   return {
     workerId,

@@ -2,6 +2,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
+import { Writable } from 'node:stream';
 import type { FastifyInstance } from 'fastify';
 import OpenAI from 'openai';
 import { inject } from 'vitest';
@@ -22,6 +23,8 @@ export interface TestServer {
   redisUrl: string;
   prefix: string;
   client: OpenAI;
+  /** Parsed log lines, when started with captureLogs (level debug). */
+  logs: Record<string, unknown>[];
   /** Starts an in-process worker (engines as real child processes). */
   startWorker(): Promise<Running>;
   close(): Promise<void>;
@@ -31,7 +34,9 @@ export interface TestServer {
  * The real control plane in this process: real SQLite in a temp dir, the run's real Redis
  * with a fresh key prefix, listening on 127.0.0.1:<free port>.
  */
-export async function startTestServer(opts: { env?: Record<string, string>; modelsYaml?: string; worker?: boolean; logLevel?: string } = {}): Promise<TestServer> {
+export async function startTestServer(
+  opts: { env?: Record<string, string>; modelsYaml?: string; worker?: boolean; logLevel?: string; captureLogs?: boolean } = {},
+): Promise<TestServer> {
   const dataDir = mkdtempSync(path.join(tmpdir(), 'bw-test-'));
   const modelsFile = path.join(dataDir, 'models.yaml');
   writeFileSync(modelsFile, opts.modelsYaml ?? defaultModelsYaml());
@@ -49,7 +54,15 @@ export async function startTestServer(opts: { env?: Record<string, string>; mode
     JOB_STALLED_INTERVAL_MS: '1000',
     ...opts.env,
   });
-  const log = createLogger(config.env.LOG_LEVEL);
+  const logs: Record<string, unknown>[] = [];
+  // Logs as data: tests parse the JSON lines and assert on fields (and on what never appears).
+  const sink = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      for (const line of chunk.toString().split('\n')) if (line) logs.push(JSON.parse(line) as Record<string, unknown>);
+      cb();
+    },
+  });
+  const log = opts.captureLogs ? createLogger('debug', sink) : createLogger(config.env.LOG_LEVEL);
   const api = await startApi(config, log, redisUrl);
   const running: Running[] = [];
   const server: TestServer = {
@@ -60,6 +73,7 @@ export async function startTestServer(opts: { env?: Record<string, string>; mode
     redisUrl,
     prefix,
     client: new OpenAI({ baseURL: `${api.url}/v1`, apiKey: 'test-key', maxRetries: 0 }),
+    logs,
     async startWorker() {
       const w = await startWorker(config, log, redisUrl);
       running.push(w);

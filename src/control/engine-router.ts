@@ -1,26 +1,15 @@
 import { randomBytes } from 'node:crypto';
-import { Pool, type Dispatcher } from 'undici';
+import { Pool } from 'undici';
+import type { EngineRouter as ProxyRouter, EngineTarget } from '../api/proxy/router-types.js';
 import type { Redis } from 'ioredis';
 import type { Logger } from '../log/logger.js';
 import { ApiError } from '../api/errors.js';
 import { keys, type DemandRecord, type WorkerHeartbeat } from '../queue/jobs.js';
 
-export interface EngineTarget {
-  baseUrl: string;
-  model: string;
-  workerId: string;
-  /** A keep-alive undici Pool for baseUrl, shared by all requests to that engine. */
-  dispatcher: Dispatcher;
-  /** Call exactly once when the upstream request is finished or aborted (idempotent). */
-  release(): void;
-}
+export type { EngineTarget };
 
-export interface EngineRouter {
-  isKnownModel(model: string): boolean;
-  /** Waits for a ready engine of `model`, asking workers to load it; 503 + Retry-After on timeout. */
-  acquire(model: string, signal: AbortSignal): Promise<EngineTarget>;
-  /** The engine refused or dropped the connection: skip it until its worker reports again. */
-  reportFailure(target: EngineTarget): void;
+/** The proxy's view of the router (api/proxy/router-types.ts), plus what the API process needs. */
+export interface EngineRouter extends ProxyRouter {
   /** What workers advertise now (for /v1/models states). */
   heartbeats(): WorkerHeartbeat[];
   close(): Promise<void>;

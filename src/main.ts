@@ -84,7 +84,7 @@ export async function startApi(config: Config, log: Logger, redisUrl: string): P
 export async function startWorker(config: Config, log: Logger, redisUrl: string): Promise<Running> {
   const logDir = path.join(config.dataDir, 'logs');
   await reapOrphanEngines(logDir, log.child({ component: 'engines' }));
-  const manager = new ModelManager({ models: config.models, logDir, log: log.child({ component: 'engines' }) });
+  const manager = new ModelManager({ models: config.models, logDir, log: log.child({ component: 'engines' }), bindHost: config.env.ENGINE_BIND_HOST });
   const node = createWorkerNode({ config, log: log.child({ component: 'worker' }), redisUrl, engines: manager });
   node.start();
   return {

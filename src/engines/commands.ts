@@ -13,14 +13,14 @@ export interface EngineCommand {
 export const ENGINE_HOST = '127.0.0.1';
 
 /** The argv and env that start `model`'s engine listening on `port`. */
-export function buildEngineCommand(model: ModelConfig, port: number): EngineCommand {
-  return model.engine === 'vllm' ? buildVllmCommand(model, port) : buildSimCommand(model, port);
+export function buildEngineCommand(model: ModelConfig, port: number, bindHost: string = ENGINE_HOST): EngineCommand {
+  return model.engine === 'vllm' ? buildVllmCommand(model, port, bindHost) : buildSimCommand(model, port, bindHost);
 }
 
 /** `vllm serve <path ?? id> --host 127.0.0.1 --port P --served-model-name <id> [options] ...extra_args` */
-export function buildVllmCommand(model: ModelConfig, port: number): EngineCommand {
+export function buildVllmCommand(model: ModelConfig, port: number, bindHost: string = ENGINE_HOST): EngineCommand {
   const o = model.options;
-  const args = ['serve', model.path ?? model.id, '--host', ENGINE_HOST, '--port', String(port), '--served-model-name', model.id];
+  const args = ['serve', model.path ?? model.id, '--host', bindHost, '--port', String(port), '--served-model-name', model.id];
   if (o.gpu_memory_utilization !== undefined) args.push('--gpu-memory-utilization', String(o.gpu_memory_utilization));
   if (o.max_model_len !== undefined) args.push('--max-model-len', String(o.max_model_len));
   if (o.max_num_seqs !== undefined) args.push('--max-num-seqs', String(o.max_num_seqs));
@@ -35,9 +35,9 @@ export function buildVllmCommand(model: ModelConfig, port: number): EngineComman
  * `node --import <tsx loader> <repo>/simulator/main.ts --port P ...`. Both paths are absolute
  * (resolved from this file), so the engine starts whatever the worker's cwd is.
  */
-export function buildSimCommand(model: ModelConfig, port: number): EngineCommand {
+export function buildSimCommand(model: ModelConfig, port: number, bindHost: string = ENGINE_HOST): EngineCommand {
   const s = { ...simDefaults, ...model.sim };
-  const args = ['--import', tsxLoaderUrl(), simulatorEntry(), '--port', String(port), '--host', ENGINE_HOST, '--model', model.id];
+  const args = ['--import', tsxLoaderUrl(), simulatorEntry(), '--port', String(port), '--host', bindHost, '--model', model.id];
   args.push('--startup-ms', String(s.startup_ms), '--ttft-ms', String(s.ttft_ms), '--output-tokens', String(s.output_tokens));
   // 0 means "off" for these in models.yaml; only pass them when set, so the flag never
   // changes meaning (the simulator's --crash-after 0 would crash on the first request).

@@ -34,6 +34,8 @@ export interface ModelManagerOptions {
   stableUptimeMs?: number;
   /** Rotate engine logs past this size. @defaultValue 10 MiB */
   maxLogBytes?: number;
+  /** Interface engines listen on. @defaultValue '127.0.0.1' (vLLM's dev endpoints must not be exposed by default) */
+  bindHost?: string;
 }
 
 /**
@@ -217,7 +219,7 @@ export class ModelManager extends EventEmitter<{ state: [EngineInfo]; swap: [Swa
     if (this.closing.signal.aborted) throw shutdownError(model.id);
     const proc = new EngineProcess({
       model: model.id,
-      command: buildEngineCommand(model, port),
+      command: buildEngineCommand(model, port, this.opts.bindHost),
       port,
       logFile: slot.logFile,
       log: this.opts.log,

@@ -168,8 +168,16 @@ export function createWorkerNode(deps: WorkerNodeDeps) {
     }
   };
 
+  /** The engine URL as the API should use it: our host as seen from the API's machine. */
+  const advertised = (baseUrl: string | null) => {
+    if (!baseUrl || !env.ENGINE_ADVERTISE_HOST) return baseUrl;
+    const u = new URL(baseUrl);
+    u.hostname = env.ENGINE_ADVERTISE_HOST;
+    return u.origin;
+  };
+
   const heartbeat = async () => {
-    const engines = deps.engines.list().map((e) => ({ model: e.model, state: e.state, baseUrl: e.baseUrl, lastError: e.lastError, since: e.since }));
+    const engines = deps.engines.list().map((e) => ({ model: e.model, state: e.state, baseUrl: advertised(e.baseUrl), lastError: e.lastError, since: e.since }));
     const info: WorkerHeartbeat = { workerId, models: served, activeModel: active, engines, at: Date.now() };
     await redis.set(k.worker(workerId), JSON.stringify(info), 'PX', HEARTBEAT_MS * 3).catch(() => undefined);
   };

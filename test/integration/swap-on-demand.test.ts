@@ -2,6 +2,7 @@ import { createReadStream, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import OpenAI from 'openai';
+import { Redis } from 'ioredis';
 import { afterEach, describe, expect, it } from 'vitest';
 import { startTestServer, type TestServer } from '../helpers/app.js';
 import { chatLines, readLinesOf, waitForBatch, writeJsonl } from '../helpers/batch.js';
@@ -89,10 +90,17 @@ describe('swap on demand', () => {
       QUEUE_PREFIX: server.prefix,
       WORKER_MODELS: 'model-b',
       WORKER_ID: 'second-worker',
+      // As a worker on another machine would: listen beyond loopback, advertise its address.
+      ENGINE_BIND_HOST: '0.0.0.0',
+      ENGINE_ADVERTISE_HOST: '127.0.0.2',
     };
     procs.push(startMain('worker', env));
     const r = await ask(server.client, 'model-b', 'routed far away');
     expect(r.choices[0]!.message.content).toContain('routed far away');
+    const redis = new Redis(server.redisUrl);
+    const hb = JSON.parse((await redis.get(`${server.prefix}:worker:second-worker`))!) as { engines: { model: string; baseUrl: string }[] };
+    await redis.quit();
+    expect(hb.engines.find((e) => e.model === 'model-b')?.baseUrl).toMatch(/^http:\/\/127\.0\.0\.2:\d+$/);
     // model-a is served by no live worker: a clear 503 once the short no-worker wait ends.
     const err = await server.client.chat.completions
       .create({ model: 'model-a', messages: [{ role: 'user', content: 'x' }] }, { timeout: 30_000 })

@@ -41,19 +41,19 @@ export async function startTestServer(
   const modelsFile = path.join(dataDir, 'models.yaml');
   writeFileSync(modelsFile, opts.modelsYaml ?? defaultModelsYaml());
   const prefix = `t${randomBytes(6).toString('hex')}`;
-  const redisUrl = inject('redisUrl');
   const config = loadConfig({
     PORT: '0',
     HOST: '127.0.0.1',
     DATA_DIR: dataDir,
     MODELS_FILE: modelsFile,
-    REDIS_URL: redisUrl,
+    REDIS_URL: inject('redisUrl'),
     QUEUE_PREFIX: prefix,
     LOG_LEVEL: opts.logLevel ?? process.env.TEST_LOG_LEVEL ?? 'silent',
     JOB_LOCK_MS: '5000',
     JOB_STALLED_INTERVAL_MS: '1000',
     ...opts.env,
   });
+  const redisUrl = config.env.REDIS_URL!;
   const logs: Record<string, unknown>[] = [];
   // Logs as data: tests parse the JSON lines and assert on fields (and on what never appears).
   const sink = new Writable({

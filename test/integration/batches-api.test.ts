@@ -69,6 +69,21 @@ describe('Batches API', () => {
     expect(b.errors!.data![0]).toMatchObject({ code: 'empty_file' });
   });
 
+  it('fails a file with more requests than MAX_BATCH_REQUESTS, naming the first line over the limit', async () => {
+    server = await startTestServer({ env: { MAX_BATCH_REQUESTS: '3' } });
+    const b = await waitForBatch(server.client, (await createBatch(server, chatLines(5, SIM_MODEL))).id, ['failed', 'in_progress']);
+    expect(b.status).toBe('failed');
+    expect(b.errors!.data![0]).toMatchObject({ code: 'too_many_requests', line: 4 });
+  });
+
+  it('retries engine 5xx answers with backoff until they succeed', async () => {
+    server = await startTestServer({ worker: true, env: { REQUEST_MAX_ATTEMPTS: '20' }, modelsYaml: defaultModelsYaml({ error_rate: 0.3 }) });
+    const b = await createBatch(server, chatLines(60, SIM_MODEL));
+    const done = await waitForBatch(server.client, b.id, ['completed'], 60_000);
+    expect(done.request_counts).toEqual({ total: 60, completed: 60, failed: 0 });
+    expect(done.error_file_id).toBeNull();
+  });
+
   it('rejects bad create parameters in the error envelope', async () => {
     server = await startTestServer();
     const f = await upload(server, chatLines(1, SIM_MODEL));

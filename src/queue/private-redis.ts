@@ -31,6 +31,30 @@ function isAlive(pid: number): boolean {
 }
 
 /**
+ * Polls until Redis at `url` answers PING (an AOF still loading answers LOADING: keep waiting).
+ * Returns null when it does, 'timeout', or what `gaveUp()` says (e.g. the server exited).
+ */
+export async function waitForRedis(url: string, timeoutMs: number, gaveUp: () => string | null = () => null): Promise<string | null> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const stop = gaveUp();
+    if (stop) return stop;
+    const r = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
+    r.on('error', () => undefined); // refused until the server listens
+    try {
+      await r.connect();
+      await r.ping();
+      return null;
+    } catch {
+      if (Date.now() > deadline) return 'timeout';
+      await sleep(50);
+    } finally {
+      r.disconnect();
+    }
+  }
+}
+
+/**
  * A redis-server of our own under DATA_DIR/redis (append-only file on, so queued work
  * survives a restart). A server left behind by a run that was SIGKILLed is stopped first:
  * two servers writing one AOF would corrupt it.
@@ -61,23 +85,9 @@ export async function startPrivateRedis(dataDir: string, log: Logger): Promise<{
     { stdio: 'ignore', detached: true },
   );
   const url = `redis://127.0.0.1:${port}`;
-  const deadline = Date.now() + 15_000;
-  for (;;) {
-    if (child.exitCode !== null) throw new Error(`the private redis-server exited with code ${child.exitCode}; see ${path.join(dir, 'redis.log')}`);
-    const r = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
-    r.on('error', () => undefined); // refused until the server listens
-    try {
-      await r.connect();
-      // AOF loading answers LOADING; wait until the data is back.
-      await r.ping();
-      r.disconnect();
-      break;
-    } catch {
-      r.disconnect();
-      if (Date.now() > deadline) throw new Error(`the private redis-server did not answer within 15 s; see ${path.join(dir, 'redis.log')}`);
-      await sleep(50);
-    }
-  }
+  const logFile = path.join(dir, 'redis.log');
+  const problem = await waitForRedis(url, 15_000, () => (child.exitCode !== null ? `the private redis-server exited with code ${child.exitCode}; see ${logFile}` : null));
+  if (problem) throw new Error(problem === 'timeout' ? `the private redis-server did not answer within 15 s; see ${logFile}` : problem);
   log.info({ url, dir }, 'private redis-server started');
   return {
     url,

@@ -3,8 +3,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
-import { Redis } from 'ioredis';
+import { waitForRedis } from '../../src/queue/private-redis.js';
 
 export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -36,21 +35,8 @@ export async function startRedis(opts: { port?: number; dir?: string } = {}): Pr
     { stdio: ['ignore', 'ignore', 'inherit'] },
   );
   const url = `redis://127.0.0.1:${port}`;
-  const deadline = Date.now() + 10_000;
-  for (;;) {
-    const r = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
-    r.on('error', () => undefined); // refused until the server listens
-    try {
-      await r.connect();
-      await r.ping();
-      r.disconnect();
-      break;
-    } catch {
-      r.disconnect();
-      if (Date.now() > deadline || proc.exitCode !== null) throw new Error(`redis-server did not start on port ${port}`);
-      await sleep(50);
-    }
-  }
+  const problem = await waitForRedis(url, 10_000, () => (proc.exitCode !== null ? 'exited' : null));
+  if (problem) throw new Error(`redis-server did not start on port ${port} (${problem})`);
   return {
     url,
     port,

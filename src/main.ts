@@ -13,6 +13,7 @@ import { createLogger, type Logger } from './log/logger.js';
 import { createRedis } from './queue/connection.js';
 import { RedisMissingError, startPrivateRedis } from './queue/private-redis.js';
 import { createBatchesRepo } from './store/batches-repo.js';
+import { DataDirInUseError, lockDataDir } from './store/data-dir-lock.js';
 import { openDb } from './store/db.js';
 import { createFileStorage } from './store/file-storage.js';
 import { createFilesRepo } from './store/files-repo.js';
@@ -118,6 +119,10 @@ async function main(): Promise<void> {
   const parts: Running[] = [];
   let redisUrl = config.env.REDIS_URL;
   try {
+    if (mode !== 'worker') {
+      const lock = lockDataDir(config.dataDir);
+      parts.push({ close: async () => lock.release() });
+    }
     if (!redisUrl) {
       if (mode === 'worker') throw new RedisMissingError('A worker started on its own needs REDIS_URL: the Redis of the control plane it serves.');
       const privateRedis = await startPrivateRedis(config.dataDir, log.child({ component: 'redis' }));
@@ -127,7 +132,7 @@ async function main(): Promise<void> {
     if (mode === 'all' || mode === 'worker') parts.push(await startWorker(config, log, redisUrl));
     if (mode === 'all' || mode === 'serve') parts.push(await startApi(config, log, redisUrl));
   } catch (e) {
-    if (e instanceof RedisMissingError) {
+    if (e instanceof RedisMissingError || e instanceof DataDirInUseError) {
       console.error(e.message);
       process.exit(1);
     }

@@ -36,7 +36,9 @@ function deepFreeze<T>(o: T): T {
 }
 
 export function parseEnv(source: NodeJS.ProcessEnv): Env {
-  const r = envSchema.safeParse(source);
+  // `REDIS_URL= npm start` means unset, as in most shells' idiom, not "invalid URL".
+  const set = Object.fromEntries(Object.entries(source).filter(([, v]) => v !== ''));
+  const r = envSchema.safeParse(set);
   if (!r.success) {
     throw new ConfigError(r.error.issues.map((i) => `environment ${i.path.join('.')}: ${i.message}`));
   }

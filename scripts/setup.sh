@@ -1,17 +1,18 @@
 #!/usr/bin/env bash
 # Installs what the server and its tests need, and says what it does:
-#   - npm dependencies (npm install) when node_modules is missing or older than package-lock.json;
+#   - npm dependencies (npm ci) when node_modules is missing or older than package-lock.json;
 #   - redis-server with apt-get when it is missing and needed (sudo when not root).
 # Usage: scripts/setup.sh [--need-redis]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# `npm install`, not `npm ci`: some registries (mirrors) lack other platforms' optional
-# packages (rollup, msgpackr-extract binaries for macOS/Windows), so the lockfile cannot list
-# them and `npm ci` refuses it as "out of sync"; `npm install` follows the lockfile and skips them.
+# `npm ci` from the complete lockfile. package.json pins (overrides) rollup and
+# msgpackr-extract to releases whose every platform package the registry has: with newer ones
+# some mirrors lack the macOS/Windows binaries, the lockfile cannot list them, and `npm ci`
+# refuses it as out of sync.
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
-  echo "setup: installing npm dependencies (npm install; the first time builds better-sqlite3, ~2 min)..."
-  npm install --no-audit --no-fund --loglevel=error
+  echo "setup: installing npm dependencies (npm ci; the first time builds better-sqlite3, ~2 min)..."
+  npm ci --no-audit --no-fund --loglevel=error
 fi
 
 if [ "${1:-}" = "--need-redis" ] && ! command -v redis-server >/dev/null 2>&1; then

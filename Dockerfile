@@ -31,6 +31,7 @@ COPY package.json tsconfig.json models.yaml ./
 COPY src ./src
 COPY migrations ./migrations
 COPY simulator ./simulator
+COPY scripts/gen-tiny-gguf.mjs ./scripts/
 RUN mkdir -p /app/data && chown -R 1000:1000 /app/data
 ENV NODE_ENV=production \
     HOST=0.0.0.0 \

@@ -9,6 +9,7 @@ import { createBatchService } from './control/batch-service.js';
 import { createEngineRouter } from './control/engine-router.js';
 import { ModelManager } from './engines/model-manager.js';
 import { reapOrphanEngines } from './engines/orphans.js';
+import { prepareBuiltinModels } from './engines/tiny-model.js';
 import { createLogger, type Logger } from './log/logger.js';
 import { createRedis } from './queue/connection.js';
 import { RedisMissingError, startPrivateRedis } from './queue/private-redis.js';
@@ -85,7 +86,14 @@ export async function startApi(config: Config, log: Logger, redisUrl: string): P
 export async function startWorker(config: Config, log: Logger, redisUrl: string): Promise<Running> {
   const logDir = path.join(config.dataDir, 'logs');
   await reapOrphanEngines(logDir, log.child({ component: 'engines' }));
-  const manager = new ModelManager({ models: config.models, logDir, log: log.child({ component: 'engines' }), bindHost: config.env.ENGINE_BIND_HOST });
+  const manager = new ModelManager({
+    models: await prepareBuiltinModels(config.models, config.dataDir, log.child({ component: 'engines' })),
+    logDir,
+    log: log.child({ component: 'engines' }),
+    bindHost: config.env.ENGINE_BIND_HOST,
+    ...(config.env.WORKER_GPUS !== undefined && { workerGpus: config.env.WORKER_GPUS }),
+    ...(config.env.HOST_RAM_BUDGET_MB !== undefined && { hostRamBudgetMb: config.env.HOST_RAM_BUDGET_MB }),
+  });
   const node = createWorkerNode({ config, log: log.child({ component: 'worker' }), redisUrl, engines: manager });
   node.start();
   return {

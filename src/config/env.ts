@@ -34,6 +34,12 @@ export const envSchema = z.object({
   MODEL_SWITCH_AFTER_MS: z.coerce.number().int().min(0).default(600_000).describe('Longest time queued work for another model waits while the loaded model still has work (then the worker swaps at a request boundary).'),
   COMPLETION_WINDOW_S: z.coerce.number().int().positive().default(86_400).describe('Length of the "24h" completion window in seconds. Change it only to test expiry.'),
   ENGINE_BIND_HOST: z.string().min(1).default('127.0.0.1').describe('Interface engines listen on. Keep 127.0.0.1 unless an API on another machine must reach them (then firewall them: vLLM dev-mode endpoints are unauthenticated).'),
+  WORKER_GPUS: z
+    .string()
+    .regex(/^[A-Za-z0-9_:-]+(\s*,\s*[A-Za-z0-9_:-]+)*$/, 'must be comma-separated GPU indexes or UUIDs')
+    .optional()
+    .describe('CUDA_VISIBLE_DEVICES for this worker\'s engines (GPU indexes or UUIDs, comma-separated), e.g. 1 or 0,1. A model\'s options.env CUDA_VISIBLE_DEVICES wins. Unset: the worker\'s own CUDA_VISIBLE_DEVICES (all GPUs when that is unset too).'),
+  HOST_RAM_BUDGET_MB: z.coerce.number().int().min(0).optional().describe('Host RAM (MiB) that vLLM engines sleeping at level 1 (sleep_mode: level1) may hold together; beyond it they sleep at level 2. Unset: half of this machine\'s memory.'),
   ENGINE_ADVERTISE_HOST: z.string().min(1).optional().describe('Host name or address the API uses to reach this worker\'s engines (advertised in Redis). Default: 127.0.0.1 (API on the same machine).'),
   INFERENCE_WAIT_MS: z.coerce.number().int().positive().default(900_000).describe('How long an interactive request waits for its model to be loaded before a 503 with Retry-After (long enough for a vLLM cold start).'),
   INTERACTIVE_POLICY: z.enum(['wait', 'preempt']).default('wait').describe('An interactive request for another model while a batch runs: "wait" until the batch model has no queued work or INTERACTIVE_MAX_WAIT_MS passed; "preempt" swaps at the next chunk boundary, serves, then swaps back.'),

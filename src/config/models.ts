@@ -10,6 +10,13 @@ const engineOptions = z
     enforce_eager: z.boolean().optional(),
     extra_args: z.array(z.string()).default([]).describe('Extra command-line arguments, appended as given.'),
     env: z.record(z.string(), z.string()).default({}).describe('Extra environment variables for the engine process.'),
+    sleep_mode: z
+      .enum(['off', 'level1', 'level2'])
+      .optional()
+      .describe(
+        'vLLM only. Unset or "off": an evicted engine is stopped. "level1"/"level2": it is put to sleep instead and woken up (seconds, not a cold start) when its model is needed again; "level1" keeps the weights in host RAM while HOST_RAM_BUDGET_MB allows (else level 2), "level2" drops them. Adds --enable-sleep-mode and VLLM_SERVER_DEV_MODE=1, which open unauthenticated dev endpoints: such an engine always listens on 127.0.0.1, whatever ENGINE_BIND_HOST says, and a --host in extra_args is dropped.',
+      ),
+    host_ram_mb: z.number().int().positive().optional().describe('Host RAM (MiB) the weights take while sleeping at level 1, counted against HOST_RAM_BUDGET_MB. Default: gpu_memory_utilization × the total memory of its GPUs.'),
   })
   .strict();
 
@@ -26,15 +33,35 @@ const simOptions = z
   })
   .strict();
 
+const embeddedOptions = z
+  .object({
+    threads: z
+      .number()
+      .int()
+      .min(1)
+      .default(1)
+      .describe('CPU threads llama.cpp uses. Keep 1 on small machines: more threads than free cores collapses throughput.'),
+  })
+  .strict();
+
+/** GGUF models the worker generates itself (`path: builtin:<name>`), no download needed. */
+export const BUILTIN_MODELS = ['tiny-cycle'] as const;
+export const BUILTIN_PREFIX = 'builtin:';
+
 export const modelSchema = z
   .object({
     id: z.string().min(1).max(256).describe('The id clients send as `model`.'),
-    engine: z.enum(['sim', 'vllm']).describe('Engine kind.'),
-    path: z.string().min(1).optional().describe('Model path or hub id the engine loads. Default: the id.'),
+    engine: z.enum(['sim', 'vllm', 'embedded']).describe('Engine kind: `vllm`, `embedded` (llama.cpp in Node, CPU, GGUF files) or `sim`.'),
+    path: z
+      .string()
+      .min(1)
+      .optional()
+      .describe('Model path or hub id the engine loads. Default: the id. `embedded`: a GGUF file, or `builtin:tiny-cycle` (a tiny generated model).'),
     description: z.string().optional(),
     owned_by: z.string().default('batchwright'),
     options: engineOptions.default({ extra_args: [], env: {} }),
     sim: simOptions.optional().describe('Simulator behaviour (engine: sim only).'),
+    embedded: embeddedOptions.optional().describe('llama.cpp settings (engine: embedded only).'),
     startup_timeout_s: z.number().positive().default(900).describe('Give up on a start that is not ready in this time.'),
     idle_ttl_s: z.number().min(0).default(0).describe('Stop the engine after this long without requests (0: keep it).'),
     command: z.string().optional().describe('Executable to run instead of the default (`vllm` for vllm).'),
@@ -52,17 +79,31 @@ export const modelsFileSchema = z
       if (seen.has(m.id)) ctx.addIssue({ code: 'custom', path: ['models', i, 'id'], message: `duplicate model id "${m.id}"` });
       seen.add(m.id);
       if (m.sim && m.engine !== 'sim') ctx.addIssue({ code: 'custom', path: ['models', i, 'sim'], message: 'only allowed with engine: sim' });
+      if (m.embedded && m.engine !== 'embedded') ctx.addIssue({ code: 'custom', path: ['models', i, 'embedded'], message: 'only allowed with engine: embedded' });
+      if (m.engine === 'embedded' && !m.path) ctx.addIssue({ code: 'custom', path: ['models', i, 'path'], message: 'engine: embedded needs path: a GGUF file or builtin:tiny-cycle' });
+      if (m.path?.startsWith(BUILTIN_PREFIX)) {
+        const name = m.path.slice(BUILTIN_PREFIX.length);
+        if (m.engine !== 'embedded') ctx.addIssue({ code: 'custom', path: ['models', i, 'path'], message: `${BUILTIN_PREFIX} paths need engine: embedded` });
+        else if (!(BUILTIN_MODELS as readonly string[]).includes(name)) {
+          ctx.addIssue({ code: 'custom', path: ['models', i, 'path'], message: `unknown builtin model "${name}" (known: ${BUILTIN_MODELS.join(', ')})` });
+        }
+      }
     });
   });
 
 export type ModelConfig = z.infer<typeof modelSchema>;
 export type ModelsFile = z.infer<typeof modelsFileSchema>;
 export type SimOptions = z.infer<typeof simOptions>;
+export type EmbeddedOptions = z.infer<typeof embeddedOptions>;
+export const embeddedDefaults: EmbeddedOptions = embeddedOptions.parse({});
+/** Sequences the embedded engine runs at once when max_num_seqs is not set. */
+export const EMBEDDED_DEFAULT_PARALLEL = 4;
 export const simDefaults: SimOptions = simOptions.parse({});
 
 /** Sequences the engine runs at once: what batch dispatch tries to keep in flight. */
 export function concurrencyOf(m: ModelConfig): number {
   if (m.options.max_num_seqs) return m.options.max_num_seqs;
   if (m.engine === 'sim') return m.sim?.max_concurrency || 64;
+  if (m.engine === 'embedded') return EMBEDDED_DEFAULT_PARALLEL;
   return 256; // vLLM's default max_num_seqs on GPUs under 70 GiB
 }

@@ -1,6 +1,7 @@
 import { createRequire } from 'node:module';
+import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { simDefaults, type ModelConfig } from '../config/models.js';
+import { embeddedDefaults, EMBEDDED_DEFAULT_PARALLEL, simDefaults, type ModelConfig } from '../config/models.js';
 
 export interface EngineCommand {
   command: string;
@@ -14,21 +15,30 @@ export const ENGINE_HOST = '127.0.0.1';
 
 /** The argv and env that start `model`'s engine listening on `port`. */
 export function buildEngineCommand(model: ModelConfig, port: number, bindHost: string = ENGINE_HOST): EngineCommand {
+  if (model.engine === 'embedded') return buildEmbeddedCommand(model, port, bindHost);
   return model.engine === 'vllm' ? buildVllmCommand(model, port, bindHost) : buildSimCommand(model, port, bindHost);
 }
 
 /** `vllm serve <path ?? id> --host 127.0.0.1 --port P --served-model-name <id> [options] ...extra_args` */
 export function buildVllmCommand(model: ModelConfig, port: number, bindHost: string = ENGINE_HOST): EngineCommand {
   const o = model.options;
-  const args = ['serve', model.path ?? model.id, '--host', bindHost, '--port', String(port), '--served-model-name', model.id];
+  const sleep = (o.sleep_mode ?? 'off') !== 'off';
+  // Dev mode (which sleep mode needs) opens unauthenticated /sleep, /wake_up and /collective_rpc:
+  // such an engine listens on loopback only, whatever ENGINE_BIND_HOST says, and a --host in
+  // extra_args (argparse: the last one wins) is dropped. VLLM_SERVER_DEV_MODE is an int to vLLM.
+  const devModeEnv = o.env['VLLM_SERVER_DEV_MODE'];
+  const devMode = sleep || (devModeEnv !== undefined && devModeEnv.trim() !== '' && Number(devModeEnv) !== 0);
+  const extra = devMode ? o.extra_args.filter((a, i) => a !== '--host' && !a.startsWith('--host=') && o.extra_args[i - 1] !== '--host') : o.extra_args;
+  const args = ['serve', model.path ?? model.id, '--host', devMode ? ENGINE_HOST : bindHost, '--port', String(port), '--served-model-name', model.id];
   if (o.gpu_memory_utilization !== undefined) args.push('--gpu-memory-utilization', String(o.gpu_memory_utilization));
   if (o.max_model_len !== undefined) args.push('--max-model-len', String(o.max_model_len));
   if (o.max_num_seqs !== undefined) args.push('--max-num-seqs', String(o.max_num_seqs));
   if (o.quantization !== undefined) args.push('--quantization', o.quantization);
   if (o.dtype !== undefined) args.push('--dtype', o.dtype);
   if (o.enforce_eager) args.push('--enforce-eager');
-  args.push(...o.extra_args);
-  return { command: model.command ?? 'vllm', args, env: { ...o.env } };
+  if (sleep && !extra.includes('--enable-sleep-mode')) args.push('--enable-sleep-mode');
+  args.push(...extra);
+  return { command: model.command ?? 'vllm', args, env: { ...o.env, ...(sleep && { VLLM_SERVER_DEV_MODE: '1' }) } };
 }
 
 /**
@@ -58,4 +68,27 @@ export function tsxLoaderUrl(): string {
 
 export function simulatorEntry(): string {
   return fileURLToPath(new URL('../../simulator/main.ts', import.meta.url));
+}
+
+/**
+ * `node --import <tsx loader> <repo>/src/engines/embedded/main.ts --port P --host H --model ID
+ * --gguf FILE --threads T --parallel N [--ctx max_model_len] ...extra_args`. A relative GGUF path is
+ * resolved against the worker's cwd. `builtin:` paths must already be resolved to a file
+ * (prepareBuiltinModels in tiny-model.ts, at worker start); one that is not makes the engine exit
+ * with a message that says so.
+ */
+export function buildEmbeddedCommand(model: ModelConfig, port: number, bindHost: string = ENGINE_HOST): EngineCommand {
+  const o = model.options;
+  const e = { ...embeddedDefaults, ...model.embedded };
+  const gguf = model.path ?? model.id;
+  const args = ['--import', tsxLoaderUrl(), embeddedEntry(), '--port', String(port), '--host', bindHost, '--model', model.id];
+  args.push('--gguf', gguf.startsWith('builtin:') ? gguf : path.resolve(gguf));
+  args.push('--threads', String(e.threads), '--parallel', String(o.max_num_seqs ?? EMBEDDED_DEFAULT_PARALLEL));
+  if (o.max_model_len !== undefined) args.push('--ctx', String(o.max_model_len));
+  args.push(...o.extra_args);
+  return { command: model.command ?? process.execPath, args, env: { ...o.env } };
+}
+
+export function embeddedEntry(): string {
+  return fileURLToPath(new URL('./embedded/main.ts', import.meta.url));
 }

@@ -4,6 +4,8 @@
  */
 export type EngineErrorCode =
   | 'ENGINE_START_FAILED'
+  /** Not enough free GPU memory for a vLLM engine's gpu_memory_utilization, after waiting for it. */
+  | 'ENGINE_GPU_MEMORY'
   | 'ENGINE_HEALTH_TIMEOUT'
   | 'ENGINE_EXITED'
   | 'ENGINE_RESTART_LIMIT'

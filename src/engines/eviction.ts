@@ -1,7 +1,8 @@
 /** What the eviction policy needs to know about one engine. */
 export interface EvictionCandidate {
   model: string;
-  state: 'stopped' | 'starting' | 'ready' | 'stopping' | 'failed' | 'shutdown';
+  /** 'sleeping' (a vLLM engine in sleep mode) holds little GPU memory: not loaded. */
+  state: 'stopped' | 'starting' | 'ready' | 'sleeping' | 'stopping' | 'failed' | 'shutdown';
   /** ms epoch of the last acquire/release (or of the start). */
   lastUsed: number;
 }

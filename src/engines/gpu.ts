@@ -66,11 +66,15 @@ export async function queryGpus(command = 'nvidia-smi', timeoutMs = 10_000): Pro
   }
 }
 
-/** The GPUs a process may use, from CUDA_VISIBLE_DEVICES (indexes or UUIDs); undefined = all. */
+/**
+ * The GPUs a process may use, from CUDA_VISIBLE_DEVICES (indexes or UUIDs); undefined = all.
+ * In CUDA_VISIBLE_DEVICES order (the process's device 0 first), then nvidia-smi's order.
+ */
 export function visibleGpus(all: readonly GpuReading[], cudaVisibleDevices: string | undefined): GpuReading[] {
   if (cudaVisibleDevices === undefined || cudaVisibleDevices.trim() === '') return [...all];
   const wanted = cudaVisibleDevices.split(',').map((s) => s.trim());
-  return all.filter((g) => wanted.includes(String(g.index)) || wanted.includes(g.uuid));
+  const rank = (g: GpuReading) => wanted.findIndex((w) => w === String(g.index) || w === g.uuid);
+  return all.filter((g) => rank(g) >= 0).sort((a, b) => rank(a) - rank(b));
 }
 
 /**
@@ -82,4 +86,42 @@ export function memoryShortfall(gpus: readonly GpuReading[], utilization: number
   return gpus
     .map((gpu) => ({ gpu, neededMiB: Math.ceil(gpu.memoryTotalMiB * utilization) }))
     .filter(({ gpu, neededMiB }) => gpu.memoryFreeMiB < neededMiB);
+}
+
+/** One process holding memory on a GPU (`nvidia-smi --query-compute-apps`). */
+export interface GpuProcess {
+  gpuUuid: string;
+  pid: number;
+  name: string;
+  /** null where the driver reports "[N/A]". */
+  usedMiB: number | null;
+}
+
+export const NVIDIA_SMI_APPS_ARGS = ['--query-compute-apps=gpu_uuid,pid,process_name,used_memory', '--format=csv,noheader,nounits'];
+
+/** Parses `nvidia-smi --query-compute-apps=gpu_uuid,pid,process_name,used_memory --format=csv,noheader,nounits`. */
+export function parseComputeApps(stdout: string): GpuProcess[] {
+  const out: GpuProcess[] = [];
+  for (const line of stdout.split('\n').map((l) => l.trim()).filter(Boolean)) {
+    const f = line.split(',').map((x) => x.trim());
+    if (f.length < 4) continue; // "No running processes found" and other sentences
+    // A process name may itself contain commas: the fields around it are fixed.
+    const pid = num(f[1]);
+    if (pid === null) continue;
+    out.push({ gpuUuid: f[0]!, pid, name: f.slice(2, -1).join(','), usedMiB: num(f[f.length - 1]) });
+  }
+  return out;
+}
+
+/**
+ * The processes holding GPU memory; [] when nvidia-smi cannot say (also in containers, where
+ * other containers' processes are not listed).
+ */
+export async function queryGpuProcesses(command = 'nvidia-smi', timeoutMs = 10_000): Promise<GpuProcess[]> {
+  try {
+    const { stdout } = await run(command, NVIDIA_SMI_APPS_ARGS, { timeout: timeoutMs });
+    return parseComputeApps(stdout);
+  } catch {
+    return [];
+  }
 }

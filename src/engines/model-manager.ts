@@ -8,11 +8,13 @@ import { buildEngineCommand } from './commands.js';
 import { EngineProcess, type EngineExit } from './engine-process.js';
 import { formatTail, restartLimitError, shutdownError, unknownModelError, type EngineError } from './errors.js';
 import { selectEvictions } from './eviction.js';
+import { queryGpus, type GpuQuery } from './gpu.js';
 import { allocatePort } from './net.js';
 import { clearEngineRecord, recordEngine } from './orphans.js';
 import { infoOf, logFileFor, newSlot, type Slot } from './slot.js';
 import * as policy from './restart-policy.js';
 import type { EngineHandle, EngineInfo, EngineLease, EngineState, SwapEvent } from './types.js';
+import { defaultHostRamBudgetMiB, sleepModeOf, VllmSupport } from './vllm.js';
 
 export { logFileFor } from './slot.js';
 export type { EngineHandle, EngineInfo, EngineLease, EngineState, SwapEvent } from './types.js';
@@ -36,6 +38,18 @@ export interface ModelManagerOptions {
   maxLogBytes?: number;
   /** Interface engines listen on. @defaultValue '127.0.0.1' (vLLM's dev endpoints must not be exposed by default) */
   bindHost?: string;
+  /** CUDA_VISIBLE_DEVICES for the engines (WORKER_GPUS); a model's options.env wins. @defaultValue the worker's own */
+  workerGpus?: string;
+  /** nvidia-smi for vLLM's free-GPU-memory check (tests point it at a fake script). @defaultValue 'nvidia-smi' */
+  nvidiaSmi?: string;
+  /** Reads the GPUs with that nvidia-smi. @defaultValue queryGpus of gpu.ts */
+  queryGpus?: (nvidiaSmi: string) => Promise<GpuQuery>;
+  /** Longest wait for a vLLM engine's GPU memory to be free before ENGINE_GPU_MEMORY. @defaultValue 60_000 */
+  gpuMemoryWaitMs?: number;
+  /** nvidia-smi poll interval during that wait. @defaultValue 1_000 */
+  gpuMemoryPollMs?: number;
+  /** Host RAM (MiB) vLLM engines sleeping at level 1 may hold together (HOST_RAM_BUDGET_MB). @defaultValue half of os.totalmem() */
+  hostRamBudgetMb?: number;
 }
 
 /**
@@ -58,6 +72,8 @@ export class ModelManager extends EventEmitter<{ state: [EngineInfo]; swap: [Swa
   private readonly closing = new AbortController();
   private readonly log: Logger;
   private readonly restart: policy.RestartPolicy;
+  /** vLLM's version gate, GPU memory check, real concurrency and sleep mode (vllm.ts). */
+  private readonly vllm: VllmSupport;
   private shutdownPromise: Promise<void> | undefined;
 
   constructor(private readonly opts: ModelManagerOptions) {
@@ -70,6 +86,15 @@ export class ModelManager extends EventEmitter<{ state: [EngineInfo]; swap: [Swa
       ...(opts.stableUptimeMs !== undefined && { stableUptimeMs: opts.stableUptimeMs }),
     };
     for (const config of opts.models) this.slots.set(config.id, newSlot(config, logFileFor(opts.logDir, config.id)));
+    this.vllm = new VllmSupport({
+      log: this.log,
+      nvidiaSmi: opts.nvidiaSmi ?? 'nvidia-smi',
+      queryGpus: opts.queryGpus ?? ((cmd) => queryGpus(cmd)),
+      gpuMemoryWaitMs: opts.gpuMemoryWaitMs ?? 60_000,
+      gpuMemoryPollMs: opts.gpuMemoryPollMs ?? 1_000,
+      hostRamBudgetMiB: opts.hostRamBudgetMb ?? defaultHostRamBudgetMiB(),
+      engines: () => this.list(),
+    });
   }
 
   /** Resolves when `modelId`'s engine is ready, starting or swapping it in if needed. */
@@ -165,17 +190,19 @@ export class ModelManager extends EventEmitter<{ state: [EngineInfo]; swap: [Swa
   private async bringUp(slot: Slot, signal: AbortSignal | undefined): Promise<void> {
     const wait = anySignal(signal, this.closing.signal);
     const isRestart = slot.state === 'failed';
+    const waking = slot.state === 'sleeping';
     if (isRestart) await this.awaitRestartAllowed(slot, wait);
     const t0 = Date.now();
     const victims = selectEvictions(slot.config.id, this.list().map((i) => ({ ...i, lastUsed: this.slots.get(i.model)!.lastUsed })), this.opts.maxLoaded ?? 1);
     for (const id of victims) {
       const victim = this.slots.get(id)!;
       await this.drain(victim, wait);
-      await this.stopSlot(victim);
+      await this.evictSlot(victim);
     }
     if (isRestart) slot.restarts++;
-    await this.startSlot(slot);
-    const swap: SwapEvent = { from: victims[0] ?? null, to: slot.config.id, reason: victims.length ? 'lru-evict' : isRestart ? 'restart' : 'cold-start', ms: Date.now() - t0 };
+    if (waking) await this.wakeSlot(slot, wait);
+    else await this.startSlot(slot, wait);
+    const swap: SwapEvent = { from: victims[0] ?? null, to: slot.config.id, reason: victims.length ? 'lru-evict' : waking ? 'wake' : isRestart ? 'restart' : 'cold-start', ms: Date.now() - t0 };
     this.log.info({ ...swap, stopped: victims, readyMs: slot.readyMs }, 'engine swap');
     this.emit('swap', swap);
   }
@@ -211,15 +238,19 @@ export class ModelManager extends EventEmitter<{ state: [EngineInfo]; swap: [Swa
     }
   }
 
-  private async startSlot(slot: Slot): Promise<void> {
+  private async startSlot(slot: Slot, signal?: AbortSignal): Promise<void> {
     const model = slot.config;
     await this.discardProcess(slot);
+    if (model.engine === 'vllm') await this.vllmPreStart(slot, signal);
     const port = await allocatePort();
     // Checked after the last await before spawning: shutdown() either sees slot.proc or we see it closing.
     if (this.closing.signal.aborted) throw shutdownError(model.id);
+    const command = buildEngineCommand(model, port, this.opts.bindHost);
+    const gpus = this.cudaDevicesOf(model);
+    if (gpus !== undefined) command.env['CUDA_VISIBLE_DEVICES'] = gpus;
     const proc = new EngineProcess({
       model: model.id,
-      command: buildEngineCommand(model, port, this.opts.bindHost),
+      command,
       port,
       logFile: slot.logFile,
       log: this.opts.log,
@@ -241,12 +272,97 @@ export class ModelManager extends EventEmitter<{ state: [EngineInfo]; swap: [Swa
       this.log.warn({ model: model.id, code: (err as EngineError).code, logFile: slot.logFile }, 'engine start failed');
       throw err;
     }
-    const concurrency = concurrencyOf(model);
+    // vLLM: the KV cache, not max_num_seqs, bounds what runs at once (read from its log or /metrics).
+    const { concurrency, source } = model.engine === 'vllm' ? await this.vllm.readConcurrency(model, proc, concurrencyOf(model)) : { concurrency: concurrencyOf(model), source: 'config' };
     slot.handle = { model: model.id, baseUrl: proc.baseUrl, client: new EngineClient(proc.baseUrl, { model: model.id, connections: concurrency }), concurrency };
     slot.readyAt = slot.lastUsed = Date.now();
     this.setState(slot, 'ready');
-    this.log.info({ model: model.id, enginePid: proc.pid, readyMs: slot.readyMs }, 'engine ready');
+    this.log.info({ model: model.id, enginePid: proc.pid, readyMs: slot.readyMs, concurrency, concurrencySource: source }, 'engine ready');
     this.armIdleTimer(slot);
+  }
+
+  /** CUDA_VISIBLE_DEVICES of `model`'s engine: its options.env, else WORKER_GPUS, else the worker's own. */
+  private cudaDevicesOf(model: ModelConfig): string | undefined {
+    return model.options.env['CUDA_VISIBLE_DEVICES'] ?? this.opts.workerGpus ?? process.env['CUDA_VISIBLE_DEVICES'];
+  }
+
+  /**
+   * vLLM before a cold start: version gate, then a bounded wait for free GPU memory (stopping
+   * our sleeping engines first if they are in the way). A refusal counts as a failed start.
+   */
+  private async vllmPreStart(slot: Slot, signal: AbortSignal | undefined): Promise<void> {
+    const model = slot.config;
+    const ctx = { cudaVisibleDevices: this.cudaDevicesOf(model), signal: anySignal(signal, this.closing.signal), releaseSleeping: () => this.stopOneSleeping(slot) };
+    if (sleepModeOf(model) !== 'off' && (this.opts.bindHost ?? '127.0.0.1') !== '127.0.0.1') {
+      this.log.warn({ model: model.id, bindHost: this.opts.bindHost }, 'sleep mode opens unauthenticated dev endpoints: this engine listens on 127.0.0.1 only, not on ENGINE_BIND_HOST');
+    }
+    try {
+      await this.vllm.beforeStart(model, { ...process.env, ...model.options.env }, ctx);
+    } catch (err) {
+      if (this.closing.signal.aborted) throw shutdownError(model.id);
+      if (signal?.aborted) throw err; // the caller left: no failure of the engine
+      this.markFailed(slot, (err as Error).message);
+      this.log.warn({ model: model.id, code: (err as EngineError).code, err: (err as Error).message }, 'engine start refused');
+      throw err;
+    }
+  }
+
+  /**
+   * Eviction of a drained engine: a vLLM engine with sleep_mode goes to sleep (its process
+   * stays, state 'sleeping'); anything else, or a sleep that fails, is stopped as before.
+   */
+  private async evictSlot(slot: Slot): Promise<void> {
+    const { proc, handle } = slot;
+    if (sleepModeOf(slot.config) !== 'off' && slot.state === 'ready' && proc?.isRunning && handle) {
+      clearTimeout(slot.idleTimer);
+      try {
+        const sleeping = [...this.slots.values()].filter((s) => s.state === 'sleeping').map((s) => s.config.id);
+        await this.vllm.sleep(slot.config, proc.baseUrl, handle.concurrency, sleeping, this.cudaDevicesOf(slot.config));
+        if (!proc.isRunning || slot.state !== 'ready') throw new Error('the engine exited while going to sleep');
+        slot.handle = undefined;
+        await handle.client.destroy();
+        this.setState(slot, 'sleeping');
+        this.armIdleTimer(slot); // idle_ttl_s still stops it in the end
+        return;
+      } catch (err) {
+        this.log.warn({ model: slot.config.id, err: (err as Error).message }, 'engine sleep failed; stopping it instead');
+      }
+    }
+    await this.stopSlot(slot);
+  }
+
+  /** sleeping → starting → ready through POST /wake_up; a failed wake-up stops the engine and cold-starts it. */
+  private async wakeSlot(slot: Slot, signal: AbortSignal | undefined): Promise<void> {
+    const model = slot.config;
+    const proc = slot.proc;
+    clearTimeout(slot.idleTimer);
+    this.setState(slot, 'starting');
+    try {
+      if (!proc?.isRunning) throw new Error('the sleeping engine has exited');
+      // Only shutdown interrupts a wake-up (seconds): a caller that leaves does not put the engine in limbo.
+      const ctx = { cudaVisibleDevices: this.cudaDevicesOf(model), signal: this.closing.signal, releaseSleeping: () => this.stopOneSleeping(slot) };
+      const woke = await this.vllm.wake(model, proc.baseUrl, ctx);
+      if (!proc.isRunning) throw new Error('the engine exited while waking up');
+      slot.handle = { model: model.id, baseUrl: proc.baseUrl, client: new EngineClient(proc.baseUrl, { model: model.id, connections: woke.concurrency }), concurrency: woke.concurrency };
+      slot.lastUsed = Date.now();
+      this.setState(slot, 'ready');
+      this.log.info({ model: model.id, enginePid: proc.pid, wakeMs: woke.ms, level: woke.level }, 'engine woke up');
+      this.armIdleTimer(slot);
+    } catch (err) {
+      if (this.closing.signal.aborted) throw shutdownError(model.id);
+      await this.stopSlot(slot);
+      this.log.warn({ model: model.id, err: (err as Error).message }, 'engine wake-up failed; restarting it');
+      await this.startSlot(slot, signal);
+    }
+  }
+
+  /** Stops our least recently used sleeping engine other than `except` (to free GPU memory); false if none. */
+  private async stopOneSleeping(except: Slot): Promise<boolean> {
+    const victim = [...this.slots.values()].filter((s) => s !== except && s.state === 'sleeping').sort((a, b) => a.lastUsed - b.lastUsed)[0];
+    if (!victim) return false;
+    this.log.info({ model: victim.config.id, for: except.config.id }, 'stopping a sleeping engine to free GPU memory');
+    await this.stopSlot(victim);
+    return true;
   }
 
   /** Stops the slot's process (any state) and closes its client. Runs inside the queue or shutdown. */
@@ -275,8 +391,8 @@ export class ModelManager extends EventEmitter<{ state: [EngineInfo]; swap: [Swa
   }
 
   private onUnexpectedExit(slot: Slot, proc: EngineProcess, e: EngineExit): void {
-    // Only ready → failed, and only for the current process: a stale or already-counted exit is ignored.
-    if (slot.proc !== proc || slot.state !== 'ready' || this.closing.signal.aborted) return;
+    // Only ready/sleeping → failed, and only for the current process: a stale or already-counted exit is ignored.
+    if (slot.proc !== proc || (slot.state !== 'ready' && slot.state !== 'sleeping') || this.closing.signal.aborted) return;
     const how = e.reason === 'unhealthy' ? 'stopped answering health checks and was killed' : e.signal ? `was killed by ${e.signal}` : `exited with code ${e.code}`;
     const msg = `engine for model ${slot.config.id} ${how}; last output: ${formatTail(e.outputTail)} — see the engine log at ${slot.logFile}`;
     void slot.handle?.client.destroy(); // requests in flight fail now, classified 'retry'
@@ -293,15 +409,16 @@ export class ModelManager extends EventEmitter<{ state: [EngineInfo]; swap: [Swa
     this.setState(slot, 'failed');
   }
 
-  /** Idle TTL: a ready engine with nothing in flight for idle_ttl_s is stopped (through the queue). */
+  /** Idle TTL: a ready (or sleeping) engine with nothing in flight for idle_ttl_s is stopped (through the queue). */
   private armIdleTimer(slot: Slot): void {
     clearTimeout(slot.idleTimer);
     const ttlMs = slot.config.idle_ttl_s * 1000;
-    if (ttlMs <= 0 || slot.state !== 'ready' || slot.inFlight > 0 || this.closing.signal.aborted) return;
+    const idleState = slot.state === 'ready' || slot.state === 'sleeping';
+    if (ttlMs <= 0 || !idleState || slot.inFlight > 0 || this.closing.signal.aborted) return;
     slot.idleTimer = setTimeout(() => {
       void this.queue
         .run(async () => {
-          if (slot.state !== 'ready' || slot.inFlight > 0) return;
+          if ((slot.state !== 'ready' && slot.state !== 'sleeping') || slot.inFlight > 0) return;
           if (Date.now() - slot.lastUsed < ttlMs) return this.armIdleTimer(slot);
           this.log.info({ model: slot.config.id, idleTtlS: slot.config.idle_ttl_s }, 'engine idle, stopping');
           await this.stopSlot(slot);

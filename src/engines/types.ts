@@ -1,11 +1,16 @@
 import type { EngineClient } from './client.js';
 
-/** Engine states as in llama-swap, plus `failed` (crashed; the next ensureReady restarts it). */
-export type EngineState = 'stopped' | 'starting' | 'ready' | 'stopping' | 'failed' | 'shutdown';
+/**
+ * Engine states as in llama-swap, plus `failed` (crashed; the next ensureReady restarts it) and
+ * `sleeping` (a vLLM engine with sleep_mode, evicted: its process lives on with its weights in
+ * host RAM or dropped; it is not routed to, counts as not loaded for eviction, and the next
+ * ensureReady wakes it up instead of a cold start). A wake-up goes sleeping → starting → ready.
+ */
+export type EngineState = 'stopped' | 'starting' | 'ready' | 'sleeping' | 'stopping' | 'failed' | 'shutdown';
 
 export interface EngineInfo {
   model: string;
-  engine: 'sim' | 'vllm';
+  engine: 'sim' | 'vllm' | 'embedded';
   state: EngineState;
   /** The running process (null when none runs). */
   pid: number | null;
@@ -25,7 +30,10 @@ export interface EngineHandle {
   model: string;
   baseUrl: string;
   client: EngineClient;
-  /** Requests the engine runs at once: keep this many in flight. */
+  /**
+   * Requests the engine runs at once: keep this many in flight. For vLLM, max_num_seqs capped
+   * by what its KV cache holds (read from its start-up log or /metrics once it is ready).
+   */
   concurrency: number;
 }
 
@@ -39,7 +47,7 @@ export interface SwapEvent {
   /** The engine stopped to make room (the first, if several), or null. */
   from: string | null;
   to: string;
-  /** 'cold-start' | 'restart' | 'lru-evict' */
+  /** 'cold-start' | 'restart' | 'wake' (from sleeping, nothing evicted) | 'lru-evict' */
   reason: string;
   /** From the decision to the target being ready, stop of the old engine included. */
   ms: number;

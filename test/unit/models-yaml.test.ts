@@ -25,14 +25,15 @@ describe('shipped models.yaml', () => {
     expect(parseModelsYaml(readFileSync(SHIPPED, 'utf8'), SHIPPED)).toEqual(models);
   });
 
-  it('starts with a model that needs no GPU (the simulator)', () => {
-    expect(models[0]!.engine).toBe('sim');
+  it('starts with a model that needs no GPU (the embedded demo model or the simulator)', () => {
+    expect(['sim', 'embedded']).toContain(models[0]!.engine);
   });
 
   it('has production vLLM models that leave GPU headroom', () => {
     const vllm = models.filter((m) => m.engine === 'vllm');
     expect(vllm.length).toBeGreaterThan(0);
-    for (const m of models.slice(1)) expect(m.engine, m.id).toBe('vllm');
+    // The CPU models (demo) come first, then only vLLM models.
+    for (const m of models.slice(models.findIndex((x) => x.engine === 'vllm'))) expect(m.engine, m.id).toBe('vllm');
     for (const m of vllm) {
       expect(m.options.gpu_memory_utilization, `${m.id} gpu_memory_utilization`).toBeDefined();
       expect(m.options.gpu_memory_utilization!, m.id).toBeLessThanOrEqual(0.95);

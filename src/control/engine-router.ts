@@ -28,6 +28,12 @@ export interface EngineRouterDeps {
 
 const REFRESH_MS = 1_000;
 const DEMAND_TTL_MS = 5_000;
+/**
+ * In-flight changes (a request starting on an idle model, the last one finishing) reach Redis
+ * at most once per this window (the first within a millisecond): workers read demand every
+ * 100 ms, and a write per request cost a Redis round trip per request at high rates.
+ */
+const DEMAND_FLUSH_MS = 20;
 /** Without any live worker that serves the model, give up sooner than waitMs. */
 const NO_WORKER_WAIT_MS = 15_000;
 
@@ -80,11 +86,19 @@ export function createEngineRouter(deps: EngineRouterDeps): EngineRouter {
     notify();
   };
 
+  // k.demand hashes the model id: compute each key once.
+  const demandKeys = new Map<string, string>();
+  const demandKey = (model: string): string => {
+    let key = demandKeys.get(model);
+    if (key === undefined) demandKeys.set(model, (key = k.demand(model, apiId)));
+    return key;
+  };
+
   const writeDemand = async () => {
     const m = deps.redis.multi();
     let any = false;
     for (const d of demand.values()) {
-      const key = k.demand(d.model, apiId);
+      const key = demandKey(d.model);
       if (d.waiting === 0 && d.inflight === 0) {
         if (d.dirty) m.del(key), (any = true);
         demand.delete(d.model);
@@ -96,6 +110,21 @@ export function createEngineRouter(deps: EngineRouterDeps): EngineRouter {
       d.dirty = false;
     }
     if (any) await m.exec();
+  };
+
+  // At most one write per DEMAND_FLUSH_MS, with the state of then; the first after a quiet
+  // spell goes out within a millisecond. Never inline: acquire/release sit on a request's path.
+  let flushTimer: NodeJS.Timeout | undefined;
+  let lastFlush = 0;
+  const flush = () => {
+    flushTimer = undefined;
+    lastFlush = Date.now();
+    void writeDemand().catch(() => undefined);
+  };
+  const flushSoon = () => {
+    if (flushTimer) return;
+    flushTimer = setTimeout(flush, Math.max(1, lastFlush + DEMAND_FLUSH_MS - Date.now()));
+    flushTimer.unref();
   };
 
   const demandOf = (model: string): Demand => {
@@ -201,7 +230,7 @@ export function createEngineRouter(deps: EngineRouterDeps): EngineRouter {
       const { baseUrl, workerId } = found;
       d.inflight += 1;
       d.dirty = true;
-      if (d.inflight === 1) void writeDemand().catch(() => undefined);
+      if (d.inflight === 1) flushSoon();
       inflight.set(baseUrl, (inflight.get(baseUrl) ?? 0) + 1);
       let released = false;
       return {
@@ -215,7 +244,7 @@ export function createEngineRouter(deps: EngineRouterDeps): EngineRouter {
           inflight.set(baseUrl, (inflight.get(baseUrl) ?? 1) - 1);
           d.inflight -= 1;
           d.dirty = true;
-          if (d.inflight === 0 && d.waiting === 0) void writeDemand().catch(() => undefined);
+          if (d.inflight === 0 && d.waiting === 0) flushSoon();
         },
       };
     },
@@ -227,6 +256,7 @@ export function createEngineRouter(deps: EngineRouterDeps): EngineRouter {
 
     async close() {
       clearInterval(timer);
+      clearTimeout(flushTimer);
       for (const d of demand.values()) (d.waiting = 0), (d.inflight = 0);
       await writeDemand().catch(() => undefined);
       await Promise.all([...pools.values()].map((p) => p.close().catch(() => undefined)));

@@ -3,17 +3,26 @@
  * proxied to a ready engine (vLLM or the simulator) chosen by the engine router.
  *
  * The request body goes upstream byte for byte (multimodal parts, tools, response_format,
- * engine-specific extras); only `model` is read. Streams are piped as they arrive, with
- * backpressure; a client that goes away aborts the upstream request, which frees the
- * engine's slot. Every acquired target is released exactly once.
+ * engine-specific extras); only `model` is read. Streams are written to the client as each
+ * piece arrives, with backpressure; a client that goes away aborts the upstream request, which
+ * frees the engine's slot. Every acquired target is released exactly once.
+ *
+ * The upstream request runs on undici's dispatch API (src/api/proxy/upstream-call.ts): no
+ * body stream or abort-signal listener per request, no promise per chunk.
+ *
+ * Every answer that came from an engine carries `x-batchwright-overhead-ms` (see
+ * docs/performance-proxy.md): the time this server spent on the request before sending the
+ * response headers, minus the time spent waiting on engines.
  */
-import { once } from 'node:events';
+import { performance } from 'node:perf_hooks';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import type { Dispatcher } from 'undici';
 import { ApiError } from '../errors.js';
 import { toOpenAIErrorBody } from '../../engines/failures.js';
-import type { EngineRouter, EngineTarget } from '../proxy/router-types.js';
-import { checkBody, describeFailure, INFERENCE_PATHS, isConnectionError, sseErrorEvent, type InferencePath } from '../proxy/upstream.js';
+import type { EngineRouter } from '../proxy/router-types.js';
+import { describeFailure, INFERENCE_PATHS, isConnectionError, checkBody } from '../proxy/upstream.js';
+import { ClientGone, OVERHEAD_HEADER, formatOverhead, UpstreamCall, type Exchange } from '../proxy/upstream-call.js';
+
+export { OVERHEAD_HEADER };
 
 export interface InferenceRoutesOptions {
   /** The router to use; defaults to `app.deps.router`. */
@@ -23,17 +32,13 @@ export interface InferenceRoutesOptions {
 /** Retry-After (seconds) on a 503 for an engine that stopped answering. */
 const RETRY_AFTER_S = '5';
 
-/** The exact request bytes, kept by this plugin's JSON parser next to the parsed body. */
-const rawBodies = new WeakMap<FastifyRequest, Buffer>();
-
-/** Thrown internally when the client went away: nothing is sent. */
-class ClientGone extends Error {
-  override name = 'ClientGone';
-}
-
-type Upstream =
-  | { kind: 'buffered'; status: number; body: Buffer; retryAfter: string | null }
-  | { kind: 'stream'; target: EngineTarget; res: Dispatcher.ResponseData };
+/**
+ * The exact request bytes, kept by this plugin's JSON parser next to the parsed body: a
+ * request decorator (a field every request of these routes has from the start, so no
+ * per-request side table and no change of object shape).
+ */
+const RAW_BODY = Symbol('batchwright.rawBody');
+type WithRawBody = FastifyRequest & { [RAW_BODY]: Buffer | null };
 
 export default async function inferenceRoutes(app: FastifyInstance, opts: InferenceRoutesOptions) {
   const router = opts.router ?? (app.deps as { router?: EngineRouter } | undefined)?.router;
@@ -42,141 +47,96 @@ export default async function inferenceRoutes(app: FastifyInstance, opts: Infere
   // Scoped to this plugin by encapsulation: replaces the default JSON parser here only,
   // keeping the raw bytes for forwarding; parsing (and its errors) stay Fastify's own.
   const defaultJson = app.getDefaultJsonParser('error', 'error');
+  app.decorateRequest(RAW_BODY, null);
   app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (req, body, done) => {
     const buf = body as Buffer;
-    rawBodies.set(req, buf);
+    (req as WithRawBody)[RAW_BODY] = buf;
     defaultJson(req, buf.toString('utf8'), done);
   });
 
+  // Fastify's two lines per request ("incoming request", "request completed") are debug-level
+  // here: at LOG_LEVEL=info they cost more CPU than the proxying itself at thousands of
+  // requests per second. Warnings and errors of these routes are still logged; at debug and
+  // trace the request lines appear as on every other route.
+  const routeOpts = app.log.level === 'info' ? { logLevel: 'warn' as const } : {};
+
   for (const path of INFERENCE_PATHS) {
-    app.post(path, (req, reply) => proxy(router, path, req, reply));
+    const upstreamPath = `/v1${path}`;
+    app.post(path, routeOpts, (req, reply) => proxy(router, upstreamPath, req, reply));
   }
 }
 
-async function proxy(router: EngineRouter, path: InferencePath, req: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> {
+async function proxy(router: EngineRouter, upstreamPath: string, req: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> {
+  const t0 = performance.now();
   const checked = checkBody(req.body);
   if (!checked.ok) throw new ApiError(checked.code, checked.message, checked.param);
   const { model, stream } = checked;
   if (!router.isKnownModel(model)) {
     throw new ApiError('model_not_found', `The model '${model}' does not exist on this server; see GET /v1/models for the models it serves.`, 'model');
   }
-  const raw = rawBodies.get(req) ?? Buffer.from(JSON.stringify(req.body));
+  const body = (req as WithRawBody)[RAW_BODY] ?? Buffer.from(JSON.stringify(req.body));
 
-  // Aborted when the client disconnects before its response is complete.
+  const ex: Exchange = {
+    router,
+    req,
+    reply,
+    path: upstreamPath,
+    body,
+    stream,
+    upstreamMs: 0,
+    handlerStart: t0,
+  };
+
+  // Aborted when the client disconnects before its response is complete: the wait for an
+  // engine (signal) or the upstream request in flight (call.abort).
   const ac = new AbortController();
+  let call: UpstreamCall | undefined;
   const onClose = () => {
-    if (!reply.raw.writableFinished) ac.abort(new ClientGone('client disconnected'));
+    if (reply.raw.writableFinished) return;
+    const why = new ClientGone('client disconnected');
+    ac.abort(why);
+    call?.abort(why);
   };
   reply.raw.on('close', onClose);
   if (req.raw.socket?.destroyed) onClose();
 
   try {
-    let up: Upstream;
-    try {
-      up = await send(router, model, `/v1${path}`, raw, stream, req, ac.signal);
-    } catch (err) {
-      if (ac.signal.aborted) return clientGone(reply);
-      throw err;
-    }
-    if (up.kind === 'buffered') {
-      if (up.status >= 400) {
-        if (up.retryAfter) reply.header('retry-after', up.retryAfter);
-        return reply.status(up.status).type('application/json').send(toOpenAIErrorBody(up.status, up.body));
+    for (let attempt = 1; ; attempt++) {
+      let target;
+      try {
+        target = await router.acquire(model, ac.signal);
+      } catch (err) {
+        if (ac.signal.aborted) return clientGone(reply);
+        throw err;
       }
-      return reply.status(up.status).type('application/json').send(up.body);
+      call = new UpstreamCall(ex, target);
+      if (ac.signal.aborted) call.abort(ac.signal.reason as Error);
+      let res;
+      try {
+        res = await call.done;
+      } catch (err) {
+        // No response from the engine (the call has released its target).
+        if (ac.signal.aborted) return clientGone(reply);
+        const why = describeFailure(err);
+        if (isConnectionError(err)) {
+          router.reportFailure(target);
+          req.log.warn({ err, model, engine: target.baseUrl, workerId: target.workerId, attempt }, 'engine connection failed');
+          if (attempt < 2) continue;
+          throw new ApiError('service_unavailable', `The engine for model ${model} stopped answering (${why}); retry in a few seconds.`, null, { 'retry-after': RETRY_AFTER_S });
+        }
+        req.log.error({ err, model, engine: target.baseUrl, workerId: target.workerId }, 'engine request failed');
+        throw new ApiError('service_unavailable', `The engine for model ${model} failed to answer (${why}); retry in a few seconds.`, null, { 'retry-after': RETRY_AFTER_S });
+      }
+      if (res === null) return reply; // streamed to the client (or the client left mid-stream)
+      reply.header(OVERHEAD_HEADER, formatOverhead(ex));
+      if (res.status >= 400) {
+        if (res.retryAfter) reply.header('retry-after', res.retryAfter);
+        return reply.status(res.status).type('application/json').send(toOpenAIErrorBody(res.status, res.body));
+      }
+      return reply.status(res.status).type('application/json').send(res.body);
     }
-    await pipeStream(router, up.target, up.res, req, reply, ac.signal);
-    return reply;
   } finally {
     reply.raw.off('close', onClose);
-  }
-}
-
-/**
- * Acquires an engine and sends the request. A connection failure (refused, reset, closed
- * before a response) marks the engine failed and is retried once on a freshly acquired
- * one; a second failure, or any other failure to get a response, is a 503.
- */
-async function send(
-  router: EngineRouter,
-  model: string,
-  path: string,
-  body: Buffer,
-  stream: boolean,
-  req: FastifyRequest,
-  signal: AbortSignal,
-): Promise<Upstream> {
-  for (let attempt = 1; ; attempt++) {
-    const target = await router.acquire(model, signal);
-    let keep = false;
-    try {
-      const res = await target.dispatcher.request({
-        origin: target.baseUrl,
-        path,
-        method: 'POST',
-        headers: { 'content-type': 'application/json', 'x-request-id': req.id },
-        body,
-        signal,
-      });
-      if (stream && res.statusCode < 400) {
-        keep = true; // released when the stream ends
-        return { kind: 'stream', target, res };
-      }
-      const buf = Buffer.from(await res.body.arrayBuffer());
-      const retryAfter = res.headers['retry-after'];
-      return { kind: 'buffered', status: res.statusCode, body: buf, retryAfter: typeof retryAfter === 'string' ? retryAfter : null };
-    } catch (err) {
-      if (signal.aborted) throw err;
-      const why = describeFailure(err);
-      if (isConnectionError(err)) {
-        router.reportFailure(target);
-        req.log.warn({ err, model, engine: target.baseUrl, workerId: target.workerId, attempt }, 'engine connection failed');
-        if (attempt < 2) continue;
-        throw new ApiError('service_unavailable', `The engine for model ${model} stopped answering (${why}); retry in a few seconds.`, null, { 'retry-after': RETRY_AFTER_S });
-      }
-      req.log.error({ err, model, engine: target.baseUrl, workerId: target.workerId }, 'engine request failed');
-      throw new ApiError('service_unavailable', `The engine for model ${model} failed to answer (${why}); retry in a few seconds.`, null, { 'retry-after': RETRY_AFTER_S });
-    } finally {
-      if (!keep) target.release();
-    }
-  }
-}
-
-/** Pipes an engine's SSE response to the client as it arrives, honouring backpressure. */
-async function pipeStream(router: EngineRouter, target: EngineTarget, res: Dispatcher.ResponseData, req: FastifyRequest, reply: FastifyReply, signal: AbortSignal): Promise<void> {
-  reply.hijack();
-  const out = reply.raw;
-  try {
-    const upstreamType = res.headers['content-type'];
-    out.writeHead(res.statusCode, {
-      'content-type': typeof upstreamType === 'string' && upstreamType.includes('event-stream') ? upstreamType : 'text/event-stream; charset=utf-8',
-      'cache-control': 'no-cache',
-      'x-accel-buffering': 'no',
-      'x-request-id': req.id,
-    });
-    out.flushHeaders();
-    try {
-      for await (const chunk of res.body) {
-        if (!out.write(chunk as Buffer)) await once(out, 'drain', { signal });
-      }
-      out.end();
-    } catch (err) {
-      if (signal.aborted || out.destroyed) return; // the client left; the upstream request is aborted
-      req.log.warn({ err, model: target.model, engine: target.baseUrl }, 'engine stream failed');
-      if (isConnectionError(err)) router.reportFailure(target);
-      const envelope = {
-        error: {
-          message: `The engine for model ${target.model} stopped mid-stream (${describeFailure(err)}); the answer is incomplete. Retry the request.`,
-          type: 'server_error',
-          param: null,
-          code: 'service_unavailable',
-        },
-      };
-      out.end(sseErrorEvent(envelope));
-    }
-  } finally {
-    if (!res.body.destroyed) res.body.destroy();
-    target.release();
   }
 }
 

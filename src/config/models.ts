@@ -44,6 +44,18 @@ const embeddedOptions = z
   })
   .strict();
 
+const llamacppOptions = z
+  .object({
+    threads: z
+      .number()
+      .int()
+      .min(1)
+      .default(1)
+      .describe('CPU threads llama-server uses (-t and -tb). Keep 1 on small machines.'),
+    parallel: z.number().int().min(1).optional().describe('Slots (-np): requests served at once. Default: options.max_num_seqs, else 4.'),
+  })
+  .strict();
+
 /** GGUF models the worker generates itself (`path: builtin:<name>`), no download needed. */
 export const BUILTIN_MODELS = ['tiny-cycle'] as const;
 export const BUILTIN_PREFIX = 'builtin:';
@@ -51,7 +63,9 @@ export const BUILTIN_PREFIX = 'builtin:';
 export const modelSchema = z
   .object({
     id: z.string().min(1).max(256).describe('The id clients send as `model`.'),
-    engine: z.enum(['sim', 'vllm', 'embedded']).describe('Engine kind: `vllm`, `embedded` (llama.cpp in Node, CPU, GGUF files) or `sim`.'),
+    engine: z
+      .enum(['sim', 'vllm', 'embedded', 'llamacpp'])
+      .describe('Engine kind: `vllm`, `embedded` (llama.cpp in Node, CPU, GGUF files), `llamacpp` (llama.cpp\'s llama-server, CPU, GGUF files) or `sim`.'),
     path: z
       .string()
       .min(1)
@@ -62,9 +76,10 @@ export const modelSchema = z
     options: engineOptions.default({ extra_args: [], env: {} }),
     sim: simOptions.optional().describe('Simulator behaviour (engine: sim only).'),
     embedded: embeddedOptions.optional().describe('llama.cpp settings (engine: embedded only).'),
+    llamacpp: llamacppOptions.optional().describe('llama-server settings (engine: llamacpp only).'),
     startup_timeout_s: z.number().positive().default(900).describe('Give up on a start that is not ready in this time.'),
     idle_ttl_s: z.number().min(0).default(0).describe('Stop the engine after this long without requests (0: keep it).'),
-    command: z.string().optional().describe('Executable to run instead of the default (`vllm` for vllm).'),
+    command: z.string().optional().describe('Executable to run instead of the default (`vllm` for vllm; for llamacpp: $LLAMA_SERVER, else the binary scripts/build-llama-server.sh caches, else `llama-server` on PATH).'),
   })
   .strict();
 
@@ -80,10 +95,12 @@ export const modelsFileSchema = z
       seen.add(m.id);
       if (m.sim && m.engine !== 'sim') ctx.addIssue({ code: 'custom', path: ['models', i, 'sim'], message: 'only allowed with engine: sim' });
       if (m.embedded && m.engine !== 'embedded') ctx.addIssue({ code: 'custom', path: ['models', i, 'embedded'], message: 'only allowed with engine: embedded' });
+      if (m.llamacpp && m.engine !== 'llamacpp') ctx.addIssue({ code: 'custom', path: ['models', i, 'llamacpp'], message: 'only allowed with engine: llamacpp' });
+      if (m.engine === 'llamacpp' && !m.path) ctx.addIssue({ code: 'custom', path: ['models', i, 'path'], message: 'engine: llamacpp needs path: a GGUF file or builtin:tiny-cycle' });
       if (m.engine === 'embedded' && !m.path) ctx.addIssue({ code: 'custom', path: ['models', i, 'path'], message: 'engine: embedded needs path: a GGUF file or builtin:tiny-cycle' });
       if (m.path?.startsWith(BUILTIN_PREFIX)) {
         const name = m.path.slice(BUILTIN_PREFIX.length);
-        if (m.engine !== 'embedded') ctx.addIssue({ code: 'custom', path: ['models', i, 'path'], message: `${BUILTIN_PREFIX} paths need engine: embedded` });
+        if (m.engine !== 'embedded' && m.engine !== 'llamacpp') ctx.addIssue({ code: 'custom', path: ['models', i, 'path'], message: `${BUILTIN_PREFIX} paths need engine: embedded or llamacpp` });
         else if (!(BUILTIN_MODELS as readonly string[]).includes(name)) {
           ctx.addIssue({ code: 'custom', path: ['models', i, 'path'], message: `unknown builtin model "${name}" (known: ${BUILTIN_MODELS.join(', ')})` });
         }
@@ -96,12 +113,17 @@ export type ModelsFile = z.infer<typeof modelsFileSchema>;
 export type SimOptions = z.infer<typeof simOptions>;
 export type EmbeddedOptions = z.infer<typeof embeddedOptions>;
 export const embeddedDefaults: EmbeddedOptions = embeddedOptions.parse({});
+export type LlamacppOptions = z.infer<typeof llamacppOptions>;
+export const llamacppDefaults: LlamacppOptions = llamacppOptions.parse({});
+/** Slots (-np) llama-server runs when neither llamacpp.parallel nor max_num_seqs is set. */
+export const LLAMACPP_DEFAULT_PARALLEL = 4;
 /** Sequences the embedded engine runs at once when max_num_seqs is not set. */
 export const EMBEDDED_DEFAULT_PARALLEL = 4;
 export const simDefaults: SimOptions = simOptions.parse({});
 
 /** Sequences the engine runs at once: what batch dispatch tries to keep in flight. */
 export function concurrencyOf(m: ModelConfig): number {
+  if (m.engine === 'llamacpp') return m.llamacpp?.parallel ?? m.options.max_num_seqs ?? LLAMACPP_DEFAULT_PARALLEL;
   if (m.options.max_num_seqs) return m.options.max_num_seqs;
   if (m.engine === 'sim') return m.sim?.max_concurrency || 64;
   if (m.engine === 'embedded') return EMBEDDED_DEFAULT_PARALLEL;

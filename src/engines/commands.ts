@@ -2,6 +2,7 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { embeddedDefaults, EMBEDDED_DEFAULT_PARALLEL, simDefaults, type ModelConfig } from '../config/models.js';
+import { buildLlamacppCommand } from './llamacpp.js';
 
 export interface EngineCommand {
   command: string;
@@ -16,6 +17,7 @@ export const ENGINE_HOST = '127.0.0.1';
 /** The argv and env that start `model`'s engine listening on `port`. */
 export function buildEngineCommand(model: ModelConfig, port: number, bindHost: string = ENGINE_HOST): EngineCommand {
   if (model.engine === 'embedded') return buildEmbeddedCommand(model, port, bindHost);
+  if (model.engine === 'llamacpp') return buildLlamacppCommand(model, port, bindHost);
   return model.engine === 'vllm' ? buildVllmCommand(model, port, bindHost) : buildSimCommand(model, port, bindHost);
 }
 

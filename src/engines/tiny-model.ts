@@ -59,7 +59,7 @@ export async function ensureTinyModel(dataDir: string): Promise<string> {
 export async function prepareBuiltinModels(models: readonly ModelConfig[], dataDir: string, log?: Logger): Promise<ModelConfig[]> {
   const out: ModelConfig[] = [];
   for (const m of models) {
-    if (m.engine !== 'embedded' || !m.path?.startsWith(BUILTIN_PREFIX)) {
+    if (!m.path?.startsWith(BUILTIN_PREFIX)) {
       out.push(m);
       continue;
     }

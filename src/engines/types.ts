@@ -10,7 +10,7 @@ export type EngineState = 'stopped' | 'starting' | 'ready' | 'sleeping' | 'stopp
 
 export interface EngineInfo {
   model: string;
-  engine: 'sim' | 'vllm' | 'embedded';
+  engine: 'sim' | 'vllm' | 'embedded' | 'llamacpp';
   state: EngineState;
   /** The running process (null when none runs). */
   pid: number | null;

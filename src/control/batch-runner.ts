@@ -57,10 +57,16 @@ export function createBatchRunner(deps: BatchRunnerDeps) {
 
   const validate = async (batch: BatchRow) => {
     if (validating.has(batch.id)) return;
+    // `batch` may be a stale row: a tick lists batches, then awaits each one's step, and a
+    // validation that ended meanwhile has already moved this one to in_progress. Re-read it
+    // (synchronously with the delete below, so nothing commits in between): starting over
+    // would delete the request rows of a running batch.
+    if (deps.batches.get(batch.id)?.status !== 'validating') return;
     validating.add(batch.id);
     try {
       deps.batches.deleteRequests(batch.id); // a validation cut short by a crash starts over
       const file = deps.files.getAny(batch.inputFileId);
+      const t0 = performance.now();
       const result = await validateBatchFile(
         deps.storage.pathOf(batch.inputFileId),
         file?.bytes ?? 0,
@@ -75,6 +81,7 @@ export function createBatchRunner(deps: BatchRunnerDeps) {
         log.info({ batchId: batch.id, errors: result.errors.length }, 'batch failed validation');
         return;
       }
+      const t1 = performance.now();
       const started = deps.batches.transaction(() => {
         // Both or neither: a batch cancelled meanwhile must not get request rows.
         if (deps.batches.get(batch.id)?.status !== 'validating') return false;
@@ -82,7 +89,8 @@ export function createBatchRunner(deps: BatchRunnerDeps) {
         return deps.batches.transition(batch.id, ['validating'], 'in_progress', nowS(), { model: result.model, total: result.requests.length });
       });
       if (!started) return;
-      log.info({ batchId: batch.id, requests: result.requests.length, model: result.model }, 'batch validated');
+      const ms = { readMs: Math.round(t1 - t0), insertMs: Math.round(performance.now() - t1) };
+      log.info({ batchId: batch.id, requests: result.requests.length, model: result.model, ...ms }, 'batch validated');
     } catch (e) {
       log.error({ err: e, batchId: batch.id }, 'batch validation failed unexpectedly');
       deps.batches.transition(batch.id, ['validating'], 'failed', nowS(), {

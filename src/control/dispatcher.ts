@@ -2,7 +2,7 @@ import { open, type FileHandle } from 'node:fs/promises';
 import { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from '../log/logger.js';
-import { chunkJobId, chunkQueueName, type ChunkJob, type ChunkRequest } from '../queue/jobs.js';
+import { chunkJobId, chunkPlan, chunkQueueName, keys, type ChunkJob, type ChunkRequest } from '../queue/jobs.js';
 import type { BatchesRepo, BatchRow, RequestSlice } from '../store/batches-repo.js';
 import type { FileStorage } from '../store/file-storage.js';
 
@@ -23,13 +23,14 @@ export const MAX_CHUNK_ATTEMPTS = 5;
 const LOST_GRACE_MS = 15_000;
 
 /**
- * Moves requests from SQLite to workers, in chunks, keeping about two engine-fulls of work
- * queued per batch: enough that the engine never idles between chunks, little enough that
- * Redis never holds a whole input file.
+ * Moves requests from SQLite to workers, in chunks, keeping about three engine-fulls of work
+ * queued per batch (chunkPlan): what the worker runs plus a chunk or two waiting, so the
+ * engine never idles between chunks, little enough that Redis never holds a whole input file.
  */
 export function createDispatcher(deps: DispatcherDeps) {
   const queues = new Map<string, Queue<ChunkJob>>();
   const handles = new Map<string, Promise<FileHandle>>();
+  const k = keys(deps.prefix);
 
   const queueFor = (model: string): Queue<ChunkJob> => {
     let q = queues.get(model);
@@ -78,14 +79,17 @@ export function createDispatcher(deps: DispatcherDeps) {
     queueFor,
     /** Tops up the batch's queued chunks. Returns true if nothing is pending or queued any more. */
     async fill(batch: BatchRow): Promise<boolean> {
-      const target = Math.max(2, Math.ceil((2 * deps.concurrencyOf(batch.model!)) / deps.chunkSize));
+      const target = chunkPlan(deps.concurrencyOf(batch.model!), deps.chunkSize).queued;
       let queued = deps.batches.countQueuedChunks(batch.id);
+      const before = queued;
       while (queued < target) {
         const chunk = deps.batches.takeChunk(batch.id, deps.chunkSize, Date.now());
         if (!chunk) break;
         await send(batch, chunk.chunkNo, 0, chunk.requests);
         queued += 1;
       }
+      // Work for a model that may not be loaded: workers schedule now rather than at their next poll.
+      if (before === 0 && queued > 0) await deps.redis.publish(k.events, 'chunks').catch(() => undefined);
       if (queued > 0) return false;
       const c = deps.batches.countByState(batch.id);
       return c.pending === 0 && c.queued === 0;

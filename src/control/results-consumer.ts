@@ -1,6 +1,6 @@
 import type { Redis } from 'ioredis';
 import type { Logger } from '../log/logger.js';
-import { keys, type WorkerMessage } from '../queue/jobs.js';
+import { decodeMessage, keys, type WorkerMessage } from '../queue/jobs.js';
 import type { BatchesRepo, StoredResult } from '../store/batches-repo.js';
 import { errorOnlyLine, isSuccess, responseLine } from '../domain/result-line.js';
 
@@ -24,9 +24,13 @@ const CONSUMER = 'control-plane-1';
 export function startResultsConsumer(deps: ResultsConsumerDeps): { stop(): Promise<void> } {
   const k = keys(deps.prefix);
   let running = true;
+  // A blocking XREADGROUP holds its connection for up to BLOCK ms: it gets one of its own, or
+  // every other command of the control plane (dispatch, cancel flags) would wait behind it.
+  const reader = deps.redis.duplicate();
+  reader.on('error', () => undefined); // reconnects by itself; the loop logs failed commands
   const ensureGroup = async () => {
     try {
-      await deps.redis.xgroup('CREATE', k.results, k.resultsGroup, '0', 'MKSTREAM');
+      await reader.xgroup('CREATE', k.results, k.resultsGroup, '0', 'MKSTREAM');
     } catch (e) {
       if (!String((e as Error).message).includes('BUSYGROUP')) throw e;
     }
@@ -39,7 +43,7 @@ export function startResultsConsumer(deps: ResultsConsumerDeps): { stop(): Promi
     for (const [, fields] of entries) {
       let msg: WorkerMessage;
       try {
-        msg = JSON.parse(fields[1] ?? '') as WorkerMessage;
+        msg = decodeMessage(fields);
       } catch {
         deps.log.warn('ignoring an unreadable results message');
         continue;
@@ -65,14 +69,14 @@ export function startResultsConsumer(deps: ResultsConsumerDeps): { stop(): Promi
     let cursor = '0'; // first our own pending entries (unacknowledged before a crash), then new ones
     while (running) {
       try {
-        const res = (await deps.redis.xreadgroup('GROUP', k.resultsGroup, CONSUMER, 'COUNT', 2000, 'BLOCK', 500, 'STREAMS', k.results, cursor)) as
+        const res = (await reader.xreadgroup('GROUP', k.resultsGroup, CONSUMER, 'COUNT', 2000, 'BLOCK', 500, 'STREAMS', k.results, cursor)) as
           | [string, [string, string[]][]][]
           | null;
         const entries = res?.[0]?.[1] ?? [];
         if (cursor === '0' && entries.length === 0) cursor = '>';
         if (entries.length === 0) continue;
         const ids = apply(entries);
-        await deps.redis.multi().xack(k.results, k.resultsGroup, ...ids).xdel(k.results, ...ids).exec();
+        await reader.multi().xack(k.results, k.resultsGroup, ...ids).xdel(k.results, ...ids).exec();
       } catch (e) {
         if (!running) break;
         const msg = (e as Error).message;
@@ -84,6 +88,9 @@ export function startResultsConsumer(deps: ResultsConsumerDeps): { stop(): Promi
           cursor = '0';
         } else {
           deps.log.error({ err: e }, 'results consumer error; retrying');
+          // Messages read but not stored are pending in our group: read them again first
+          // (with '>' they would wait for the next restart).
+          cursor = '0';
           await new Promise((r) => setTimeout(r, 500));
         }
       }
@@ -94,6 +101,7 @@ export function startResultsConsumer(deps: ResultsConsumerDeps): { stop(): Promi
     async stop() {
       running = false;
       await done;
+      reader.disconnect();
     },
   };
 }

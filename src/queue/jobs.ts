@@ -55,6 +55,19 @@ export interface ChunkJob {
   requests: ChunkRequest[];
 }
 
+/**
+ * How many chunks a model's engine needs around it to stay full (`slots` = its max_num_seqs).
+ * The worker runs `active` chunks at once: at least two engine-fulls of requests wait in its
+ * limiter, so the engine never runs dry while one chunk's tail finishes. The control plane
+ * keeps `queued` chunks per batch (active + about one engine-full waiting in Redis), so when a
+ * chunk finishes the worker takes the next one at once instead of waiting for the round trip
+ * chunk done → control plane → new chunk. Redis still holds only a few engine-fulls.
+ */
+export function chunkPlan(slots: number, chunkSize: number): { active: number; queued: number } {
+  const active = Math.max(2, Math.ceil((2 * slots) / chunkSize));
+  return { active, queued: active + Math.max(2, Math.ceil(slots / chunkSize)) };
+}
+
 export const chunkJobId = (batchId: string, chunkNo: number, attempt: number) => `${batchId}-${chunkNo}-${attempt}`;
 
 /** One request's outcome, published by a worker as soon as it has it. */
@@ -82,6 +95,24 @@ export interface ChunkDoneMessage {
 
 export type WorkerMessage = ResultMessage | ChunkDoneMessage;
 
+/**
+ * A message's fields in the results stream: `m` = the message as JSON, except that a result's
+ * body (already JSON text, often most of the bytes) travels as its own field `b`, so it is
+ * neither escaped into nor unescaped out of another JSON string.
+ */
+export function encodeMessage(msg: WorkerMessage): string[] {
+  if (msg.t !== 'r') return ['m', JSON.stringify(msg)];
+  const { body, ...meta } = msg;
+  return ['m', JSON.stringify(meta), 'b', body];
+}
+
+/** The inverse of encodeMessage; also reads messages whose body is inside `m`. Throws on garbage. */
+export function decodeMessage(fields: readonly string[]): WorkerMessage {
+  const msg = JSON.parse(fields[1] ?? '') as WorkerMessage;
+  if (msg.t === 'r' && fields[2] === 'b') msg.body = fields[3] ?? '';
+  return msg;
+}
+
 /** Redis keys outside BullMQ, all under the deployment's prefix. */
 export function keys(prefix: string) {
   return {
@@ -93,7 +124,10 @@ export function keys(prefix: string) {
     workersPattern: `${prefix}:worker:*`,
     demand: (model: string, apiId: string) => `${prefix}:demand:${modelKey(model)}:${apiId}`,
     demandPattern: `${prefix}:demand:*`,
-    /** Pub/sub: 'engines' when a worker's engines changed, 'demand' when interactive demand appeared. */
+    /**
+     * Pub/sub: 'engines' when a worker's engines changed, 'demand' when interactive demand
+     * appeared, 'chunks' when a batch got its first queued chunks (workers schedule at once).
+     */
     events: `${prefix}:events`,
   };
 }

@@ -1,4 +1,5 @@
-import { and, desc, eq, inArray, sql } from 'drizzle-orm';
+import { and, desc, eq, getTableColumns, inArray, sql } from 'drizzle-orm';
+import type { Statement } from 'better-sqlite3';
 import type { Db } from './db.js';
 import { batches, batchChunks, batchRequests } from './schema.js';
 import type { BatchStatus } from '../domain/batch-status.js';
@@ -32,6 +33,19 @@ export function createBatchesRepo(db: Db) {
   const markDone = client.prepare(
     `UPDATE batch_requests SET state = 'done', result = ?, is_error = ? WHERE batch_id = ? AND idx = ? AND state != 'done'`,
   );
+  /** Statements prepared once, on first use (preparing costs about as much as running one). */
+  const cache = new Map<string, Statement>();
+  const stmt = (text: string): Statement => {
+    let st = cache.get(text);
+    if (!st) cache.set(text, (st = client.prepare(text)));
+    return st;
+  };
+  // The batches row read on every tick and every GET: raw SQL with drizzle's column → key
+  // mapping (all of them plain integer/text columns), without building the query each time.
+  const batchColumns = Object.entries(getTableColumns(batches))
+    .map(([key, col]) => `"${col.name}" AS "${key}"`)
+    .join(', ');
+  const getBatch = client.prepare(`SELECT ${batchColumns} FROM batches WHERE id = ?`);
   const bumpCounts = client.prepare(
     `UPDATE batches SET completed = completed + ?, failed = failed + ?, input_tokens = input_tokens + ?, cached_tokens = cached_tokens + ?,
        output_tokens = output_tokens + ?, reasoning_tokens = reasoning_tokens + ? WHERE id = ?`,
@@ -46,7 +60,7 @@ export function createBatchesRepo(db: Db) {
       db.insert(batches).values(row).run();
     },
     get(id: string): BatchRow | undefined {
-      return db.select().from(batches).where(eq(batches.id, id)).get();
+      return getBatch.get(id) as BatchRow | undefined;
     },
     findByIdempotencyKey(key: string): BatchRow | undefined {
       return db.select().from(batches).where(eq(batches.idempotencyKey, key)).get();
@@ -66,7 +80,8 @@ export function createBatchesRepo(db: Db) {
       return { rows: rows.slice(0, opts.limit), hasMore: rows.length > opts.limit };
     },
     listByStatus(statuses: readonly BatchStatus[]): BatchRow[] {
-      return db.select().from(batches).where(inArray(batches.status, [...statuses])).all();
+      if (statuses.length === 0) return [];
+      return stmt(`SELECT ${batchColumns} FROM batches WHERE status IN (${statuses.map(() => '?').join(', ')})`).all(...statuses) as BatchRow[];
     },
     /** Moves a batch to `to` only if it is in one of `from`; sets the status's timestamp. */
     transition(id: string, from: readonly BatchStatus[], to: BatchStatus, nowS: number, extra: Partial<NewBatchRow> = {}): boolean {
@@ -86,9 +101,29 @@ export function createBatchesRepo(db: Db) {
 
     // --- requests -----------------------------------------------------------------
     insertRequests(batchId: string, rows: readonly RequestSlice[]): void {
-      const stmt = client.prepare(`INSERT INTO batch_requests (batch_id, idx, custom_id, line, offset, length) VALUES (?, ?, ?, ?, ?, ?)`);
+      // 100 rows per INSERT statement: a third of the time of one statement per row.
+      const PER = 100;
+      const values = (n: number) => `INSERT INTO batch_requests (batch_id, idx, custom_id, line, offset, length) VALUES ${Array(n).fill('(?, ?, ?, ?, ?, ?)').join(', ')}`;
+      const many = stmt(values(PER));
       client.transaction(() => {
-        for (const r of rows) stmt.run(batchId, r.idx, r.customId, r.line, r.offset, r.length);
+        const args: unknown[] = [];
+        let i = 0;
+        for (; i + PER <= rows.length; i += PER) {
+          args.length = 0;
+          for (let j = i; j < i + PER; j++) {
+            const r = rows[j]!;
+            args.push(batchId, r.idx, r.customId, r.line, r.offset, r.length);
+          }
+          many.run(...args);
+        }
+        if (i < rows.length) {
+          args.length = 0;
+          for (let j = i; j < rows.length; j++) {
+            const r = rows[j]!;
+            args.push(batchId, r.idx, r.customId, r.line, r.offset, r.length);
+          }
+          client.prepare(values(rows.length - i)).run(...args);
+        }
       })();
     },
     deleteRequests(batchId: string): void {
@@ -98,12 +133,11 @@ export function createBatchesRepo(db: Db) {
       })();
     },
     customIdOf(batchId: string, idx: number): string | undefined {
-      const r = client.prepare(`SELECT custom_id AS c FROM batch_requests WHERE batch_id = ? AND idx = ?`).get(batchId, idx) as { c: string } | undefined;
+      const r = stmt(`SELECT custom_id AS c FROM batch_requests WHERE batch_id = ? AND idx = ?`).get(batchId, idx) as { c: string } | undefined;
       return r?.c;
     },
     countByState(batchId: string): { pending: number; queued: number; done: number } {
-      const rows = client
-        .prepare(`SELECT state, count(*) AS n FROM batch_requests WHERE batch_id = ? GROUP BY state`)
+      const rows = stmt(`SELECT state, count(*) AS n FROM batch_requests WHERE batch_id = ? GROUP BY state`)
         .all(batchId) as { state: string; n: number }[];
       const out = { pending: 0, queued: 0, done: 0 };
       for (const r of rows) out[r.state as keyof typeof out] = r.n;
@@ -112,36 +146,32 @@ export function createBatchesRepo(db: Db) {
     /** Takes up to `limit` pending requests into a new chunk, atomically. */
     takeChunk(batchId: string, limit: number, nowMs: number): { chunkNo: number; requests: RequestSlice[] } | null {
       return client.transaction(() => {
-        const requests = client
-          .prepare(`SELECT idx, custom_id AS customId, line, offset, length FROM batch_requests WHERE batch_id = ? AND state = 'pending' ORDER BY idx LIMIT ?`)
+        const requests = stmt(`SELECT idx, custom_id AS customId, line, offset, length FROM batch_requests WHERE batch_id = ? AND state = 'pending' ORDER BY idx LIMIT ?`)
           .all(batchId, limit) as RequestSlice[];
         if (requests.length === 0) return null;
-        const { next } = client.prepare(`SELECT coalesce(max(chunk_no), -1) + 1 AS next FROM batch_chunks WHERE batch_id = ?`).get(batchId) as { next: number };
-        client.prepare(`INSERT INTO batch_chunks (batch_id, chunk_no, state, attempt, sent_at) VALUES (?, ?, 'queued', 0, ?)`).run(batchId, next, nowMs);
+        const { next } = stmt(`SELECT coalesce(max(chunk_no), -1) + 1 AS next FROM batch_chunks WHERE batch_id = ?`).get(batchId) as { next: number };
+        stmt(`INSERT INTO batch_chunks (batch_id, chunk_no, state, attempt, sent_at) VALUES (?, ?, 'queued', 0, ?)`).run(batchId, next, nowMs);
         const first = requests[0]!.idx;
         const last = requests[requests.length - 1]!.idx;
-        client
-          .prepare(`UPDATE batch_requests SET state = 'queued', chunk_no = ? WHERE batch_id = ? AND state = 'pending' AND idx BETWEEN ? AND ?`)
+        stmt(`UPDATE batch_requests SET state = 'queued', chunk_no = ? WHERE batch_id = ? AND state = 'pending' AND idx BETWEEN ? AND ?`)
           .run(next, batchId, first, last);
         return { chunkNo: next, requests };
       })();
     },
     /** Requests of a chunk that have no result yet (to re-send a lost chunk). */
     unfinishedInChunk(batchId: string, chunkNo: number): RequestSlice[] {
-      return client
-        .prepare(`SELECT idx, custom_id AS customId, line, offset, length FROM batch_requests WHERE batch_id = ? AND chunk_no = ? AND state != 'done' ORDER BY idx`)
+      return stmt(`SELECT idx, custom_id AS customId, line, offset, length FROM batch_requests WHERE batch_id = ? AND chunk_no = ? AND state != 'done' ORDER BY idx`)
         .all(batchId, chunkNo) as RequestSlice[];
     },
     queuedChunks(batchId: string): ChunkRow[] {
       return db.select().from(batchChunks).where(and(eq(batchChunks.batchId, batchId), eq(batchChunks.state, 'queued'))).all();
     },
     countQueuedChunks(batchId: string): number {
-      const r = client.prepare(`SELECT count(*) AS n FROM batch_chunks WHERE batch_id = ? AND state = 'queued'`).get(batchId) as { n: number };
+      const r = stmt(`SELECT count(*) AS n FROM batch_chunks WHERE batch_id = ? AND state = 'queued'`).get(batchId) as { n: number };
       return r.n;
     },
     bumpChunkAttempt(batchId: string, chunkNo: number, nowMs: number): number {
-      const r = client
-        .prepare(`UPDATE batch_chunks SET attempt = attempt + 1, sent_at = ? WHERE batch_id = ? AND chunk_no = ? RETURNING attempt`)
+      const r = stmt(`UPDATE batch_chunks SET attempt = attempt + 1, sent_at = ? WHERE batch_id = ? AND chunk_no = ? RETURNING attempt`)
         .get(nowMs, batchId, chunkNo) as { attempt: number } | undefined;
       return r?.attempt ?? 0;
     },
@@ -151,9 +181,8 @@ export function createBatchesRepo(db: Db) {
      */
     finishChunk(batchId: string, chunkNo: number): void {
       client.transaction(() => {
-        client.prepare(`UPDATE batch_chunks SET state = 'done' WHERE batch_id = ? AND chunk_no = ?`).run(batchId, chunkNo);
-        client
-          .prepare(`UPDATE batch_requests SET state = 'pending', chunk_no = NULL WHERE batch_id = ? AND chunk_no = ? AND state = 'queued'`)
+        stmt(`UPDATE batch_chunks SET state = 'done' WHERE batch_id = ? AND chunk_no = ?`).run(batchId, chunkNo);
+        stmt(`UPDATE batch_requests SET state = 'pending', chunk_no = NULL WHERE batch_id = ? AND chunk_no = ? AND state = 'queued'`)
           .run(batchId, chunkNo);
       })();
     },
@@ -164,21 +193,40 @@ export function createBatchesRepo(db: Db) {
      */
     storeResults(results: readonly StoredResult[]): number {
       let stored = 0;
+      // Counters are summed per batch and written once per call, not once per result.
+      const sums = new Map<string, [number, number, number, number, number, number]>();
       client.transaction(() => {
         for (const r of results) {
           if (markDone.run(r.line, r.isError ? 1 : 0, r.batchId, r.idx).changes !== 1) continue;
           stored += 1;
+          let t = sums.get(r.batchId);
+          if (!t) sums.set(r.batchId, (t = [0, 0, 0, 0, 0, 0]));
           const u = r.usage;
-          bumpCounts.run(r.isError ? 0 : 1, r.isError ? 1 : 0, u?.input ?? 0, u?.cached ?? 0, u?.output ?? 0, u?.reasoning ?? 0, r.batchId);
+          t[r.isError ? 1 : 0] += 1;
+          t[2] += u?.input ?? 0;
+          t[3] += u?.cached ?? 0;
+          t[4] += u?.output ?? 0;
+          t[5] += u?.reasoning ?? 0;
         }
+        for (const [batchId, t] of sums) bumpCounts.run(...t, batchId);
       })();
       return stored;
     },
-    /** Every request in input order, for writing the output and error files. */
-    iterateRequests(batchId: string): IterableIterator<{ idx: number; customId: string; state: string; result: string | null; isError: number | null }> {
-      return client
-        .prepare(`SELECT idx, custom_id AS customId, state, result, is_error AS isError FROM batch_requests WHERE batch_id = ? ORDER BY idx`)
-        .iterate(batchId) as IterableIterator<{ idx: number; customId: string; state: string; result: string | null; isError: number | null }>;
+    /**
+     * Every request in input order, for writing the output and error files. Read in pages of
+     * 1,000 rows: an open better-sqlite3 iterator keeps the connection busy, and the caller
+     * awaits file writes between rows, during which results of other batches, new files and
+     * new batches must still be written.
+     */
+    *iterateRequests(batchId: string): IterableIterator<{ idx: number; customId: string; state: string; result: string | null; isError: number | null }> {
+      const page = stmt(`SELECT idx, custom_id AS customId, state, result, is_error AS isError FROM batch_requests WHERE batch_id = ? AND idx > ? ORDER BY idx LIMIT 1000`);
+      let after = -1;
+      for (;;) {
+        const rows = page.all(batchId, after) as { idx: number; customId: string; state: string; result: string | null; isError: number | null }[];
+        yield* rows;
+        if (rows.length < 1000) return;
+        after = rows[rows.length - 1]!.idx;
+      }
     },
   };
 }

@@ -3,7 +3,7 @@ import { Queue, Worker, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Config } from '../config/load.js';
 import type { Logger } from '../log/logger.js';
-import { chunkQueueName, keys, type ChunkJob, type DemandRecord, type WorkerHeartbeat } from '../queue/jobs.js';
+import { chunkPlan, chunkQueueName, keys, type ChunkJob, type DemandRecord, type WorkerHeartbeat } from '../queue/jobs.js';
 import { createRedis } from '../queue/connection.js';
 import { createChunkRunner, type EngineAccess } from './run-chunk.js';
 import { pickModel, type QueueLoad } from './scheduler.js';
@@ -19,6 +19,11 @@ export interface WorkerNodeDeps {
   };
 }
 
+/**
+ * Scheduling round period, a safety net: rounds also run at once when an API process announces
+ * interactive demand or a batch's first chunks (pub/sub), and when the active model's queue
+ * drains, so neither a swap nor a cold start waits for the next round.
+ */
 const SCHEDULE_MS = 500;
 const HEARTBEAT_MS = 5_000;
 
@@ -56,13 +61,48 @@ export function createWorkerNode(deps: WorkerNodeDeps) {
   let switching: Promise<void> | undefined;
   let timers: NodeJS.Timeout[] = [];
   let closed = false;
+  /** Chunks inside the processor, per model (waiting for their turn included). */
+  const runningChunks = new Map<string, number>();
+  /** Chunks of a model that is not the scheduled one, waiting for its turn (see switchTo). */
+  const turnWaiters = new Map<string, Set<{ resolve: () => void; reject: (e: Error) => void }>>();
+  const waitForTurn = (model: string, signal?: AbortSignal): Promise<void> =>
+    new Promise<void>((resolve, reject) => {
+      let set = turnWaiters.get(model);
+      if (!set) turnWaiters.set(model, (set = new Set()));
+      const w = {
+        resolve: () => (signal?.removeEventListener('abort', onAbort), resolve()),
+        reject: (e: Error) => (signal?.removeEventListener('abort', onAbort), reject(e)),
+      };
+      const onAbort = () => (set.delete(w), reject(signal!.reason as Error));
+      set.add(w);
+      signal?.addEventListener('abort', onAbort, { once: true });
+    });
+  const giveTurn = (model: string) => {
+    const set = turnWaiters.get(model);
+    turnWaiters.delete(model);
+    for (const w of set ?? []) w.resolve();
+  };
+
+  /** The BullMQ processor of a model's queue. */
+  const processChunk = async (model: string, job: Job<ChunkJob>, signal?: AbortSignal) => {
+    runningChunks.set(model, (runningChunks.get(model) ?? 0) + 1);
+    try {
+      // Only possible right after a fast pause (switchTo): the chunk waits, active in BullMQ
+      // (its lock renewed), until its model is scheduled again; its requests never ask the
+      // ModelManager for a model that is being swapped out.
+      if (model !== active) await waitForTurn(model, signal);
+      return await runChunk(job.data, signal);
+    } finally {
+      runningChunks.set(model, (runningChunks.get(model) ?? 1) - 1);
+    }
+  };
 
   for (const model of served) {
     const name = chunkQueueName(model);
     const m = modelById.get(model);
     if (!m) throw new Error(`WORKER_MODELS names "${model}", which is not in ${config.modelsFile}`);
-    const concurrency = Math.max(2, Math.ceil((2 * concurrencyOf(m)) / env.BATCH_CHUNK_SIZE));
-    const w = new Worker<ChunkJob>(name, async (job: Job<ChunkJob>, _token, signal) => runChunk(job.data, signal), {
+    const concurrency = chunkPlan(concurrencyOf(m), env.BATCH_CHUNK_SIZE).active;
+    const w = new Worker<ChunkJob>(name, async (job: Job<ChunkJob>, _token, signal) => processChunk(model, job, signal), {
       connection: createRedis(deps.redisUrl, `worker-${workerId}-${name}`),
       prefix: env.QUEUE_PREFIX,
       autorun: false,
@@ -72,6 +112,10 @@ export function createWorkerNode(deps: WorkerNodeDeps) {
       maxStalledCount: 1000,
     });
     w.on('failed', (job, err) => log.warn({ jobId: job?.id, model, err: err.message }, 'chunk job failed'));
+    // The active model ran out of chunks: decide now whether another model's work is next.
+    w.on('drained', () => {
+      if (model === active) void schedule();
+    });
     w.on('error', (err) => log.error({ err, model }, 'bullmq worker error'));
     workers.set(model, w);
     queues.set(model, new Queue<ChunkJob>(name, { connection: redis, prefix: env.QUEUE_PREFIX }));
@@ -125,7 +169,19 @@ export function createWorkerNode(deps: WorkerNodeDeps) {
    */
   const switchTo = async (next: string) => {
     const prev = active;
-    if (prev) await workers.get(prev)!.pause();
+    const t0 = Date.now();
+    if (prev) {
+      const w = workers.get(prev)!;
+      if ((runningChunks.get(prev) ?? 0) === 0) {
+        // Nothing of prev runs: stop its Worker without waiting. pause() would close BullMQ's
+        // blocking connection, and BullMQ then sleeps 100 ms before it notices: that much on
+        // every swap. A chunk the Worker still takes (its blocking read was already under way)
+        // sees `active` changed and waits for its model's next turn (processChunk).
+        active = next;
+        await w.pause(true);
+      } else await w.pause(); // waits for prev's running chunks
+    }
+    const pauseMs = Date.now() - t0;
     active = next;
     activeSince = Date.now();
     try {
@@ -138,10 +194,31 @@ export function createWorkerNode(deps: WorkerNodeDeps) {
       started.add(next);
       void w.run().catch((err) => log.error({ err, model: next }, 'worker stopped'));
     } else w.resume();
-    log.info({ from: prev, to: next }, 'worker switched model queue');
+    giveTurn(next);
+    log.info({ from: prev, to: next, pauseMs, ms: Date.now() - t0 }, 'worker switched model queue');
   };
 
-  const schedule = async () => {
+  let scheduling = false;
+  let scheduleAgain = false;
+  /** One scheduling round at a time; a request during a round runs another right after it. */
+  const schedule = async (): Promise<void> => {
+    if (scheduling) {
+      scheduleAgain = true;
+      return;
+    }
+    scheduling = true;
+    try {
+      await scheduleRound();
+    } finally {
+      scheduling = false;
+      if (scheduleAgain && !closed) {
+        scheduleAgain = false;
+        setImmediate(() => void schedule());
+      }
+    }
+  };
+
+  const scheduleRound = async () => {
     if (closed || switching) return;
     try {
       const demand = await readDemand();
@@ -181,6 +258,11 @@ export function createWorkerNode(deps: WorkerNodeDeps) {
     const info: WorkerHeartbeat = { workerId, models: served, activeModel: active, engines, at: Date.now() };
     await redis.set(k.worker(workerId), JSON.stringify(info), 'PX', HEARTBEAT_MS * 3).catch(() => undefined);
   };
+  // An API process announces interactive demand or new batch work: schedule now, not at the next round.
+  const events: Redis = createRedis(deps.redisUrl, `worker-${workerId}-events`);
+  events.on('message', (_channel: string, message: string) => {
+    if ((message === 'demand' || message === 'chunks') && !closed) void schedule();
+  });
   // Engine state changes are advertised at once: API requests waiting for a load wake up.
   deps.engines.on('state', () => {
     if (closed) return;
@@ -192,6 +274,7 @@ export function createWorkerNode(deps: WorkerNodeDeps) {
     start() {
       void schedule();
       void heartbeat();
+      void events.subscribe(k.events).catch((err) => log.warn({ err }, 'subscribing to API events failed; demand is seen by polling'));
       timers = [setInterval(() => void schedule(), SCHEDULE_MS), setInterval(() => void heartbeat(), HEARTBEAT_MS)];
       log.info({ workerId, models: served }, 'worker started');
     },
@@ -199,8 +282,14 @@ export function createWorkerNode(deps: WorkerNodeDeps) {
     async close() {
       closed = true;
       timers.forEach(clearInterval);
+      // Chunks waiting for a turn that will not come fail now (the control plane re-sends them);
+      // otherwise closing the Workers would wait for them forever.
+      for (const set of turnWaiters.values()) for (const w of set) w.reject(new Error('the worker is shutting down'));
+      turnWaiters.clear();
+      events.disconnect();
       await switching?.catch(() => undefined);
       await Promise.all([...workers.values()].map((w) => w.close()));
+      await runChunk.close();
       await Promise.all([...queues.values()].map((q) => q.close()));
       await redis.del(k.worker(workerId)).catch(() => undefined);
       redis.disconnect();

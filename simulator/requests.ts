@@ -1,6 +1,6 @@
 /** Validates request bodies and turns them into deterministic plans (what to answer, how many tokens). */
 import type { SimConfig } from './config.js';
-import { badRequest, notFound } from './errors.js';
+import { badRequest, notFound } from '../src/engines/vllm-error-shape.js';
 import {
   applyStop,
   buildCompletion,

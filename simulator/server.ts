@@ -1,7 +1,7 @@
 /** HTTP front of the simulator: routing, body reading, errors. Plain node:http for speed. */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { SimConfig } from './config.js';
-import { ApiError, errorBody } from './errors.js';
+import { ApiError, errorBody } from '../src/engines/vllm-error-shape.js';
 import { Job } from './job.js';
 import { checkModel, parseBody, planChat, planCompletion, planEmbedding, type EmbedPlan, type GenPlan } from './requests.js';
 import { SimState } from './state.js';

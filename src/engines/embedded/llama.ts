@@ -15,7 +15,7 @@ import {
   type Token,
 } from 'node-llama-cpp';
 import type { EmbeddedConfig } from './config.js';
-import { badRequest } from './errors.js';
+import { badRequest } from '../vllm-error-shape.js';
 import { Pool } from './pool.js';
 import type { ChatMessage, Sampling } from './requests.js';
 import { StopMatcher } from './stop.js';

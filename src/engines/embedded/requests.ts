@@ -1,5 +1,5 @@
 /** Validates request bodies (vLLM's rules and messages) into what the generator needs. Pure. */
-import { badRequest, notFound } from './errors.js';
+import { badRequest, notFound } from '../vllm-error-shape.js';
 
 export type Body = Record<string, unknown>;
 

@@ -2,7 +2,7 @@
 import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { EmbeddedConfig } from './config.js';
-import { ApiError, badRequest, errorBody } from './errors.js';
+import { ApiError, badRequest, errorBody } from '../vllm-error-shape.js';
 import type { GenResult, LlamaEngine } from './llama.js';
 import { chatMessages, checkModel, completionPrompts, genParams, outputBudget, parseBody, type GenParams } from './requests.js';
 

@@ -2,6 +2,7 @@ import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'nod
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from '../log/logger.js';
+import { isProcessAlive } from '../os/process.js';
 
 /**
  * Engines run in their own process group, so a worker killed with SIGKILL leaves them
@@ -33,15 +34,6 @@ export function clearEngineRecord(logFile: string, enginePid: number | undefined
   }
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 /** True if `pid` still leads its own process group, i.e. it is still the engine we spawned detached. */
 function isGroupLeader(pid: number): boolean {
   try {
@@ -70,13 +62,13 @@ export async function reapOrphanEngines(logDir: string, log: Logger): Promise<nu
       rmSync(p, { force: true });
       continue;
     }
-    if (alive(rec.ownerPid)) continue; // another live worker's engine
-    if (alive(rec.enginePid) && isGroupLeader(rec.enginePid)) {
+    if (isProcessAlive(rec.ownerPid)) continue; // another live worker's engine
+    if (isProcessAlive(rec.enginePid) && isGroupLeader(rec.enginePid)) {
       log.warn({ model: rec.model, enginePid: rec.enginePid, deadOwnerPid: rec.ownerPid }, 'stopping an engine left by a worker that died');
       try {
         process.kill(-rec.enginePid, 'SIGTERM');
-        for (let i = 0; i < 100 && alive(rec.enginePid); i++) await sleep(50);
-        if (alive(rec.enginePid)) process.kill(-rec.enginePid, 'SIGKILL');
+        for (let i = 0; i < 100 && isProcessAlive(rec.enginePid); i++) await sleep(50);
+        if (isProcessAlive(rec.enginePid)) process.kill(-rec.enginePid, 'SIGKILL');
       } catch {
         // gone meanwhile
       }

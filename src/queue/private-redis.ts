@@ -5,6 +5,7 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Redis } from 'ioredis';
 import type { Logger } from '../log/logger.js';
+import { isProcessAlive } from '../os/process.js';
 
 export class RedisMissingError extends Error {
   override name = 'RedisMissingError';
@@ -19,15 +20,6 @@ async function freePort(): Promise<number> {
       s.close(() => (typeof a === 'object' && a ? resolve(a.port) : reject(new Error('no free port'))));
     });
   });
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /**
@@ -70,10 +62,10 @@ export async function startPrivateRedis(dataDir: string, log: Logger): Promise<{
   const pidFile = path.join(dir, 'redis.pid');
   if (existsSync(pidFile)) {
     const old = Number(readFileSync(pidFile, 'utf8').trim());
-    if (old > 0 && isAlive(old)) {
+    if (old > 0 && isProcessAlive(old)) {
       log.warn({ pid: old }, 'stopping a private redis-server left by an earlier run');
       process.kill(old, 'SIGTERM');
-      for (let i = 0; i < 100 && isAlive(old); i++) await sleep(50);
+      for (let i = 0; i < 100 && isProcessAlive(old); i++) await sleep(50);
     }
   }
   const port = await freePort();

@@ -1,17 +1,9 @@
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import { isProcessAlive } from '../os/process.js';
 
 export class DataDirInUseError extends Error {
   override name = 'DataDirInUseError';
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 /**
@@ -24,7 +16,7 @@ export function lockDataDir(dataDir: string): { release(): void } {
   const file = path.join(dataDir, 'control-plane.pid');
   try {
     const holder = Number(readFileSync(file, 'utf8').trim());
-    if (holder > 0 && holder !== process.pid && alive(holder)) {
+    if (holder > 0 && holder !== process.pid && isProcessAlive(holder)) {
       throw new DataDirInUseError(
         `DATA_DIR ${dataDir} is in use by another batchwright API (pid ${holder}). Stop it, or give this one its own DATA_DIR (a worker alone needs none: npm run start:worker).`,
       );

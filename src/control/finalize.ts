@@ -77,8 +77,8 @@ export async function finalizeBatch(deps: FinalizeDeps, batch: BatchRow, ending:
   const expiresAt = batch.outputExpiresAfter ? now + batch.outputExpiresAfter : null;
   const base = batch.id;
   deps.batches.transaction(() => {
-    if (out.lines > 0) deps.files.insert({ id: outId, bytes: outBytes, createdAt: now, expiresAt, filename: `${base}_output.jsonl`, purpose: 'batch_output', deletedAt: null });
-    if (err.lines > 0) deps.files.insert({ id: errId, bytes: errBytes, createdAt: now, expiresAt, filename: `${base}_error.jsonl`, purpose: 'batch_output', deletedAt: null });
+    if (out.lines > 0) deps.files.insert({ id: outId, bytes: outBytes, createdAt: now, expiresAt, filename: `${base}_output.jsonl`, purpose: 'batch_output', deletedAt: null, owner: batch.owner });
+    if (err.lines > 0) deps.files.insert({ id: errId, bytes: errBytes, createdAt: now, expiresAt, filename: `${base}_error.jsonl`, purpose: 'batch_output', deletedAt: null, owner: batch.owner });
     const from = ending === 'completed' ? (['finalizing'] as const) : (['in_progress', 'validating', 'cancelling', 'finalizing'] as const);
     deps.batches.transition(batch.id, from, ending, now, {
       outputFileId: out.lines > 0 ? outId : null,

@@ -3,6 +3,7 @@ import type { Db } from './db.js';
 import { batches, files } from './schema.js';
 
 export type FileRow = typeof files.$inferSelect;
+export type NewFileRow = typeof files.$inferInsert;
 
 /** Batch statuses in which a worker may still read the input file. */
 export const ACTIVE_BATCH_STATUSES = ['validating', 'in_progress', 'finalizing', 'cancelling'] as const;
@@ -23,7 +24,7 @@ export interface ListFilesPage {
 }
 
 export interface FilesRepo {
-  insert(row: FileRow): void;
+  insert(row: NewFileRow): void;
   /** A live file (not deleted). */
   get(id: string): FileRow | undefined;
   /** Any row, deleted or not: a batch keeps reading an input file deleted after it started. */

@@ -12,8 +12,11 @@ export const files = sqliteTable(
     purpose: text('purpose').notNull(),
     /** Set when a client deleted the file: it is gone from the API; bytes wait for batches that read them. */
     deletedAt: integer('deleted_at'),
+    /** The project that uploaded it (null: uploaded with no API keys configured; batch outputs: the batch's). */
+    owner: text('owner'),
+    idempotencyKey: text('idempotency_key'),
   },
-  (t) => [index('files_purpose_created').on(t.purpose, t.createdAt), index('files_created').on(t.createdAt)],
+  (t) => [index('files_purpose_created').on(t.purpose, t.createdAt), index('files_created').on(t.createdAt), index('files_idem').on(t.owner, t.idempotencyKey)],
 );
 
 export const batches = sqliteTable(
@@ -53,6 +56,8 @@ export const batches = sqliteTable(
     fingerprint: text('fingerprint'),
     /** Set while a batch drains before it ends early: 'cancel' or 'expire'. */
     ending: text('ending'),
+    /** The project that created it (null: created with no API keys configured). */
+    owner: text('owner'),
   },
   (t) => [index('batches_created').on(t.createdAt), index('batches_status').on(t.status), index('batches_idem').on(t.idempotencyKey)],
 );
@@ -91,4 +96,78 @@ export const batchChunks = sqliteTable(
     sentAt: integer('sent_at').notNull(),
   },
   (t) => [primaryKey({ columns: [t.batchId, t.chunkNo] }), index('batch_chunks_state').on(t.batchId, t.state)],
+);
+
+/**
+ * API keys. Only a SHA-256 of the secret is stored (keys are 256-bit random, so no slow hash
+ * is needed); `prefix` is the first characters of the secret, shown in lists to tell keys apart.
+ * Files and batches belong to the key's `project` (the key's own id unless one was given).
+ */
+export const apiKeys = sqliteTable(
+  'api_keys',
+  {
+    id: text('id').primaryKey(),
+    name: text('name').notNull(),
+    project: text('project').notNull(),
+    hash: text('hash').notNull(),
+    prefix: text('prefix').notNull(),
+    /** Operators: the operator API, the dashboard and every project's batches. */
+    admin: integer('admin', { mode: 'boolean' }).notNull().default(false),
+    createdAt: integer('created_at').notNull(),
+    lastUsedAt: integer('last_used_at'),
+    revokedAt: integer('revoked_at'),
+  },
+  (t) => [index('api_keys_hash').on(t.hash)],
+);
+
+/** One event to post to a batch's webhook; retried with backoff until delivered or given up. */
+export const webhookDeliveries = sqliteTable(
+  'webhook_deliveries',
+  {
+    /** The Standard Webhooks `webhook-id` (the same on every retry). */
+    id: text('id').primaryKey(),
+    batchId: text('batch_id').notNull(),
+    eventType: text('event_type').notNull(),
+    url: text('url').notNull(),
+    /** The JSON body, exactly as signed and sent. */
+    payload: text('payload').notNull(),
+    createdAt: integer('created_at').notNull(),
+    /** pending → delivered | failed (gave up). */
+    state: text('state').notNull().default('pending'),
+    attempts: integer('attempts').notNull().default(0),
+    nextAttemptAt: integer('next_attempt_at').notNull(),
+    lastError: text('last_error'),
+    deliveredAt: integer('delivered_at'),
+  },
+  (t) => [index('webhook_deliveries_due').on(t.state, t.nextAttemptAt), index('webhook_deliveries_batch').on(t.batchId)],
+);
+
+/** Answers a user starred in the dashboard's results view (exported as a fine-tuning dataset). */
+export const resultStars = sqliteTable(
+  'result_stars',
+  {
+    batchId: text('batch_id').notNull(),
+    customId: text('custom_id').notNull(),
+    createdAt: integer('created_at').notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.batchId, t.customId] })],
+);
+
+/** Benchmark runs recorded per model (bench/ results, or posted by the CLI), for the dashboard. */
+export const benchmarkRuns = sqliteTable(
+  'benchmark_runs',
+  {
+    id: text('id').primaryKey(),
+    model: text('model').notNull(),
+    createdAt: integer('created_at').notNull(),
+    /** Free-form name of the benchmark (batch, proxy, ...). */
+    kind: text('kind').notNull(),
+    requestsPerS: integer('requests_per_s'),
+    tokensPerS: integer('tokens_per_s'),
+    latencyP50Ms: integer('latency_p50_ms'),
+    latencyP95Ms: integer('latency_p95_ms'),
+    /** The whole run as JSON (machine info, parameters). */
+    details: text('details'),
+  },
+  (t) => [index('benchmark_runs_model').on(t.model, t.createdAt)],
 );

@@ -148,6 +148,8 @@ describe('FilesRepo and sweepFiles', () => {
     filename: 'a.jsonl',
     purpose: 'batch',
     deletedAt: null,
+    owner: null,
+    idempotencyKey: null,
     ...over,
   });
   const batchReading = (inputFileId: string, status: string) =>

@@ -210,7 +210,7 @@ export default async function filesRoutes(app: FastifyInstance): Promise<void> {
       if (!purpose) throw new ApiError('missing_required_parameter', `Missing "purpose". Use one of: ${UPLOAD_PURPOSES.join(', ')}.`, 'purpose');
       if (purpose === 'batch' && upload.bytes > env.MAX_BATCH_FILE_BYTES) throw tooLarge(env.MAX_BATCH_FILE_BYTES, purpose);
       const createdAt = nowS();
-      const row: FileRow = { id, bytes: upload.bytes, createdAt, expiresAt: expiryOf(fields, purpose, createdAt), filename: upload.filename, purpose, deletedAt: null };
+      const row: FileRow = { id, bytes: upload.bytes, createdAt, expiresAt: expiryOf(fields, purpose, createdAt), filename: upload.filename, purpose, deletedAt: null, owner: null, idempotencyKey: null };
       files.insert(row);
       request.log.info({ fileId: id, bytes: row.bytes, purpose }, 'file uploaded');
       return toFileObject(row);

@@ -53,7 +53,7 @@ export function startResultsConsumer(deps: ResultsConsumerDeps): { stop(): Promi
       else {
         const customId = msg.customId;
         const line = msg.status === 0 ? errorOnlyLine(customId, 'engine_unavailable', safeMessage(msg.body)) : responseLine(customId, msg.status, msg.requestId, msg.body);
-        results.push({ batchId: msg.batchId, idx: msg.idx, line, isError: !isSuccess(msg.status), usage: msg.usage });
+        results.push({ batchId: msg.batchId, idx: msg.idx, line, isError: !isSuccess(msg.status), usage: msg.usage, latencyMs: msg.latencyMs });
       }
     }
     deps.batches.transaction(() => {

@@ -83,6 +83,8 @@ export interface ResultMessage {
   /** Engine response body (JSON text), or an OpenAI error envelope we built. */
   body: string;
   usage?: { input: number; cached: number; output: number; reasoning: number };
+  /** Time of the engine call that answered, as the worker measured it (ms); absent when none answered. */
+  latencyMs?: number;
 }
 
 /** A worker finished a chunk (all its requests have a result, or were skipped on cancel). */

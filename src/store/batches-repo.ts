@@ -24,6 +24,7 @@ export interface StoredResult {
   line: string;
   isError: boolean;
   usage?: { input: number; cached: number; output: number; reasoning: number };
+  latencyMs?: number;
 }
 
 export type BatchesRepo = ReturnType<typeof createBatchesRepo>;
@@ -31,7 +32,7 @@ export type BatchesRepo = ReturnType<typeof createBatchesRepo>;
 export function createBatchesRepo(db: Db) {
   const client = db.$client;
   const markDone = client.prepare(
-    `UPDATE batch_requests SET state = 'done', result = ?, is_error = ? WHERE batch_id = ? AND idx = ? AND state != 'done'`,
+    `UPDATE batch_requests SET state = 'done', result = ?, is_error = ?, latency_ms = ? WHERE batch_id = ? AND idx = ? AND state != 'done'`,
   );
   /** Statements prepared once, on first use (preparing costs about as much as running one). */
   const cache = new Map<string, Statement>();
@@ -197,7 +198,7 @@ export function createBatchesRepo(db: Db) {
       const sums = new Map<string, [number, number, number, number, number, number]>();
       client.transaction(() => {
         for (const r of results) {
-          if (markDone.run(r.line, r.isError ? 1 : 0, r.batchId, r.idx).changes !== 1) continue;
+          if (markDone.run(r.line, r.isError ? 1 : 0, r.latencyMs ?? null, r.batchId, r.idx).changes !== 1) continue;
           stored += 1;
           let t = sums.get(r.batchId);
           if (!t) sums.set(r.batchId, (t = [0, 0, 0, 0, 0, 0]));

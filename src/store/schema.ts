@@ -81,6 +81,8 @@ export const batchRequests = sqliteTable(
     /** The finished JSONL line (output or error file). */
     result: text('result'),
     isError: integer('is_error', { mode: 'boolean' }),
+    /** The engine call's time as the worker measured it (ms), for the dashboard; null if not recorded. */
+    latencyMs: integer('latency_ms'),
   },
   (t) => [primaryKey({ columns: [t.batchId, t.idx] }), index('batch_requests_state').on(t.batchId, t.state, t.idx)],
 );

@@ -109,6 +109,7 @@ export function createChunkRunner(deps: RunChunkDeps) {
     for (let attempt = 1; attempt <= deps.maxAttempts; attempt++) {
       if (attempt > 1) await sleep(Math.min(10_000, (deps.backoffMs ?? 500) * 2 ** (attempt - 2)), signal);
       const { client, release } = await deps.engines.lease(job.model, signal);
+      const started = performance.now();
       try {
         const res = await batchClientFor(job.model, client).post(job.endpoint, req.body, {
           signal,
@@ -118,7 +119,10 @@ export function createChunkRunner(deps: RunChunkDeps) {
           lastProblem = `HTTP ${res.status}`;
           continue;
         }
-        return res.status >= 200 && res.status < 300 ? success(base, res.status, res.body) : { ...base, status: res.status, body: JSON.stringify(toOpenAIErrorBody(res.status, res.body)) };
+        const latencyMs = Math.round(performance.now() - started);
+        return res.status >= 200 && res.status < 300
+          ? { ...success(base, res.status, res.body), latencyMs }
+          : { ...base, status: res.status, body: JSON.stringify(toOpenAIErrorBody(res.status, res.body)), latencyMs };
       } catch (err) {
         if (signal?.aborted) throw err;
         if (classifyFailure(err) !== 'retry') throw err;

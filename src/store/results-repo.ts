@@ -1,0 +1,112 @@
+import { open } from 'node:fs/promises';
+import type { Db } from './db.js';
+
+/** One batch request as the results view reads it (its body stays in the input file). */
+export interface ResultRecord {
+  idx: number;
+  customId: string;
+  line: number;
+  offset: number;
+  length: number;
+  state: string;
+  result: string | null;
+  isError: number | null;
+  latencyMs: number | null;
+  starred: number;
+}
+
+export interface ResultFilter {
+  /** ok: a 2xx answer; error: anything in the error file. Unfinished requests match neither. */
+  status?: 'ok' | 'error';
+  starred?: boolean;
+}
+
+export type ResultsRepo = ReturnType<typeof createResultsRepo>;
+
+const COLUMNS = `r.idx, r.custom_id AS customId, r.line, r.offset, r.length, r.state, r.result, r.is_error AS isError,
+  r.latency_ms AS latencyMs, (s.custom_id IS NOT NULL) AS starred`;
+const FROM = `FROM batch_requests r LEFT JOIN result_stars s ON s.batch_id = r.batch_id AND s.custom_id = r.custom_id`;
+
+function where(f: ResultFilter): string {
+  const parts = ['r.batch_id = ?'];
+  if (f.status === 'ok') parts.push(`r.state = 'done' AND r.is_error = 0`);
+  if (f.status === 'error') parts.push(`r.state = 'done' AND r.is_error = 1`);
+  if (f.starred === true) parts.push('s.custom_id IS NOT NULL');
+  if (f.starred === false) parts.push('s.custom_id IS NULL');
+  return `WHERE ${parts.join(' AND ')}`;
+}
+
+/** Reads batch_requests for the dashboard: pages, scans for search, and lookups by custom_id. */
+export function createResultsRepo(db: Db) {
+  const client = db.$client;
+  return {
+    /** Input order; `offset`/`limit` page through the rows matching `filter`. */
+    page(batchId: string, filter: ResultFilter, offset: number, limit: number): ResultRecord[] {
+      return client.prepare(`SELECT ${COLUMNS} ${FROM} ${where(filter)} ORDER BY r.idx LIMIT ? OFFSET ?`).all(batchId, limit, offset) as ResultRecord[];
+    },
+    count(batchId: string, filter: ResultFilter): number {
+      return (client.prepare(`SELECT count(*) AS n ${FROM} ${where(filter)}`).get(batchId) as { n: number }).n;
+    },
+    /** Every matching row in input order, 500 at a time (for search, which reads each input). */
+    *scan(batchId: string, filter: ResultFilter): IterableIterator<ResultRecord[]> {
+      const st = client.prepare(`SELECT ${COLUMNS} ${FROM} ${where(filter)} AND r.idx > ? ORDER BY r.idx LIMIT 500`);
+      let after = -1;
+      for (;;) {
+        const rows = st.all(batchId, after) as ResultRecord[];
+        if (rows.length > 0) yield rows;
+        if (rows.length < 500) return;
+        after = rows[rows.length - 1]!.idx;
+      }
+    },
+    byCustomIds(batchId: string, customIds: readonly string[]): ResultRecord[] {
+      if (customIds.length === 0) return [];
+      const marks = customIds.map(() => '?').join(', ');
+      return client.prepare(`SELECT ${COLUMNS} ${FROM} WHERE r.batch_id = ? AND r.custom_id IN (${marks}) ORDER BY r.idx`).all(batchId, ...customIds) as ResultRecord[];
+    },
+    /** custom_ids of several batches together, in order of first appearance (line), for side-by-side pages. */
+    unionCustomIds(batchIds: readonly string[], offset: number, limit: number): { customIds: string[]; total: number } {
+      const marks = batchIds.map(() => '?').join(', ');
+      const ids = client
+        .prepare(`SELECT custom_id AS c FROM batch_requests WHERE batch_id IN (${marks}) GROUP BY custom_id ORDER BY min(line), custom_id LIMIT ? OFFSET ?`)
+        .all(...batchIds, limit, offset) as { c: string }[];
+      const { n } = client.prepare(`SELECT count(DISTINCT custom_id) AS n FROM batch_requests WHERE batch_id IN (${marks})`).get(...batchIds) as { n: number };
+      return { customIds: ids.map((r) => r.c), total: n };
+    },
+  };
+}
+
+/**
+ * The input lines of `rows` (JSON text), read from the input file at their stored offsets:
+ * one positional read per run of rows that lie within 1 MiB of each other. A missing file
+ * (purged after the batch ended) gives an empty map.
+ */
+export async function readInputLines(path: string, rows: readonly Pick<ResultRecord, 'idx' | 'offset' | 'length'>[]): Promise<Map<number, string>> {
+  const out = new Map<number, string>();
+  if (rows.length === 0) return out;
+  let fh;
+  try {
+    fh = await open(path, 'r');
+  } catch {
+    return out;
+  }
+  try {
+    const sorted = [...rows].sort((a, b) => a.offset - b.offset);
+    let i = 0;
+    while (i < sorted.length) {
+      let j = i;
+      while (j + 1 < sorted.length && sorted[j + 1]!.offset + sorted[j + 1]!.length - sorted[i]!.offset <= 1 << 20) j++;
+      const first = sorted[i]!.offset;
+      const span = sorted[j]!.offset + sorted[j]!.length - first;
+      const buf = Buffer.allocUnsafe(span);
+      const { bytesRead } = await fh.read(buf, 0, span, first);
+      for (let k = i; k <= j; k++) {
+        const r = sorted[k]!;
+        if (r.offset - first + r.length <= bytesRead) out.set(r.idx, buf.toString('utf8', r.offset - first, r.offset - first + r.length));
+      }
+      i = j + 1;
+    }
+  } finally {
+    await fh.close();
+  }
+  return out;
+}

@@ -65,7 +65,7 @@ export async function startApi(config: Config, log: Logger, redisUrl: string): P
     },
     redis: () => pingWithin(redis, 1000),
   };
-  const app = await buildApp({ config, log, files, storage, batches, batchService, router, health });
+  const app = await buildApp({ config, log, files, storage, batches, batchService, router, health, db });
   const url = await app.listen({ port: config.env.PORT, host: config.env.HOST });
   runner.start();
   log.info({ url }, 'api listening');

@@ -14,6 +14,9 @@ import batchesRoutes from './routes/batches.js';
 import healthRoutes, { type HealthChecks } from './routes/health.js';
 import modelsRoutes from './routes/models.js';
 import inferenceRoutes from './routes/inference.js';
+import dashboardRoutes from './routes/dashboard.js';
+import opsResultsRoutes from './routes/ops-results.js';
+import type { Db } from '../store/db.js';
 
 export interface AppDeps {
   config: Config;
@@ -24,6 +27,8 @@ export interface AppDeps {
   batchService: BatchService;
   router: EngineRouter;
   health: HealthChecks;
+  /** For repositories that only routes read (the dashboard's results, stars, benchmarks). */
+  db: Db;
 }
 
 declare module 'fastify' {
@@ -96,6 +101,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(batchesRoutes, { prefix: '/v1' });
   await app.register(modelsRoutes, { prefix: '/v1' });
   await app.register(inferenceRoutes, { prefix: '/v1' });
+  await app.register(opsResultsRoutes, { prefix: '/ops' });
+  await app.register(dashboardRoutes);
   return app;
 }
 

@@ -16,6 +16,7 @@ export const errorCatalogue = {
   file_not_found: { status: 404, type: 'invalid_request_error' },
   batch_not_found: { status: 404, type: 'invalid_request_error' },
   model_not_found: { status: 404, type: 'invalid_request_error' },
+  result_not_found: { status: 404, type: 'invalid_request_error' },
   route_not_found: { status: 404, type: 'invalid_request_error' },
   method_not_allowed: { status: 405, type: 'invalid_request_error' },
   file_in_use: { status: 409, type: 'invalid_request_error' },

@@ -19,6 +19,7 @@ import { openDb } from './store/db.js';
 import { createFileStorage } from './store/file-storage.js';
 import { createFilesRepo } from './store/files-repo.js';
 import { createWorkerNode } from './worker/worker-node.js';
+import { setupWebhooks } from './webhooks/setup.js';
 
 export interface Running {
   close(): Promise<void>;
@@ -43,8 +44,9 @@ export async function startApi(config: Config, log: Logger, redisUrl: string): P
   const storage = createFileStorage(path.join(config.dataDir, 'files'));
   const files = createFilesRepo(db);
   const batches = createBatchesRepo(db);
+  const webhooks = setupWebhooks(config, db, batches, log.child({ component: 'webhooks' }));
   const redis = createRedis(redisUrl, 'api');
-  const runner = createBatchRunner({ config, log: log.child({ component: 'batches' }), redis, batches, files, storage });
+  const runner = createBatchRunner({ config, log: log.child({ component: 'batches' }), redis, batches, files, storage, onEnded: webhooks.recordEnded });
   const router = createEngineRouter({
     redis,
     subscriber: createRedis(redisUrl, 'api-events'),
@@ -68,6 +70,7 @@ export async function startApi(config: Config, log: Logger, redisUrl: string): P
   const app = await buildApp({ config, log, files, storage, batches, batchService, router, health, db });
   const url = await app.listen({ port: config.env.PORT, host: config.env.HOST });
   runner.start();
+  webhooks.start();
   log.info({ url }, 'api listening');
   return {
     url,
@@ -76,6 +79,7 @@ export async function startApi(config: Config, log: Logger, redisUrl: string): P
       await app.close();
       await router.close();
       await runner.stop();
+      await webhooks.stop();
       await redis.quit().catch(() => redis.disconnect());
       db.$client.close();
     },

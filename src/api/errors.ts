@@ -10,6 +10,7 @@ export const errorCatalogue = {
   missing_required_parameter: { status: 400, type: 'invalid_request_error' },
   invalid_purpose: { status: 400, type: 'invalid_request_error' },
   invalid_file_for_batch: { status: 400, type: 'invalid_request_error' },
+  invalid_webhook_url: { status: 400, type: 'invalid_request_error' },
   unsupported_media_type: { status: 415, type: 'invalid_request_error' },
   file_too_large: { status: 413, type: 'invalid_request_error' },
   request_too_large: { status: 413, type: 'invalid_request_error' },

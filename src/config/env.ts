@@ -46,6 +46,12 @@ export const envSchema = z.object({
   INTERACTIVE_MAX_WAIT_MS: z.coerce.number().int().min(0).default(120_000).describe('With INTERACTIVE_POLICY=wait, the longest an interactive request waits for a running batch of another model before the worker swaps anyway (at a chunk boundary).'),
   SHUTDOWN_TIMEOUT_MS: z.coerce.number().int().positive().default(30_000).describe('Deadline for a graceful shutdown on SIGTERM/SIGINT.'),
   EXPIRY_SWEEP_MS: z.coerce.number().int().positive().default(60_000).describe('How often expired files are deleted and expired batches closed.'),
+  WEBHOOK_URL: z.url({ protocol: /^https?$/, error: 'must be an http:// or https:// URL' }).optional().describe('Webhook receiver for every batch: gets batch.completed, batch.failed, batch.expired and batch.cancelled events (OpenAI\'s event shape, Standard Webhooks signatures). A batch can name its own in metadata.webhook_url; it gets both.'),
+  WEBHOOK_SECRET: z.string().startsWith('whsec_', 'must start with whsec_ (followed by base64)').optional().describe('Signing secret of webhook events (`whsec_` + base64). Unset: one is generated at first start and kept in DATA_DIR/webhook-secret.'),
+  WEBHOOK_ALLOW_HOSTS: z.string().optional().describe('Comma-separated host names, addresses and CIDRs webhooks may reach although they are internal (loopback, private, link-local...), e.g. 127.0.0.1 or receiver.internal,10.2.0.0/16. Everything else internal is refused.'),
+  WEBHOOK_RETRY_BASE_MS: z.coerce.number().int().min(1).default(5_000).describe('First webhook retry delay; later retries wait 6, 24, 120, 360, 720 and then 1440 times it (5 s, 30 s, 2 min, 10 min, 30 min, 1 h, 2 h), with jitter.'),
+  WEBHOOK_MAX_ATTEMPTS: z.coerce.number().int().min(1).max(100).default(18).describe('Attempts per webhook event before it is given up (state failed); an event is also given up once it is 24 h old.'),
+  WEBHOOK_TIMEOUT_MS: z.coerce.number().int().min(100).default(10_000).describe('Timeout of one webhook attempt (connect, then the answer\'s headers).'),
 });
 
 export type Env = z.infer<typeof envSchema>;

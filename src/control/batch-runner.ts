@@ -20,6 +20,8 @@ export interface BatchRunnerDeps {
   batches: BatchesRepo;
   files: FilesRepo;
   storage: FileStorage;
+  /** Called inside the transaction that moves a batch to a terminal status (webhooks). */
+  onEnded?: (batchId: string) => void;
 }
 
 const TICK_MS = 250;
@@ -55,6 +57,14 @@ export function createBatchRunner(deps: BatchRunnerDeps) {
   let lastSweep = 0;
   let stopped = false;
 
+  const finalizeDeps = { batches: deps.batches, files: deps.files, storage: deps.storage, log, onEnded: deps.onEnded };
+
+  /** validating → failed, with the end event (webhooks) in the same transaction. */
+  const failBatch = (batchId: string, errors: unknown[]) =>
+    deps.batches.transaction(() => {
+      if (deps.batches.transition(batchId, ['validating'], 'failed', nowS(), { errors: JSON.stringify(errors) })) deps.onEnded?.(batchId);
+    });
+
   const validate = async (batch: BatchRow) => {
     if (validating.has(batch.id)) return;
     // `batch` may be a stale row: a tick lists batches, then awaits each one's step, and a
@@ -77,7 +87,7 @@ export function createBatchRunner(deps: BatchRunnerDeps) {
       );
       if ('cancelled' in result) return;
       if (!result.ok) {
-        deps.batches.transition(batch.id, ['validating'], 'failed', nowS(), { errors: JSON.stringify(result.errors) });
+        failBatch(batch.id, result.errors);
         log.info({ batchId: batch.id, errors: result.errors.length }, 'batch failed validation');
         return;
       }
@@ -93,9 +103,7 @@ export function createBatchRunner(deps: BatchRunnerDeps) {
       log.info({ batchId: batch.id, requests: result.requests.length, model: result.model, ...ms }, 'batch validated');
     } catch (e) {
       log.error({ err: e, batchId: batch.id }, 'batch validation failed unexpectedly');
-      deps.batches.transition(batch.id, ['validating'], 'failed', nowS(), {
-        errors: JSON.stringify([{ code: 'input_file_unreadable', message: `The input file could not be read (${(e as Error).message}). Upload it again and create a new batch.`, param: 'input_file_id', line: null }]),
-      });
+      failBatch(batch.id, [{ code: 'input_file_unreadable', message: `The input file could not be read (${(e as Error).message}). Upload it again and create a new batch.`, param: 'input_file_id', line: null }]);
     } finally {
       validating.delete(batch.id);
       wake();
@@ -104,7 +112,7 @@ export function createBatchRunner(deps: BatchRunnerDeps) {
 
   const finalize = async (batch: BatchRow, ending: Ending) => {
     if (ending === 'completed' && !deps.batches.transition(batch.id, ['in_progress'], 'finalizing', nowS())) return;
-    await finalizeBatch({ batches: deps.batches, files: deps.files, storage: deps.storage, log }, batch, ending, nowS);
+    await finalizeBatch(finalizeDeps, batch, ending, nowS);
     await dispatcher.release(batch.id);
     await deps.redis.del(k.cancel(batch.id)).catch(() => undefined);
   };
@@ -133,7 +141,7 @@ export function createBatchRunner(deps: BatchRunnerDeps) {
 
   const step = async (batch: BatchRow, reconcile: boolean) => {
     if (batch.status === 'validating') {
-      if (batch.ending) return finalizeBatch({ batches: deps.batches, files: deps.files, storage: deps.storage, log }, batch, batch.ending === 'expire' ? 'expired' : 'cancelled', nowS);
+      if (batch.ending) return finalizeBatch(finalizeDeps, batch, batch.ending === 'expire' ? 'expired' : 'cancelled', nowS);
       void validate(batch);
       return;
     }

@@ -10,6 +10,8 @@ export interface FinalizeDeps {
   files: FilesRepo;
   storage: FileStorage;
   log: Logger;
+  /** Called inside the transaction that ends the batch (webhooks record their event there). */
+  onEnded?: (batchId: string) => void;
 }
 
 export type Ending = 'completed' | 'cancelled' | 'expired';
@@ -80,12 +82,13 @@ export async function finalizeBatch(deps: FinalizeDeps, batch: BatchRow, ending:
     if (out.lines > 0) deps.files.insert({ id: outId, bytes: outBytes, createdAt: now, expiresAt, filename: `${base}_output.jsonl`, purpose: 'batch_output', deletedAt: null, owner: batch.owner });
     if (err.lines > 0) deps.files.insert({ id: errId, bytes: errBytes, createdAt: now, expiresAt, filename: `${base}_error.jsonl`, purpose: 'batch_output', deletedAt: null, owner: batch.owner });
     const from = ending === 'completed' ? (['finalizing'] as const) : (['in_progress', 'validating', 'cancelling', 'finalizing'] as const);
-    deps.batches.transition(batch.id, from, ending, now, {
+    const ended = deps.batches.transition(batch.id, from, ending, now, {
       outputFileId: out.lines > 0 ? outId : null,
       errorFileId: err.lines > 0 ? errId : null,
       failed: (deps.batches.get(batch.id)?.failed ?? 0) + notRun,
       ending: null,
     });
+    if (ended) deps.onEnded?.(batch.id);
   });
   deps.log.info({ batchId: batch.id, ending, outputLines: out.lines, errorLines: err.lines, notRun }, 'batch finalized');
 }

@@ -1,5 +1,13 @@
 import { closeSync, existsSync, mkdirSync, openSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
+import { EventEmitter } from 'node:events';
 import path from 'node:path';
+
+/**
+ * Every line written to an engine log file in this process, with its file and time: the
+ * worker publishes them to Redis for the operator API (ops/worker-publisher.ts). Engines
+ * stay unaware of Redis; with no listener this costs one check per write.
+ */
+export const engineOutput = new EventEmitter<{ line: [file: string, line: string, at: number] }>();
 
 /** Keeps the last `capacity` lines: the tail quoted in start-up errors (llama-swap `logmon`). */
 export class LineRing {
@@ -46,6 +54,10 @@ export class RotatingLogFile {
     if (this.bytes > 0 && this.bytes + buf.length > this.maxBytes) this.rotate();
     writeSync(this.fd!, buf);
     this.bytes += buf.length;
+    if (engineOutput.listenerCount('line') > 0) {
+      const at = Date.now();
+      for (const line of text.split('\n')) if (line) engineOutput.emit('line', this.file, line, at);
+    }
   }
 
   close(): void {

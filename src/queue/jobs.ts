@@ -35,9 +35,61 @@ export interface WorkerHeartbeat {
   workerId: string;
   models: string[];
   activeModel: string | null;
-  engines: { model: string; state: string; baseUrl: string | null; lastError: string | null; since: number }[];
+  engines: { model: string; state: string; baseUrl: string | null; lastError: string | null; since: number; restarts?: number }[];
   at: number;
 }
+
+/** One GPU as a worker read it from nvidia-smi; `at` is when (ms). Readers drop stale ones. */
+export interface GpuReadingMessage {
+  index: number;
+  uuid: string;
+  name: string;
+  memoryTotalMiB: number;
+  memoryUsedMiB: number;
+  utilizationPct: number | null;
+  temperatureC: number | null;
+  at: number;
+}
+
+/**
+ * A worker's GPU readings (key `gpus:<id>`, rewritten every few seconds, expiring with the
+ * worker). `present: false` = no nvidia-smi on that machine. A reading older than
+ * `GPU_STALE_FACTOR × pollMs` is stale: never shown or exported as live.
+ */
+export interface WorkerGpus {
+  workerId: string;
+  present: boolean;
+  pollMs: number;
+  /** When nvidia-smi last answered with readings (ms), or null. */
+  readAt: number | null;
+  /** Why the last poll gave no readings (driver failure, timeout), or null. */
+  error: string | null;
+  gpus: GpuReadingMessage[];
+}
+
+export const GPU_STALE_FACTOR = 3;
+
+/** An engine swap on a worker (stream `swaps`, capped). */
+export interface SwapMessage {
+  workerId: string;
+  from: string | null;
+  to: string;
+  reason: string;
+  durationMs: number;
+  at: number;
+}
+
+/** An operator-visible failure on a worker (stream `errors`, capped). Never holds prompt text. */
+export interface OpsErrorMessage {
+  at: number;
+  source: 'engine' | 'worker';
+  workerId: string;
+  model?: string;
+  message: string;
+}
+
+/** Caps of the capped streams (XADD … MAXLEN ~ n). */
+export const STREAM_CAPS = { engineLog: 2000, swaps: 1000, errors: 1000 } as const;
 
 export interface ChunkRequest {
   idx: number;
@@ -131,6 +183,15 @@ export function keys(prefix: string) {
      * appeared, 'chunks' when a batch got its first queued chunks (workers schedule at once).
      */
     events: `${prefix}:events`,
+    /** A worker's GPU readings (WorkerGpus JSON), expiring with the worker. */
+    gpus: (workerId: string) => `${prefix}:gpus:${workerId}`,
+    gpusPattern: `${prefix}:gpus:*`,
+    /** Stream of SwapMessage (field `m`), capped at STREAM_CAPS.swaps. */
+    swaps: `${prefix}:swaps`,
+    /** Stream of OpsErrorMessage (field `m`), capped at STREAM_CAPS.errors. */
+    opsErrors: `${prefix}:ops-errors`,
+    /** Stream of one engine's output lines (fields `t` ms, `l` line), capped at STREAM_CAPS.engineLog. */
+    engineLog: (workerId: string, model: string) => `${prefix}:enginelog:${workerId}:${modelKey(model)}`,
   };
 }
 

@@ -14,7 +14,7 @@ export interface WorkerNodeDeps {
   log: Logger;
   redisUrl: string;
   engines: EngineAccess & {
-    list(): { model: string; state: string; baseUrl: string | null; lastError: string | null; since: number }[];
+    list(): { model: string; state: string; baseUrl: string | null; lastError: string | null; since: number; restarts?: number }[];
     on(event: 'state', listener: () => void): unknown;
   };
 }
@@ -254,7 +254,7 @@ export function createWorkerNode(deps: WorkerNodeDeps) {
   };
 
   const heartbeat = async () => {
-    const engines = deps.engines.list().map((e) => ({ model: e.model, state: e.state, baseUrl: advertised(e.baseUrl), lastError: e.lastError, since: e.since }));
+    const engines = deps.engines.list().map((e) => ({ model: e.model, state: e.state, baseUrl: advertised(e.baseUrl), lastError: e.lastError, since: e.since, restarts: e.restarts ?? 0 }));
     const info: WorkerHeartbeat = { workerId, models: served, activeModel: active, engines, at: Date.now() };
     await redis.set(k.worker(workerId), JSON.stringify(info), 'PX', HEARTBEAT_MS * 3).catch(() => undefined);
   };

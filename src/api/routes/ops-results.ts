@@ -3,6 +3,7 @@ import { z } from 'zod';
 import { ApiError } from '../errors.js';
 import { parseOr400 } from '../zod-params.js';
 import { canSee, type Principal } from '../../auth/principal.js';
+import { requireAdmin } from '../../auth/plugin.js';
 import { BATCH_ID_RE, newRequestId } from '../../domain/ids.js';
 import { fineTuningLine, inputOf, inputText, viewResult, type RequestInput } from '../../domain/result-view.js';
 import type { BatchRow } from '../../store/batches-repo.js';
@@ -58,8 +59,7 @@ const benchmarksQuery = z
   .object({ model: z.string().min(1).optional(), limit: z.coerce.number().int().min(1).max(1000).default(200) })
   .strict();
 
-// Until the auth plugin decorates every request, a missing principal is open mode.
-const principalOf = (req: FastifyRequest): Principal | null => (req as unknown as { principal?: Principal | null }).principal ?? null;
+const principalOf = (req: FastifyRequest): Principal | null => req.principal ?? null;
 
 function clip(v: unknown): unknown {
   if (typeof v === 'string') return v.length > CLIP_CHARS ? `${v.slice(0, CLIP_CHARS)}… (${v.length - CLIP_CHARS} more characters)` : v;
@@ -118,7 +118,8 @@ const summary = (b: BatchRow) => ({
  * The dashboard's results API (docs/dashboard.md): a batch's answers next to their inputs,
  * search and filters, side-by-side comparison of batches by custom_id, stars, the fine-tuning
  * export of starred answers, and recorded benchmark runs. A batch's results are visible to the
- * project that owns it and to admins; to anyone else the batch does not exist (404).
+ * project that owns it and to admins; to anyone else the batch does not exist (404). Benchmark
+ * runs are operator data (admin key when keys exist).
  */
 export default async function opsResultsRoutes(app: FastifyInstance): Promise<void> {
   const { batches, storage } = app.deps;
@@ -246,11 +247,13 @@ export default async function opsResultsRoutes(app: FastifyInstance): Promise<vo
   });
 
   app.get('/benchmarks', async (req) => {
+    requireAdmin(req);
     const q = parseOr400(benchmarksQuery, req.query);
     return { object: 'list', data: benchmarks.list({ model: q.model, limit: q.limit }).map(toBenchmarkObject) };
   });
 
   app.post('/benchmarks', async (req) => {
+    requireAdmin(req);
     const body = parseOr400(benchmarkBody, req.body);
     const row = {
       id: `bench_${newRequestId().slice(4)}`,

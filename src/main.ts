@@ -19,6 +19,8 @@ import { openDb } from './store/db.js';
 import { createFileStorage } from './store/file-storage.js';
 import { createFilesRepo } from './store/files-repo.js';
 import { createWorkerNode } from './worker/worker-node.js';
+import { assertListenAllowed, UnauthenticatedListenError } from './auth/open-mode.js';
+import { createApiKeysRepo } from './store/api-keys-repo.js';
 import { setupWebhooks } from './webhooks/setup.js';
 
 export interface Running {
@@ -41,6 +43,12 @@ async function pingWithin(redis: Redis, ms: number): Promise<string | null> {
 /** The control plane: HTTP API + batch runner. It alone opens SQLite and the file store. */
 export async function startApi(config: Config, log: Logger, redisUrl: string): Promise<Running & { url: string; app: FastifyInstance }> {
   const db = openDb(path.join(config.dataDir, 'db.sqlite'));
+  try {
+    assertListenAllowed(config.env.HOST, config.env.ALLOW_UNAUTHENTICATED, createApiKeysRepo(db));
+  } catch (e) {
+    db.$client.close();
+    throw e;
+  }
   const storage = createFileStorage(path.join(config.dataDir, 'files'));
   const files = createFilesRepo(db);
   const batches = createBatchesRepo(db);
@@ -144,7 +152,7 @@ async function main(): Promise<void> {
     if (mode === 'all' || mode === 'worker') parts.push(await startWorker(config, log, redisUrl));
     if (mode === 'all' || mode === 'serve') parts.push(await startApi(config, log, redisUrl));
   } catch (e) {
-    if (e instanceof RedisMissingError || e instanceof DataDirInUseError) {
+    if (e instanceof RedisMissingError || e instanceof DataDirInUseError || e instanceof UnauthenticatedListenError) {
       console.error(e.message);
       process.exit(1);
     }

@@ -14,6 +14,10 @@ import batchesRoutes from './routes/batches.js';
 import healthRoutes, { type HealthChecks } from './routes/health.js';
 import modelsRoutes from './routes/models.js';
 import inferenceRoutes from './routes/inference.js';
+import { createApiKeysRepo } from '../store/api-keys-repo.js';
+import authPlugin from '../auth/plugin.js';
+import { openModeAllowed } from '../auth/open-mode.js';
+import { registerRateLimit } from '../auth/rate-limit.js';
 import dashboardRoutes from './routes/dashboard.js';
 import opsResultsRoutes from './routes/ops-results.js';
 import type { Db } from '../store/db.js';
@@ -66,6 +70,12 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   app.addHook('onRequest', async (req, reply) => {
     reply.header('x-request-id', req.id);
   });
+
+  // Before every route and every plugin that adds routes: auth (request.principal, 401s), then
+  // the per-key rate limit, which reads the principal.
+  const { env } = deps.config;
+  await app.register(authPlugin, { keys: createApiKeysRepo(deps.db), allowOpen: openModeAllowed(env.HOST, env.ALLOW_UNAUTHENTICATED) });
+  await registerRateLimit(app, env.RATE_LIMIT_PER_MIN);
 
   await app.register(multipart, {
     limits: { fileSize: deps.config.env.MAX_UPLOAD_BYTES, files: 1, fields: 10, fieldSize: 64 * 1024, parts: 12 },

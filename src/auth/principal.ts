@@ -23,3 +23,8 @@ export function canSee(p: Principal | null, owner: string | null): boolean {
   if (!p || p.admin) return true;
   return owner === p.project;
 }
+
+/** The owner a list is narrowed to: a project key sees its project; admins and open mode everything (undefined). */
+export function listScope(p: Principal | null): string | undefined {
+  return p && !p.admin ? p.project : undefined;
+}

@@ -12,6 +12,9 @@ const boolish = z
 export const envSchema = z.object({
   PORT: z.coerce.number().int().min(0).max(65535).default(4080).describe('HTTP port of the API.'),
   HOST: z.string().min(1).default('127.0.0.1').describe('Interface the API binds to. Use 0.0.0.0 to accept remote clients.'),
+  ALLOW_UNAUTHENTICATED: boolish.default(false).describe('Serve requests without API keys on a non-loopback HOST. Off: with no API key created, the API refuses to start on anything but loopback (create one with `npm run keys -- create --name NAME`). See docs/security.md.'),
+  RATE_LIMIT_PER_MIN: z.coerce.number().int().min(0).default(6000).describe('Requests per minute per API key (per client IP with no keys); beyond it 429 rate_limit_exceeded with Retry-After. Health probes are never limited. 0: no limit.'),
+  MAX_ACTIVE_BATCHES: z.coerce.number().int().min(0).default(100).describe('Most batches one project (all its keys; everyone with no keys) may have validating, in progress, finalizing or cancelling at once; more: 429 too_many_active_batches. 0: no limit.'),
   DATA_DIR: z.string().min(1).default('./data').describe('Folder for the SQLite database, uploaded and generated files, engine logs and the private Redis.'),
   MODELS_FILE: z.string().min(1).default('./models.yaml').describe('Path of the model registry (YAML).'),
   REDIS_URL: z

@@ -63,22 +63,32 @@ export function createBatchesRepo(db: Db) {
     get(id: string): BatchRow | undefined {
       return getBatch.get(id) as BatchRow | undefined;
     },
-    findByIdempotencyKey(key: string): BatchRow | undefined {
-      return db.select().from(batches).where(eq(batches.idempotencyKey, key)).get();
+    /** Idempotency keys are per owner: two projects may use the same key for different batches. */
+    findByIdempotencyKey(key: string, owner: string | null): BatchRow | undefined {
+      return db.select().from(batches).where(and(eq(batches.idempotencyKey, key), sql`${batches.owner} IS ${owner}`)).get();
     },
-    findRecentByFingerprint(fingerprint: string, sinceS: number): BatchRow | undefined {
+    findRecentByFingerprint(fingerprint: string, sinceS: number, owner: string | null): BatchRow | undefined {
       return db
         .select()
         .from(batches)
-        .where(and(eq(batches.fingerprint, fingerprint), sql`${batches.createdAt} >= ${sinceS}`))
+        .where(and(eq(batches.fingerprint, fingerprint), sql`${batches.owner} IS ${owner}`, sql`${batches.createdAt} >= ${sinceS}`))
         .orderBy(desc(batches.createdAt))
         .get();
     },
-    /** Newest first (insertion order, so batches created in the same second keep theirs); `after` is a batch id. */
-    list(opts: { limit: number; after?: BatchRow }): { rows: BatchRow[]; hasMore: boolean } {
+    /**
+     * Newest first (insertion order, so batches created in the same second keep theirs); `after` is a batch id.
+     * `owner`: only that project's batches (null: those created with no keys); undefined: all.
+     */
+    list(opts: { limit: number; after?: BatchRow; owner?: string | null }): { rows: BatchRow[]; hasMore: boolean } {
       const cursor = opts.after ? sql`rowid < (SELECT rowid FROM batches WHERE id = ${opts.after.id})` : undefined;
-      const rows = db.select().from(batches).where(cursor).orderBy(sql`rowid DESC`).limit(opts.limit + 1).all();
+      const ownedBy = opts.owner === undefined ? undefined : sql`${batches.owner} IS ${opts.owner}`;
+      const rows = db.select().from(batches).where(and(cursor, ownedBy)).orderBy(sql`rowid DESC`).limit(opts.limit + 1).all();
       return { rows: rows.slice(0, opts.limit), hasMore: rows.length > opts.limit };
+    },
+    /** Batches of this owner that are not finished (validating, in_progress, finalizing, cancelling). */
+    countActive(owner: string | null): number {
+      const r = stmt(`SELECT count(*) AS n FROM batches WHERE owner IS ? AND status IN ('validating', 'in_progress', 'finalizing', 'cancelling')`).get(owner) as { n: number };
+      return r.n;
     },
     listByStatus(statuses: readonly BatchStatus[]): BatchRow[] {
       if (statuses.length === 0) return [];

@@ -14,12 +14,14 @@ export interface ListFilesQuery {
   order: 'asc' | 'desc';
   /** A file id: the page starts after it. */
   after?: string;
+  /** Only this project's files (null: those uploaded with no keys). Undefined: every file. */
+  owner?: string | null;
 }
 
 export interface ListFilesPage {
   rows: FileRow[];
   hasMore: boolean;
-  /** True when `after` names no file (never existed, or purged): the route answers 400. */
+  /** True when `after` names no file (never existed, purged, or another owner's): the route answers 400. */
   unknownAfter?: boolean;
 }
 
@@ -27,6 +29,8 @@ export interface FilesRepo {
   insert(row: NewFileRow): void;
   /** A live file (not deleted). */
   get(id: string): FileRow | undefined;
+  /** The live file this owner uploaded with this Idempotency-Key. */
+  findByIdempotencyKey(owner: string | null, key: string): FileRow | undefined;
   /** Any row, deleted or not: a batch keeps reading an input file deleted after it started. */
   getAny(id: string): FileRow | undefined;
   list(query: ListFilesQuery): ListFilesPage;
@@ -49,11 +53,12 @@ export function createFilesRepo(db: Db): FilesRepo {
       .where(and(eq(batches.inputFileId, files.id), inArray(batches.status, [...ACTIVE_BATCH_STATUSES]))),
   );
 
-  function list({ purpose, limit, order, after }: ListFilesQuery): ListFilesPage {
-    const conds: (SQL | undefined)[] = [isNull(files.deletedAt), purpose === undefined ? undefined : eq(files.purpose, purpose)];
+  function list({ purpose, limit, order, after, owner }: ListFilesQuery): ListFilesPage {
+    const ownedBy = owner === undefined ? undefined : sql`${files.owner} IS ${owner}`;
+    const conds: (SQL | undefined)[] = [isNull(files.deletedAt), purpose === undefined ? undefined : eq(files.purpose, purpose), ownedBy];
     if (after !== undefined) {
       // The cursor row may be deleted since the last page; it still marks the place.
-      const cursor = db.select({ createdAt: files.createdAt, seq: sql<number>`rowid` }).from(files).where(eq(files.id, after)).get();
+      const cursor = db.select({ createdAt: files.createdAt, seq: sql<number>`rowid` }).from(files).where(and(eq(files.id, after), ownedBy)).get();
       if (!cursor) return { rows: [], hasMore: false, unknownAfter: true };
       const beyond = order === 'asc' ? gt : lt;
       // Ties within one second keep upload order (rowid), not the random order of ids.
@@ -76,6 +81,12 @@ export function createFilesRepo(db: Db): FilesRepo {
       db.insert(files).values(row).run();
     },
     get: (id) => db.select().from(files).where(and(eq(files.id, id), isNull(files.deletedAt))).get(),
+    findByIdempotencyKey: (owner, key) =>
+      db
+        .select()
+        .from(files)
+        .where(and(sql`${files.owner} IS ${owner}`, eq(files.idempotencyKey, key), isNull(files.deletedAt)))
+        .get(),
     getAny: (id) => db.select().from(files).where(eq(files.id, id)).get(),
     list,
     markDeleted: (id, nowS) =>

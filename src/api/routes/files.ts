@@ -9,6 +9,8 @@ import { ApiError } from '../errors.js';
 import { FILE_ID_RE, newFileId } from '../../domain/ids.js';
 import { StorageFullError, StorageLimitError } from '../../store/file-storage.js';
 import type { FileRow } from '../../store/files-repo.js';
+import { canSee, listScope, ownerFor } from '../../auth/principal.js';
+import { matchRetriedUpload, readIdempotencyKey } from '../idempotency.js';
 import {
   DEFAULT_BATCH_FILE_TTL_S,
   UPLOAD_FIELDS,
@@ -153,9 +155,10 @@ function expiryOf(fields: Map<UploadField, string>, purpose: string, createdAt: 
  * removes them then. Any other delete removes the bytes immediately.
  */
 export default async function filesRoutes(app: FastifyInstance): Promise<void> {
-  function lookup(id: string): FileRow {
+  /** Another project's file answers exactly like a missing one. */
+  function lookup(request: FastifyRequest, id: string): FileRow {
     const row = FILE_ID_RE.test(id) ? app.deps.files.get(id) : undefined;
-    if (!row) throw notFound(id);
+    if (!row || !canSee(request.principal, row.owner)) throw notFound(id);
     return row;
   }
 
@@ -171,6 +174,8 @@ export default async function filesRoutes(app: FastifyInstance): Promise<void> {
     }
     const { storage, files } = app.deps;
     const env = app.deps.config.env;
+    const idempotencyKey = readIdempotencyKey(request);
+    const owner = ownerFor(request.principal);
     const id = newFileId();
     const fields = new Map<UploadField, string>();
     let upload: { filename: string; bytes: number } | undefined;
@@ -209,8 +214,16 @@ export default async function filesRoutes(app: FastifyInstance): Promise<void> {
       const purpose = fields.get('purpose');
       if (!purpose) throw new ApiError('missing_required_parameter', `Missing "purpose". Use one of: ${UPLOAD_PURPOSES.join(', ')}.`, 'purpose');
       if (purpose === 'batch' && upload.bytes > env.MAX_BATCH_FILE_BYTES) throw tooLarge(env.MAX_BATCH_FILE_BYTES, purpose);
+      // Looked up after the bytes are in, and no await until the insert below: of two concurrent
+      // uploads with one key, the second always finds the first.
+      const prior = idempotencyKey === undefined ? undefined : files.findByIdempotencyKey(owner, idempotencyKey);
+      if (prior) {
+        const same = await matchRetriedUpload(storage, prior, { id, purpose, ...upload });
+        await storage.remove(id);
+        return toFileObject(same);
+      }
       const createdAt = nowS();
-      const row: FileRow = { id, bytes: upload.bytes, createdAt, expiresAt: expiryOf(fields, purpose, createdAt), filename: upload.filename, purpose, deletedAt: null, owner: null, idempotencyKey: null };
+      const row: FileRow = { id, bytes: upload.bytes, createdAt, expiresAt: expiryOf(fields, purpose, createdAt), filename: upload.filename, purpose, deletedAt: null, owner, idempotencyKey: idempotencyKey ?? null };
       files.insert(row);
       request.log.info({ fileId: id, bytes: row.bytes, purpose }, 'file uploaded');
       return toFileObject(row);
@@ -225,17 +238,17 @@ export default async function filesRoutes(app: FastifyInstance): Promise<void> {
     const parsed = listFilesQuerySchema.safeParse(request.query ?? {});
     if (!parsed.success) throw zodToApiError(parsed.error);
     const q = parsed.data;
-    const page = app.deps.files.list(q);
+    const page = app.deps.files.list({ ...q, owner: listScope(request.principal) });
     if (page.unknownAfter) {
       throw new ApiError('invalid_request', `No file with id ${String(q.after).slice(0, 100)} to page after. Pass the last id of the previous page, or leave "after" out to start at the beginning.`, 'after');
     }
     return toFileList(page.rows, page.hasMore);
   });
 
-  app.get('/files/:id', async (request) => toFileObject(lookup(idParam(request))));
+  app.get('/files/:id', async (request) => toFileObject(lookup(request, idParam(request))));
 
   app.get('/files/:id/content', async (request, reply) => {
-    const row = lookup(idParam(request));
+    const row = lookup(request, idParam(request));
     // Open before answering: once the fd is held, a concurrent delete cannot cut the body short.
     const stream = app.deps.storage.createReadStream(row.id);
     let size: number;
@@ -256,7 +269,7 @@ export default async function filesRoutes(app: FastifyInstance): Promise<void> {
 
   app.delete('/files/:id', async (request) => {
     const { files, storage } = app.deps;
-    const row = lookup(idParam(request));
+    const row = lookup(request, idParam(request));
     // No await between these two: a batch cannot start reading the file in between.
     if (!files.markDeleted(row.id, nowS())) throw notFound(row.id);
     if (files.isInputOfActiveBatch(row.id)) {

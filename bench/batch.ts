@@ -7,6 +7,11 @@
  *
  * Usage: node --import tsx bench/batch.ts [--quick] [--n 50000] [--slots 64] [--repeat 1]
  *          [--lat-n 6400] [--lat-slots 16] [--lat-ms 50] [--cpu-prof DIR] [--only p5|p9]
+ *          [--record URL]
+ *        node --import tsx bench/batch.ts --import-results URL [results/batch-….json …]
+ * --record URL posts the runs to URL's /ops/benchmarks (the dashboard's Benchmarks page; an
+ * admin key in OPENAI_API_KEY when that server has keys); --import-results posts earlier result
+ * files (default: every bench/results/batch-*.json) and runs nothing.
  * Wrap timed runs in `flock /tmp/bench.lock …` when other benchmarks share the machine.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -16,7 +21,8 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { writeChatBatch } from './lib-batch/gen.js';
 import { flag, numOption, option, printTable, round, writeResults, type Metric } from './lib-batch/report.js';
-import { childrenOf, cpuMsOf, createBatch, getBatch, simReset, simStats, startStack, uploadFile, waitStatus, type Stack } from './lib-batch/stack.js';
+import { batchLatencies, batchResultFiles, postRuns, readResults, runsFromResults } from './lib-batch/record.js';
+import { ROOT, childrenOf, cpuMsOf, createBatch, getBatch, simReset, simStats, startStack, uploadFile, waitStatus, type Stack } from './lib-batch/stack.js';
 
 const quick = flag('quick');
 const only = option('only');
@@ -27,6 +33,8 @@ const LAT_N = numOption('lat-n', quick ? 320 : 6400);
 const LAT_SLOTS = numOption('lat-slots', 16);
 const LAT_MS = numOption('lat-ms', 50);
 const cpuProfDir = option('cpu-prof');
+const recordUrl = option('record');
+const importUrl = option('import-results');
 
 const FAST = 'bench-fast';
 const LAT = 'bench-lat';
@@ -115,7 +123,7 @@ async function p5Once(stack: Stack, f: string, bytes: number) {
   console.log(`P5: ${N} requests (${(bytes / 1e6).toFixed(1)} MB) in ${(totalMs / 1000).toFixed(2)} s → ${rate.toFixed(0)} req/s`, phases);
   console.log(`  CPU: ${cpuLine}; wall ${Math.round(totalMs)} ms × 2 cores = ${Math.round(totalMs * 2)} ms`);
   console.log(`  while running: longest stretch without progress ${longestStallMs.toFixed(0)} ms, slowest 1 s window ${slowestSecond.toFixed(0)} req/s`);
-  return { rate, phases, longestStallMs, slowestSecondReqPerS: slowestSecond, cpuMs, loadavg: os.loadavg() };
+  return { rate, phases, longestStallMs, slowestSecondReqPerS: slowestSecond, cpuMs, loadavg: os.loadavg(), outputTokens: done.batch.usage?.output_tokens };
 }
 
 async function p9p10(stack: Stack, dir: string) {
@@ -155,6 +163,8 @@ async function p9p10(stack: Stack, dir: string) {
   const stats = await simStats(engine);
   const done = await waitStatus(stack.baseUrl, created.id, ['completed'], { pollMs: 50 });
   if (done.batch.request_counts?.completed !== LAT_N) throw new Error(`P9 counts ${JSON.stringify(done.batch.request_counts)}`);
+  // Per-request latency as the worker measured it (read after the timed part, only to record it).
+  const latency = recordUrl ? await batchLatencies(stack.baseUrl, created.id) : null;
   const runMs = lastServed - tStart;
   const occupancy = stats.busySlotMs / (LAT_SLOTS * runMs);
   const ideal = (LAT_N * LAT_MS) / LAT_SLOTS;
@@ -174,10 +184,21 @@ async function p9p10(stack: Stack, dir: string) {
     { id: 'P9', metric: `slot occupancy, S=${LAT_SLOTS}, L=${LAT_MS} ms, N=${LAT_N}`, value: round(occupancy * 100, 1), unit: '%', must: 90, target: 97, better: 'higher', note: `busySlotMs ${Math.round(stats.busySlotMs)} / (${LAT_SLOTS} × ${Math.round(runMs)} ms); mean request time in sim ${meanL.toFixed(1)} ms` },
     { id: 'P10', metric: `makespan / (N·L/S = ${ideal} ms)`, value: round(ratio, 3), unit: '×', must: 1.1, target: 1.03, better: 'lower', note: `in_progress seen → last request served ${Math.round(runMs)} ms; first request reached the engine ${Math.round(startDelay)} ms after in_progress` },
   ];
-  return { metrics, details: { n: LAT_N, slots: LAT_SLOTS, latencyMs: LAT_MS, runMs, idealMs: ideal, busySlotMs: stats.busySlotMs, occupancy, ratio, meanLatencyMs: meanL, peakRunning: peak, firstRequestAfterMs: startDelay, meanRunningSampled: meanRunning, fullShareSampled: fullShare } };
+  return { metrics, details: { n: LAT_N, slots: LAT_SLOTS, latencyMs: LAT_MS, runMs, idealMs: ideal, busySlotMs: stats.busySlotMs, occupancy, ratio, meanLatencyMs: meanL, peakRunning: peak, firstRequestAfterMs: startDelay, meanRunningSampled: meanRunning, fullShareSampled: fullShare, latencyP50Ms: latency?.p50, latencyP95Ms: latency?.p95 } };
+}
+
+async function importResults(url: string): Promise<void> {
+  const named = process.argv.slice(process.argv.indexOf('--import-results') + 2).filter((a) => !a.startsWith('--'));
+  const files = named.length > 0 ? named : batchResultFiles(process.env.BENCH_RESULTS_DIR ? path.resolve(process.env.BENCH_RESULTS_DIR) : path.join(ROOT, 'bench/results'));
+  if (files.length === 0) throw new Error('no bench/results/batch-*.json to import: run bench/batch.ts first, or name the files');
+  for (const f of files) {
+    const ids = await postRuns(url, runsFromResults(readResults(f), f), process.env.OPENAI_API_KEY);
+    console.log(`${path.basename(f)}: recorded ${ids.length} run(s) ${ids.join(' ')}`);
+  }
 }
 
 async function main() {
+  if (importUrl) return importResults(importUrl);
   const dir = mkdtempSync(path.join(tmpdir(), 'bw-bench-in-'));
   const stack = await startStack({
     models: [
@@ -209,7 +230,11 @@ async function main() {
     rmSync(dir, { recursive: true, force: true });
   }
   printTable(`batch pipeline${quick ? ' (quick)' : ''}`, metrics);
-  writeResults('batch', { quick, params: { n: N, slots: FAST_SLOTS, latN: LAT_N, latSlots: LAT_SLOTS, latMs: LAT_MS }, metrics, details });
+  const file = writeResults('batch', { quick, params: { n: N, slots: FAST_SLOTS, latN: LAT_N, latSlots: LAT_SLOTS, latMs: LAT_MS }, metrics, details });
+  if (recordUrl) {
+    const ids = await postRuns(recordUrl, runsFromResults(readResults(file), file), process.env.OPENAI_API_KEY);
+    console.log(`recorded ${ids.length} run(s) on ${recordUrl}: ${ids.join(' ')}`);
+  }
 }
 
 main().then(

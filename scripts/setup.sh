@@ -1,10 +1,20 @@
 #!/usr/bin/env bash
 # Installs what the server and its tests need, and says what it does:
 #   - npm dependencies (npm ci) when node_modules is missing or older than package-lock.json;
-#   - redis-server with apt-get when it is missing and needed (sudo when not root).
-# Usage: scripts/setup.sh [--need-redis]
+#   - redis-server with apt-get when it is missing and needed (sudo when not root);
+#   - Debian's chromium with apt-get when /usr/bin/chromium is missing and asked for (the
+#     dashboard's browser test; not fatal: that test skips with the reason).
+# Usage: scripts/setup.sh [--need-redis] [--need-chromium]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+NEED_REDIS=0
+NEED_CHROMIUM=0
+for arg in "$@"; do
+  case "$arg" in
+    --need-redis) NEED_REDIS=1 ;;
+    --need-chromium) NEED_CHROMIUM=1 ;;
+  esac
+done
 
 # `npm ci` from the complete lockfile. package.json pins (overrides) rollup and
 # msgpackr-extract to releases whose every platform package the registry has: with newer ones
@@ -15,7 +25,7 @@ if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.j
   npm ci --no-audit --no-fund --loglevel=error
 fi
 
-if [ "${1:-}" = "--need-redis" ] && ! command -v redis-server >/dev/null 2>&1; then
+if [ "$NEED_REDIS" = 1 ] && ! command -v redis-server >/dev/null 2>&1; then
   if ! command -v apt-get >/dev/null 2>&1; then
     echo "setup: redis-server is missing and this is not a Debian/Ubuntu machine." >&2
     echo "       Install Redis 6.2+ with your package manager, or set REDIS_URL=redis://host:6379." >&2
@@ -27,4 +37,19 @@ if [ "${1:-}" = "--need-redis" ] && ! command -v redis-server >/dev/null 2>&1; t
   $SUDO apt-get update -qq
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server >/dev/null
   echo "setup: installed $(redis-server --version | cut -d' ' -f1-3)"
+fi
+
+if [ "$NEED_CHROMIUM" = 1 ] && [ ! -x /usr/bin/chromium ]; then
+  if command -v apt-get >/dev/null 2>&1; then
+    SUDO=""
+    if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+    echo "setup: /usr/bin/chromium not found; installing it with ${SUDO:+sudo }apt-get install chromium (the dashboard's browser test)..."
+    if $SUDO apt-get update -qq && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; then
+      echo "setup: installed $(/usr/bin/chromium --version 2>/dev/null | head -1)"
+    else
+      echo "setup: installing chromium failed; the dashboard's browser test will be skipped" >&2
+    fi
+  else
+    echo "setup: /usr/bin/chromium is missing and this is not a Debian/Ubuntu machine; the dashboard's browser test will be skipped" >&2
+  fi
 fi

@@ -7,6 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestServer, SIM_MODEL, type TestServer } from '../helpers/app.js';
 import { chatLines, waitForBatch, writeJsonl } from '../helpers/batch.js';
+import { waitUntil } from '../helpers/processes.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 
@@ -98,14 +99,14 @@ describe('batchwright CLI against a real server and worker', () => {
   });
 
   it('exits 1 when the batch completed but some requests failed, and writes the error file', async () => {
-    // max_tokens beyond what the simulator takes makes the engine answer 400 for that request.
+    // The simulator, like vLLM, answers 400 to max_tokens < 1: one request fails, two succeed.
     const text = chatLines(3, SIM_MODEL, (i) => (i === 1 ? { max_tokens: -5 } : {}));
     const out = path.join(work, 'out-partial');
     const r = await cli(['submit', writeJsonl(work, 'partial.jsonl', text), '--out', out, '--interval', '200'], env);
     const id = /batch_[A-Za-z0-9]+/.exec(r.stdout)?.[0];
     expect(id, r.stderr).toBeTruthy();
     const batch = await server.client.batches.retrieve(id!);
-    if (batch.request_counts!.failed === 0) return expect(r.code).toBe(0); // the engine accepted it: nothing to prove here
+    expect(batch.request_counts).toMatchObject({ total: 3, completed: 2, failed: 1 });
     expect(r.code).toBe(1);
     const errors = readFileSync(path.join(out, `${id}_error.jsonl`), 'utf8').trim().split('\n');
     expect(errors).toHaveLength(batch.request_counts!.failed);
@@ -133,6 +134,28 @@ describe('batchwright CLI against a real server and worker', () => {
     const dl = await cli(['download', b.id, '--out', out], env);
     expect(dl.code, dl.stderr).toBe(0);
     expect(readFileSync(path.join(out, `${b.id}_output.jsonl`), 'utf8').trim().split('\n')).toHaveLength(2);
+  });
+
+  it("prints an engine's log through the operator API", async () => {
+    // The engine must have run (and printed) on the worker first.
+    const file = await server.client.files.create({ file: new File([chatLines(1, SIM_MODEL)], 'log.jsonl'), purpose: 'batch' });
+    const b = await server.client.batches.create({ input_file_id: file.id, endpoint: '/v1/chat/completions', completion_window: '24h' });
+    await waitForBatch(server.client, b.id, ['completed']);
+    type W = { worker_id?: string; workerId?: string; id?: string };
+    let w: W | undefined;
+    await waitUntil(async () => {
+      w = ((await (await fetch(`${server.baseUrl}/ops/workers`)).json()) as { data: W[] }).data[0];
+      return w !== undefined;
+    }, 30_000, 'a worker in /ops/workers');
+    const workerId = (w!.worker_id ?? w!.workerId ?? w!.id)!;
+    const r = await cli(['logs', workerId, SIM_MODEL, '--tail', '50'], env);
+    expect(r.code, r.stderr).toBe(0);
+    const lines = r.stdout.trim().split('\n');
+    expect(lines.length).toBeGreaterThan(0);
+    expect(lines[0]).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z /);
+    const unknown = await cli(['logs', workerId, 'no-such-model'], env);
+    expect(unknown.code).toBe(5);
+    expect(unknown.stderr).toContain('404 model_not_found');
   });
 
   it('explains a 404 in one line and exits 5', async () => {

@@ -44,7 +44,8 @@ export async function logs(ctx: Ctx, workerId: string, model: string, flags: { f
       if (ev.event === 'line') {
         try {
           const { t, line } = JSON.parse(ev.data) as { t?: number | string; line?: string };
-          const at = typeof t === 'number' ? new Date(t).toISOString() : (t ?? '');
+          // t: Unix seconds with millisecond precision.
+          const at = typeof t === 'number' ? new Date(t * 1000).toISOString() : (t ?? '');
           ctx.out(at ? `${at} ${line ?? ''}` : (line ?? ''));
         } catch {
           ctx.out(ev.data);

@@ -66,7 +66,7 @@ export async function watchBatch(env: CliEnv, client: OpenAI, id: string, opts: 
     ? new cliProgress.MultiBar(
         {
           stream: process.stderr,
-          format: '{bar} {percentage}% | {value}/{total} | {rate} | ETA {eta} | {status}',
+          format: '{bar} {percentage}% | {value}/{total} | {tput} | ETA {left} | {status}',
           barsize: 28,
           hideCursor: true,
           clearOnComplete: false,
@@ -77,7 +77,7 @@ export async function watchBatch(env: CliEnv, client: OpenAI, id: string, opts: 
         cliProgress.Presets.shades_classic,
       )
     : null;
-  const bar = multibar?.create(1, 0, { rate: '-- req/s', eta: '--', status: batch.status });
+  const bar = multibar?.create(1, 0, { tput: '-- req/s', left: '--', status: batch.status });
   const say = (text: string) => (multibar ? multibar.log(`${text}\n`) : process.stderr.write(`${text}\n`));
 
   let interrupted = false;
@@ -129,7 +129,7 @@ export async function watchBatch(env: CliEnv, client: OpenAI, id: string, opts: 
       }
       if (bar) {
         bar.setTotal(Math.max(1, c.total));
-        bar.update(c.done, { rate: formatRate(rate.perSecond), eta: formatDuration(rate.etaSeconds), status: reason ? `waiting: ${reason}` : batch.status });
+        bar.update(c.done, { tput: formatRate(rate.perSecond), left: formatDuration(rate.etaSeconds), status: reason ? `waiting: ${reason}` : batch.status });
       } else {
         const line = statusLine(batch, rate, reason);
         const changed = line.replace(/ [\d.-]+ req\/s ETA \S+/, '') !== lastLine.replace(/ [\d.-]+ req\/s ETA \S+/, '');
@@ -154,7 +154,7 @@ export async function watchBatch(env: CliEnv, client: OpenAI, id: string, opts: 
     if (bar) {
       const c = counts(batch);
       bar.setTotal(Math.max(1, c.total));
-      bar.update(c.done, { status: batch.status, eta: '0s' });
+      bar.update(c.done, { status: batch.status, left: '0s' });
     } else {
       const rate = batch.status === 'completed' ? meter.rate(counts(batch).total) : { perSecond: null, etaSeconds: null };
       process.stderr.write(`${statusLine(batch, rate, null)}\n`);

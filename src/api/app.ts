@@ -3,6 +3,7 @@ import multipart from '@fastify/multipart';
 import type { Logger } from '../log/logger.js';
 import type { Config } from '../config/load.js';
 import { ApiError, errorCatalogue, toOpenAIError } from './errors.js';
+import { useUtf8JsonParser } from './json-body.js';
 import { newRequestId } from '../domain/ids.js';
 import type { FilesRepo } from '../store/files-repo.js';
 import type { FileStorage } from '../store/file-storage.js';
@@ -60,12 +61,19 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     keepAliveTimeout: 65_000,
     routerOptions: { ignoreTrailingSlash: true, maxParamLength: 500 },
     // Errors Fastify raises before routing (bad URL, over-long path parameter) get our envelope too.
+    // onRequest hooks have not run for these, so the request id header is set here; the URL
+    // Fastify echoes in the message is cut short (a 100 KB path must not come back whole).
     frameworkErrors: (err, req, reply) => {
       const status = err.statusCode && err.statusCode < 500 ? err.statusCode : 400;
-      void (reply as unknown as FastifyReply).status(status).send(toOpenAIError(`${err.message}. Check the request URL.`, 'invalid_request_error', null, 'invalid_request'));
+      const message = err.message.length > 300 ? `${err.message.slice(0, 300)}…` : err.message;
+      void (reply as unknown as FastifyReply)
+        .status(status)
+        .header('x-request-id', req.id)
+        .send(toOpenAIError(`${message}. Check the request URL.`, 'invalid_request_error', null, 'invalid_request'));
     },
   });
   app.decorate('deps', deps);
+  useUtf8JsonParser(app);
 
   app.addHook('onRequest', async (req, reply) => {
     reply.header('x-request-id', req.id);
@@ -103,7 +111,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   app.setNotFoundHandler((req, reply) => {
     reply
       .status(404)
-      .send(toOpenAIError(`Unknown route ${req.method} ${req.url.split('?')[0]}. See the API reference in README.md.`, 'invalid_request_error', null, 'route_not_found'));
+      .send(toOpenAIError(`Unknown route ${req.method} ${req.url.split('?')[0]!.slice(0, 300)}. See the API reference in README.md.`, 'invalid_request_error', null, 'route_not_found'));
   });
 
   await app.register(healthRoutes);

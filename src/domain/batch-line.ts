@@ -17,6 +17,12 @@ export interface ParsedLine {
 }
 
 export const MAX_CUSTOM_ID_LENGTH = 512;
+/**
+ * Deepest nesting of arrays and objects a line may have. JSON.parse copes with any depth, but
+ * the dispatcher re-serialises each body (JSON.stringify recurses and overflows the stack at a
+ * few thousand levels), and engines parse it again (Python's json stops at ~1000).
+ */
+export const MAX_JSON_DEPTH = 256;
 
 function err(line: number, code: string, message: string, param: string | null = null): LineError {
   return { code, message, param, line };
@@ -24,6 +30,18 @@ function err(line: number, code: string, message: string, param: string | null =
 
 function isPlainObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+/** True when `value` nests arrays/objects deeper than `max` levels. Iterative: any depth is safe. */
+export function nestsDeeperThan(value: unknown, max: number): boolean {
+  const stack: [unknown, number][] = [[value, 1]];
+  while (stack.length > 0) {
+    const [v, depth] = stack.pop()!;
+    if (typeof v !== 'object' || v === null) continue;
+    if (depth > max) return true;
+    for (const child of Array.isArray(v) ? v : Object.values(v)) if (typeof child === 'object' && child !== null) stack.push([child, depth + 1]);
+  }
+  return false;
 }
 
 function countEmbeddingInputs(input: unknown): number {
@@ -37,9 +55,14 @@ export function validateLine(text: string, line: number, endpoint: string): Pars
   try {
     value = JSON.parse(text);
   } catch (e) {
-    return [err(line, 'invalid_json_line', `Line ${line} is not valid JSON (${(e as Error).message}). Each line must be one JSON object.`)];
+    const bom = text.charCodeAt(0) === 0xfeff ? ' It starts with a byte order mark (U+FEFF): save the file as UTF-8 without BOM, or remove the character.' : '';
+    return [err(line, 'invalid_json_line', `Line ${line} is not valid JSON (${(e as Error).message}).${bom} Each line must be one JSON object.`)];
   }
   if (!isPlainObject(value)) return [err(line, 'invalid_json_line', `Line ${line} is JSON but not an object. Each line must be {"custom_id", "method", "url", "body"}.`)];
+  // Deeper than MAX_JSON_DEPTH needs more than 2 * MAX_JSON_DEPTH bracket characters: short lines skip the walk.
+  if (text.length > 2 * MAX_JSON_DEPTH && nestsDeeperThan(value, MAX_JSON_DEPTH)) {
+    return [err(line, 'invalid_json_line', `Line ${line} nests arrays or objects more than ${MAX_JSON_DEPTH} levels deep. Flatten the request.`)];
+  }
 
   const errors: LineError[] = [];
   const { custom_id: customId, method, url, body } = value;

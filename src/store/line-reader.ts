@@ -24,7 +24,8 @@ const SUB_BATCH_BYTES = 256 << 10;
 
 /**
  * Streams a file line by line with byte offsets, in constant memory: a line longer than
- * `maxLineBytes` is reported and skipped without being buffered. Blank lines are skipped.
+ * `maxLineBytes` is reported and skipped without being buffered. Blank lines are skipped, and
+ * so is a UTF-8 byte order mark at the start of the file.
  */
 export async function* readLines(path: string, maxLineBytes: number): AsyncGenerator<RawLine> {
   for await (const lines of readLineBatches(path, maxLineBytes)) yield* lines;
@@ -84,6 +85,12 @@ export async function* readLineBatches(path: string, maxLineBytes: number): Asyn
       let out: RawLine[] = [];
       let outBytes = 0;
       let from = 0;
+      // A UTF-8 byte order mark (Windows editors) is not part of the first line: skipped, and
+      // the first line's offset starts after it, so its bytes read back as plain JSON.
+      if (pos === 0 && bytesRead >= 3 && chunk[0] === 0xef && chunk[1] === 0xbb && chunk[2] === 0xbf) {
+        from = 3;
+        lineStart = 3;
+      }
       for (;;) {
         const nl = chunk.indexOf(0x0a, from);
         const end = nl === -1 ? chunk.length : nl;

@@ -17,6 +17,7 @@
 import { performance } from 'node:perf_hooks';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { ApiError } from '../errors.js';
+import { useUtf8JsonParser } from '../json-body.js';
 import { toOpenAIErrorBody } from '../../engines/failures.js';
 import type { EngineRouter } from '../proxy/router-types.js';
 import { describeFailure, INFERENCE_PATHS, isConnectionError, checkBody } from '../proxy/upstream.js';
@@ -44,15 +45,10 @@ export default async function inferenceRoutes(app: FastifyInstance, opts: Infere
   const router = opts.router ?? (app.deps as { router?: EngineRouter } | undefined)?.router;
   if (!router) throw new Error('inference routes need an engine router (app.deps.router)');
 
-  // Scoped to this plugin by encapsulation: replaces the default JSON parser here only,
-  // keeping the raw bytes for forwarding; parsing (and its errors) stay Fastify's own.
-  const defaultJson = app.getDefaultJsonParser('error', 'error');
+  // Scoped to this plugin by encapsulation: replaces the JSON parser here only, keeping the
+  // raw bytes for forwarding; parsing (and its errors) stay Fastify's own, after a UTF-8 check.
   app.decorateRequest(RAW_BODY, null);
-  app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (req, body, done) => {
-    const buf = body as Buffer;
-    (req as WithRawBody)[RAW_BODY] = buf;
-    defaultJson(req, buf.toString('utf8'), done);
-  });
+  useUtf8JsonParser(app, (req, buf) => ((req as WithRawBody)[RAW_BODY] = buf));
 
   // Fastify's two lines per request ("incoming request", "request completed") are debug-level
   // here: at LOG_LEVEL=info they cost more CPU than the proxying itself at thousands of
@@ -72,7 +68,7 @@ async function proxy(router: EngineRouter, upstreamPath: string, req: FastifyReq
   if (!checked.ok) throw new ApiError(checked.code, checked.message, checked.param);
   const { model, stream } = checked;
   if (!router.isKnownModel(model)) {
-    throw new ApiError('model_not_found', `The model '${model}' does not exist on this server; see GET /v1/models for the models it serves.`, 'model');
+    throw new ApiError('model_not_found', `The model '${clip(model)}' does not exist on this server; see GET /v1/models for the models it serves.`, 'model');
   }
   const body = (req as WithRawBody)[RAW_BODY] ?? Buffer.from(JSON.stringify(req.body));
 
@@ -138,6 +134,11 @@ async function proxy(router: EngineRouter, upstreamPath: string, req: FastifyReq
   } finally {
     reply.raw.off('close', onClose);
   }
+}
+
+/** At most 100 characters of client input in a message. */
+function clip(s: string): string {
+  return s.length > 100 ? `${s.slice(0, 100)}…` : s;
 }
 
 function clientGone(reply: FastifyReply): FastifyReply {

@@ -8,7 +8,10 @@ const metadata = z
 
 export const createBatchBody = z
   .object({
-    input_file_id: z.string({ error: 'input_file_id is required: upload a JSONL file with purpose "batch" first' }).min(1),
+    input_file_id: z
+      .string({ error: 'input_file_id is required: upload a JSONL file with purpose "batch" first' })
+      .min(1)
+      .max(200, 'input_file_id is a file id from POST /v1/files (file-…), at most 200 characters'),
     endpoint: z.enum(BATCH_ENDPOINTS, { error: `endpoint must be one of ${BATCH_ENDPOINTS.join(', ')}` }),
     completion_window: z.literal('24h', { error: 'completion_window must be "24h"' }),
     metadata: metadata.nullish(),

@@ -128,7 +128,9 @@ export function createDispatcher(deps: DispatcherDeps) {
 
     /** Removes the batch's chunks that no worker has started (cancel, expiry). */
     async withdrawWaiting(batch: BatchRow): Promise<void> {
-      const q = queueFor(batch.model!);
+      // Cancelled while validating: no model yet, and no chunk was ever sent.
+      if (batch.model === null) return;
+      const q = queueFor(batch.model);
       for (const chunk of deps.batches.queuedChunks(batch.id)) {
         const job = await q.getJob(chunkJobId(batch.id, chunk.chunkNo, chunk.attempt));
         if (!job) continue;

@@ -19,7 +19,6 @@ import { openDb } from './store/db.js';
 import { createFileStorage } from './store/file-storage.js';
 import { createFilesRepo } from './store/files-repo.js';
 import { createWorkerNode } from './worker/worker-node.js';
-import { setupWebhooks } from './webhooks/setup.js';
 import { assertListenAllowed, UnauthenticatedListenError } from './auth/open-mode.js';
 import { createApiKeysRepo } from './store/api-keys-repo.js';
 import { setupWebhooks } from './webhooks/setup.js';

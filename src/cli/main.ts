@@ -100,7 +100,7 @@ function buildProgram(ctx: () => Ctx, setExit: (p: Promise<number>) => Promise<v
   program
     .command('export-starred')
     .description('the answers starred in the dashboard, as a JSONL fine-tuning dataset')
-    .requiredOption('--batch <id>', 'a batch (repeatable)', collect, [])
+    .option('--batch <id>', 'only this batch (repeatable; default: every batch)', collect, [])
     .option('-o, --output <file>', 'write to a file instead of stdout')
     .action((o) => setExit(exportStarred(ctx(), o.batch, o.output)));
 

@@ -158,6 +158,20 @@ describe('batchwright CLI against a real server and worker', () => {
     expect(unknown.stderr).toContain('404 model_not_found');
   });
 
+  it('exports starred answers as JSONL', async () => {
+    const file = await server.client.files.create({ file: new File([chatLines(2, SIM_MODEL)], 's.jsonl'), purpose: 'batch' });
+    const b = await server.client.batches.create({ input_file_id: file.id, endpoint: '/v1/chat/completions', completion_window: '24h' });
+    await waitForBatch(server.client, b.id, ['completed']);
+    const star = await fetch(`${server.baseUrl}/ops/batches/${b.id}/stars/req-1`, { method: 'PUT' });
+    expect(star.status).toBe(200);
+    const dest = path.join(work, 'starred.jsonl');
+    const r = await cli(['export-starred', '--batch', b.id, '-o', dest], env);
+    expect(r.code, r.stderr).toBe(0);
+    const lines = readFileSync(dest, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    expect(lines).toHaveLength(1);
+    expect(JSON.stringify(lines[0])).toContain('question number 1');
+  });
+
   it('explains a 404 in one line and exits 5', async () => {
     const r = await cli(['download', 'batch_doesnotexist0000000000'], env);
     expect(r.code).toBe(5);

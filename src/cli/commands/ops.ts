@@ -64,10 +64,15 @@ export async function logs(ctx: Ctx, workerId: string, model: string, flags: { f
   return EXIT.ok;
 }
 
-/** `batchwright export-starred --batch <id>...`: the starred answers as a JSONL dataset. */
+/**
+ * `batchwright export-starred [--batch <id>...]`: the answers starred in the dashboard, as a
+ * JSONL fine-tuning dataset (every batch's stars without --batch).
+ */
 export async function exportStarred(ctx: Ctx, batchIds: string[], outFile: string | undefined): Promise<number> {
-  if (!batchIds.length) throw new CliError('name at least one batch: --batch <id> (repeatable).', EXIT.usage);
-  const res = await opsFetch(ctx.env, `/ops/stars/export?batch_ids=${batchIds.map(encodeURIComponent).join(',')}`, { accept: 'application/x-ndjson, application/jsonl, */*' });
+  const query = batchIds.length ? `?batch_ids=${batchIds.map(encodeURIComponent).join(',')}` : '';
+  const res = await opsFetch(ctx.env, `/ops/stars/export${query}`, { accept: 'application/jsonl, */*' });
+  const skipped = Number(res.headers.get('x-batchwright-skipped') ?? 0);
+  if (skipped > 0) ctx.err(`${skipped} starred result(s) left out: not a successful answer, or its input is gone.`);
   const body = Readable.fromWeb(res.body as unknown as WebReadableStream);
   if (!outFile) {
     await pipeline(body, process.stdout, { end: false });

@@ -208,6 +208,12 @@ export function createBatchRunner(deps: BatchRunnerDeps) {
       wake();
     },
     wake,
+    /** Runs one whole tick (after the one under way, if any) and resolves when it ends: tests step the runner with it. */
+    async tickNow(): Promise<void> {
+      while (ticking) await ticking;
+      wake();
+      await ticking;
+    },
     /** Flags a batch for cancellation; workers skip its remaining requests. */
     async requestCancel(batchId: string) {
       await deps.redis.set(k.cancel(batchId), 'cancel', 'EX', 7 * 24 * 3600);

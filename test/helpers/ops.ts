@@ -41,6 +41,8 @@ export function sseReader(res: Response) {
   const decoder = new TextDecoder();
   let buf = '';
   const queue: SseEvent[] = [];
+  /** Every event received, in order (skipped ones included). */
+  const all: SseEvent[] = [];
   const state = { comments: 0, ended: false };
   const pump = async (): Promise<void> => {
     const { done, value } = await reader.read();
@@ -60,16 +62,21 @@ export function sseReader(res: Response) {
         else if (l.startsWith('event: ')) event = l.slice(7);
         else if (l.startsWith('data: ')) data.push(l.slice(6));
       }
-      if (data.length) queue.push({ event, data: JSON.parse(data.join('\n')) });
+      if (data.length) {
+        const e = { event, data: JSON.parse(data.join('\n')) };
+        queue.push(e);
+        all.push(e);
+      }
     }
   };
   return {
     state,
+    all,
     async next(ms = 30_000, match: (e: SseEvent) => boolean = () => true): Promise<SseEvent> {
       const deadline = Date.now() + ms;
       for (;;) {
         const idx = queue.findIndex(match);
-        if (idx >= 0) return queue.splice(idx, 1)[0]!;
+        if (idx >= 0) return queue.splice(0, idx + 1)[idx]!; // earlier, non-matching events are skipped
         if (state.ended) throw new Error('the event stream ended');
         if (Date.now() > deadline) throw new Error(`no matching event within ${ms} ms`);
         await Promise.race([pump(), new Promise((r) => setTimeout(r, Math.max(1, deadline - Date.now())))]);

@@ -18,7 +18,7 @@ const tailQuery = z.object({ tail: z.coerce.number().int().min(0).max(2000).defa
  * fetch streaming, which can send an Authorization header). Returns `send` and a signal
  * that aborts when the client goes away; a comment every 15 s keeps proxies from closing it.
  */
-function openSse(req: FastifyRequest, reply: FastifyReply): { send: (event: string, data: unknown) => void; signal: AbortSignal } {
+function openSse(req: FastifyRequest, reply: FastifyReply, open: Set<() => void>): { send: (event: string, data: unknown) => void; signal: AbortSignal } {
   reply.hijack();
   const res = reply.raw;
   res.writeHead(200, {
@@ -33,8 +33,14 @@ function openSse(req: FastifyRequest, reply: FastifyReply): { send: (event: stri
   const beat = setInterval(() => res.write(': heartbeat\n\n'), SSE_HEARTBEAT_MS);
   const end = () => {
     clearInterval(beat);
+    open.delete(finish);
     ac.abort();
   };
+  const finish = () => {
+    end();
+    res.end();
+  };
+  open.add(finish);
   req.raw.on('close', end);
   res.on('close', end);
   return {
@@ -55,6 +61,11 @@ function opsOf(app: FastifyInstance): OpsService {
 export default async function opsRoutes(app: FastifyInstance) {
   app.addHook('onRequest', adminOnly);
   const ops = opsOf(app);
+  // Event streams never end by themselves: close them when the server closes, or close() waits for them.
+  const streams = new Set<() => void>();
+  app.addHook('preClose', async () => {
+    for (const finish of [...streams]) finish();
+  });
 
   app.get('/batches', async (req) => {
     const q = parseOr400(batchesQuery, req.query);
@@ -74,7 +85,7 @@ export default async function opsRoutes(app: FastifyInstance) {
   app.get('/errors', async (req) => ({ object: 'list', data: await ops.errors(parseOr400(limitQuery(50, 1000), req.query).limit) }));
 
   app.get('/events', async (req, reply) => {
-    const sse = openSse(req, reply);
+    const sse = openSse(req, reply, streams);
     const onBatches = (data: unknown) => sse.send('batches', data);
     const onEngines = (data: unknown) => sse.send('engines', data);
     sse.send('batches', ops.listBatches({ active: true, limit: 1000 }));
@@ -93,7 +104,7 @@ export default async function opsRoutes(app: FastifyInstance) {
     if (!app.deps.config.models.some((m) => m.id === model)) {
       throw new ApiError('model_not_found', `The model '${model}' is not in models.yaml. URL-encode model ids that contain '/' (google%2Fgemma-3-12b-it).`, 'model');
     }
-    const sse = openSse(req, reply);
+    const sse = openSse(req, reply, streams);
     ops
       .followLog({
       workerId,

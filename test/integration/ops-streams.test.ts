@@ -7,6 +7,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { defaultModelsYaml, startTestServer, SIM_MODEL, type TestServer } from '../helpers/app.js';
 import { chatLines, waitForBatch, writeJsonl } from '../helpers/batch.js';
 import { parseProm, pick, sseReader } from '../helpers/ops.js';
+import { createKey } from '../../src/auth/keys-admin.js';
 
 let server: TestServer | undefined;
 let redis: Redis | undefined;
@@ -104,5 +105,28 @@ describe('operator API streams', () => {
     };
     await expect(drain()).rejects.toThrow('the event stream ended');
     ac.abort();
+  });
+});
+
+describe('operator routes with API keys', () => {
+  it('need an admin key: 403 admin_required for a project key, 200 for an admin key; the probes stay open', async () => {
+    server = await startTestServer();
+    const user = createKey(server.app.deps.db, { name: 'user', project: 'p1' }).secret;
+    const admin = createKey(server.app.deps.db, { name: 'ops', admin: true }).secret;
+    const as = (key: string | null, p: string) => fetch(`${server!.baseUrl}${p}`, key ? { headers: { authorization: `Bearer ${key}` } } : {});
+    for (const p of ['/health', '/metrics', '/ops/batches', '/ops/workers', '/ops/engines', '/ops/gpus', '/ops/swaps', '/ops/errors', '/ops/events', `/ops/engines/w1/${SIM_MODEL}/log`]) {
+      const refused = await as(user, p);
+      expect(refused.status, p).toBe(403);
+      expect(((await refused.json()) as any).error.code).toBe('admin_required');
+      expect((await as(null, p)).status, p).toBe(401);
+    }
+    for (const p of ['/health', '/metrics', '/ops/batches', '/ops/workers']) expect((await as(admin, p)).status, p).toBe(200);
+    const ac = new AbortController();
+    const events = await fetch(`${server.baseUrl}/ops/events`, { headers: { authorization: `Bearer ${admin}` }, signal: ac.signal });
+    expect(events.status).toBe(200);
+    expect((await sseReader(events).next(5_000)).event).toBe('batches');
+    ac.abort();
+    expect((await as(null, '/healthz')).status).toBe(200);
+    expect((await as(null, '/readyz')).status).toBe(200);
   });
 });

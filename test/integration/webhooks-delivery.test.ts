@@ -162,7 +162,10 @@ describe('webhook delivery loop (real SQLite, real receiver)', () => {
     const rx = await startReceiver({ answer: (n, _r, res) => res.writeHead(n < 2 ? 500 : 200).end() });
     onTestFinished(rx.close);
     const s = setup(tempDir());
-    onTestFinished(async () => (await s.webhooks.stop(), s.db.$client.close()));
+    onTestFinished(async () => {
+      await s.webhooks.stop();
+      s.db.$client.close();
+    });
     s.webhooks.start();
     const id = endBatch(s, `${rx.url}/h`);
     const row = await waitFor('delivered', () => s.deliveries.listForBatch(id).find((r) => r.state === 'delivered'));
@@ -185,7 +188,10 @@ describe('webhook delivery loop (real SQLite, real receiver)', () => {
     const rx = await startReceiver({ answer: (_n, _r, res) => res.writeHead(502).end() });
     onTestFinished(rx.close);
     const s = setup(tempDir(), { maxAttempts: 3 });
-    onTestFinished(async () => (await s.webhooks.stop(), s.db.$client.close()));
+    onTestFinished(async () => {
+      await s.webhooks.stop();
+      s.db.$client.close();
+    });
     s.webhooks.start();
     const id = endBatch(s, rx.url);
     const row = await waitFor('failed', () => s.deliveries.listForBatch(id).find((r) => r.state === 'failed'));
@@ -198,7 +204,10 @@ describe('webhook delivery loop (real SQLite, real receiver)', () => {
     const rx = await startReceiver();
     onTestFinished(rx.close);
     const s = setup(tempDir());
-    onTestFinished(async () => (await s.webhooks.stop(), s.db.$client.close()));
+    onTestFinished(async () => {
+      await s.webhooks.stop();
+      s.db.$client.close();
+    });
     const id = endBatch(s, rx.url);
     s.batches.transaction(() => s.webhooks.recordEnded(id));
     expect(s.deliveries.listForBatch(id)).toHaveLength(1);
@@ -230,7 +239,10 @@ describe('webhook delivery loop (real SQLite, real receiver)', () => {
     const rx = await startReceiver({ port });
     onTestFinished(rx.close);
     const b = setup(dir, { retryBaseMs: 200 });
-    onTestFinished(async () => (await b.webhooks.stop(), b.db.$client.close()));
+    onTestFinished(async () => {
+      await b.webhooks.stop();
+      b.db.$client.close();
+    });
     b.webhooks.start();
     await waitFor('delivered after restart', () => b.deliveries.listForBatch(id)[0]?.state === 'delivered');
     expect(rx.received).toHaveLength(1);

@@ -83,8 +83,9 @@ function buildProgram(ctx: () => Ctx, setExit: (p: Promise<number>) => Promise<v
     .requiredOption('--name <name>', 'what uses the key, e.g. "ci"')
     .option('--project <project>', 'the project whose files and batches it sees (default: a project of its own)')
     .option('--admin', 'an operator key: /ops, /metrics, every project')
+    .option('--create-db', 'create the database if DATA_DIR has none yet (first key, before the first start)')
     .addOption(dataDir())
-    .action((o) => setExit(keysCreate(ctx(), o.dataDir, { name: o.name, project: o.project, admin: Boolean(o.admin) })));
+    .action((o) => setExit(keysCreate(ctx(), o.dataDir, { name: o.name, project: o.project, admin: Boolean(o.admin), createDb: Boolean(o.createDb) })));
   keys
     .command('list')
     .description('every key (never the secrets)')

@@ -261,5 +261,11 @@ describe('batchwright CLI while a batch waits (no worker)', () => {
     const missingDir = await cli(['keys', 'list', '--data-dir', path.join(work, 'nowhere')], env);
     expect(missingDir.code).toBe(2);
     expect(missingDir.stderr).toContain('no database at');
+    // First set-up: --create-db makes the database, so the server can start with a key.
+    const fresh = path.join(work, 'fresh-data');
+    const first = await cli(['keys', 'create', '--name', 'admin', '--admin', '--create-db', '--data-dir', fresh], env);
+    expect(first.code, first.stderr).toBe(0);
+    expect(first.stderr).toContain(', admin)');
+    expect(existsSync(path.join(fresh, 'db.sqlite'))).toBe(true);
   });
 });

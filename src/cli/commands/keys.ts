@@ -7,11 +7,14 @@ export interface KeysOut {
   err: (line: string) => void;
 }
 
-/** DATA_DIR/db.sqlite, which must already exist: a typo must not create an empty database. */
-async function withDb<T>(dataDir: string, fn: (db: import('../../store/db.js').Db) => T): Promise<T> {
+/**
+ * DATA_DIR/db.sqlite, which must already exist (a typo must not create an empty database)
+ * unless `create` says so: the first key of a server that may not start without one.
+ */
+async function withDb<T>(dataDir: string, fn: (db: import('../../store/db.js').Db) => T, create = false): Promise<T> {
   const file = path.join(dataDir, 'db.sqlite');
-  if (!existsSync(file)) {
-    throw new CliError(`no database at ${file}: pass the server's data directory with --data-dir (or set DATA_DIR); start the server once to create it.`, EXIT.usage);
+  if (!create && !existsSync(file)) {
+    throw new CliError(`no database at ${file}: pass the server's data directory with --data-dir (or set DATA_DIR); to set up a new one, add --create-db.`, EXIT.usage);
   }
   // Loaded here so the other commands never load better-sqlite3.
   const { openDb } = await import('../../store/db.js');
@@ -34,7 +37,7 @@ function wrapKeyErrors(e: unknown, KeyAdminError: new (...a: never[]) => Error):
 
 const when = (s: number | null) => (s ? new Date(s * 1000).toISOString().replace('T', ' ').slice(0, 19) : '-');
 
-export async function keysCreate(io: KeysOut, dataDir: string, opts: { name: string; project?: string; admin: boolean }): Promise<number> {
+export async function keysCreate(io: KeysOut, dataDir: string, opts: { name: string; project?: string; admin: boolean; createDb?: boolean }): Promise<number> {
   const { createKey, KeyAdminError } = await admin();
   const { key, secret } = await withDb(dataDir, (db) => {
     try {
@@ -42,7 +45,7 @@ export async function keysCreate(io: KeysOut, dataDir: string, opts: { name: str
     } catch (e) {
       return wrapKeyErrors(e, KeyAdminError);
     }
-  });
+  }, opts.createDb);
   io.err(`created ${key.id} (name ${key.name}, project ${key.project}${key.admin ? ', admin' : ''}). The secret below is shown once; store it now:`);
   io.out(secret);
   return EXIT.ok;

@@ -130,6 +130,20 @@ export function createMetrics(deps: MetricsDeps) {
     },
   });
 
+  new Counter({
+    name: 'batchwright_batch_requests_total',
+    help: 'Batch requests with a stored result, per model and outcome (completed: 2xx, failed: anything else).',
+    labelNames: ['model', 'outcome'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const r of deps.repo.tokenTotals()) {
+        this.inc({ model: r.model, outcome: 'completed' }, r.completed ?? 0);
+        this.inc({ model: r.model, outcome: 'failed' }, r.failed ?? 0);
+      }
+    },
+  });
+
   new Gauge({
     name: 'batchwright_engine_state',
     help: 'Engine state per live worker and model: 1 for the current state, 0 for the others.',

@@ -29,12 +29,10 @@ export function createOpsRepo(db: Db) {
       return stmt(`SELECT status, count(*) AS n FROM batches GROUP BY status`).all() as { status: string; n: number }[];
     },
     /** Tokens of every stored result, per model (batches.usage sums, bumped as results are stored). */
-    tokenTotals(): { model: string; input: number; output: number }[] {
-      return stmt(`SELECT coalesce(model, '') AS model, sum(input_tokens) AS input, sum(output_tokens) AS output FROM batches GROUP BY 1`).all() as {
-        model: string;
-        input: number;
-        output: number;
-      }[];
+    tokenTotals(): { model: string; input: number; output: number; completed: number; failed: number }[] {
+      return stmt(
+        `SELECT coalesce(model, '') AS model, sum(input_tokens) AS input, sum(output_tokens) AS output, sum(completed) AS completed, sum(failed) AS failed FROM batches GROUP BY 1`,
+      ).all() as { model: string; input: number; output: number; completed: number; failed: number }[];
     },
     /** Unfinished requests of active batches per model: `pending` (not yet sent) and `queued` (sent to workers). */
     openRequests(): { model: string; state: string; n: number }[] {

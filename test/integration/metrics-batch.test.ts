@@ -73,6 +73,8 @@ describe('GET /metrics', () => {
     expect(pick(after, 'batchwright_tokens_output_total', { model: SIM_MODEL })[0]?.value).toBe(done.usage!.output_tokens);
     expect(done.usage!.output_tokens).toBe(8 * done.request_counts!.completed);
     expect(pick(after, 'batchwright_tokens_input_total', { model: SIM_MODEL })[0]?.value).toBe(done.usage!.input_tokens);
+    expect(pick(after, 'batchwright_batch_requests_total', { model: SIM_MODEL, outcome: 'completed' })[0]?.value).toBe(done.request_counts!.completed);
+    expect(pick(after, 'batchwright_batch_requests_total', { model: SIM_MODEL, outcome: 'failed' })[0]?.value).toBe(done.request_counts!.failed);
     expect(sum(pick(after, 'batchwright_requests_queued', { kind: 'batch' })) + sum(pick(after, 'batchwright_requests_in_flight', { kind: 'batch' }))).toBe(0);
     // The worker's cold start, from the swaps stream.
     expect(sum(pick(after, 'batchwright_engine_swaps_total', { reason: 'cold-start' }))).toBeGreaterThanOrEqual(1);

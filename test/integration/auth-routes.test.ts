@@ -133,7 +133,7 @@ describe('authentication covers the whole route table', () => {
 
   // The dashboard's results views (src/api/routes/ops-results.ts) scope what they show to the
   // key's project (canSee) instead of needing an admin key.
-  const PROJECT_SCOPED_OPS = ['/ops/batches/:id/results', '/ops/compare', '/ops/stars/export', '/ops/batches/:id/stars/:customId', '/ops/benchmarks'];
+  const PROJECT_SCOPED_OPS = ['/ops/batches/:id/results', '/ops/compare', '/ops/stars/export', '/ops/batches/:id/stars/:customId'];
 
   it('keeps operator routes for admin keys: a project key gets 403 admin_required on /metrics, /health and every other /ops route', async () => {
     const operator = server.app

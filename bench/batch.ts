@@ -123,7 +123,7 @@ async function p5Once(stack: Stack, f: string, bytes: number) {
   console.log(`P5: ${N} requests (${(bytes / 1e6).toFixed(1)} MB) in ${(totalMs / 1000).toFixed(2)} s → ${rate.toFixed(0)} req/s`, phases);
   console.log(`  CPU: ${cpuLine}; wall ${Math.round(totalMs)} ms × 2 cores = ${Math.round(totalMs * 2)} ms`);
   console.log(`  while running: longest stretch without progress ${longestStallMs.toFixed(0)} ms, slowest 1 s window ${slowestSecond.toFixed(0)} req/s`);
-  return { rate, phases, longestStallMs, slowestSecondReqPerS: slowestSecond, cpuMs, loadavg: os.loadavg(), outputTokens: done.batch.usage?.output_tokens };
+  return { rate, phases, longestStallMs, slowestSecondReqPerS: slowestSecond, cpuMs, loadavg: os.loadavg(), outputTokens: (done.batch as { usage?: { output_tokens?: number } }).usage?.output_tokens };
 }
 
 async function p9p10(stack: Stack, dir: string) {

@@ -54,7 +54,7 @@ export function overviewView(root) {
               h('td.grow', progressBar(progress, b.status), b.waiting_reason ? h('div.sub.warn', b.waiting_reason) : null),
               h('td.num', `${fmt.int(c.completed)} / ${fmt.int(c.total)}`),
               h('td.num', c.failed ? h('span.bad', fmt.int(c.failed)) : '0'),
-              h('td.num', b.throughput_rps ? `${fmt.num(b.throughput_rps)}/s` : '–'),
+              h('td.num', ACTIVE.has(b.status) && b.throughput_rps ? `${fmt.num(b.throughput_rps)}/s` : '–'),
               h('td.num', ACTIVE.has(b.status) ? fmt.duration(b.eta_s) : '–'),
               h('td', fmt.ago(b.created_at)),
             );
@@ -64,22 +64,44 @@ export function overviewView(root) {
     );
   };
 
-  async function showDetail(id) {
-    live.selected = id;
-    renderBatches();
+  /** What the detail panel shows, to redraw it when the live state of that batch moves. */
+  let shown = null;
+  let refreshing = null;
+  const stamp = (b) => `${b.status}:${b.request_counts?.completed}:${b.request_counts?.failed}:${b.request_counts?.total}`;
+  const followDetail = () => {
+    const b = shown && live.batches.get(shown.id);
+    if (!b || detail.hidden || stamp(b) === shown.stamp || refreshing) return;
+    // At most two reads a second while a batch runs: the panel's counts, not every event.
+    refreshing = setTimeout(() => {
+      refreshing = null;
+      if (shown && !detail.hidden) void showDetail(shown.id, { keepSelection: true });
+    }, 500);
+  };
+
+  async function showDetail(id, { keepSelection = false } = {}) {
+    if (!keepSelection) {
+      live.selected = id;
+      renderBatches();
+    }
     let b;
     try {
       b = await json(`/v1/batches/${id}`);
     } catch (e) {
       return toast(e.message, 'error');
     }
+    if (keepSelection && live.selected !== id) return;
+    shown = { id, stamp: stamp(b) };
+    // The row shows the newer of the two readings (the event stream ticks once a second).
+    const cur = live.batches.get(id);
+    const doneOf = (x) => (x?.request_counts ? x.request_counts.completed + x.request_counts.failed : -1);
+    if (!cur || doneOf(b) > doneOf(cur) || cur.status !== b.status) live.upsert({ id, status: b.status, request_counts: b.request_counts, model: b.model, ...(b.request_counts.total > 0 && { progress: doneOf(b) / b.request_counts.total }) });
     const errors = b.errors?.data ?? [];
     const buttons = [
       h('a.button', { href: `#/results/${b.id}` }, 'Results'),
       b.output_file_id && h('button', { type: 'button', dataset: { action: 'download-output' }, onclick: () => dl(b.output_file_id, `${b.id}-output.jsonl`) }, 'Download output'),
       b.error_file_id && h('button', { type: 'button', dataset: { action: 'download-errors' }, onclick: () => dl(b.error_file_id, `${b.id}-errors.jsonl`) }, 'Download errors'),
       CANCELLABLE.has(b.status) && h('button.danger', { type: 'button', dataset: { action: 'cancel' }, onclick: () => cancel(b.id) }, 'Cancel batch'),
-      h('button.link', { type: 'button', onclick: () => ((detail.hidden = true), (live.selected = null), renderBatches()) }, 'Close'),
+      h('button.link', { type: 'button', onclick: () => ((detail.hidden = true), (live.selected = null), (shown = null), renderBatches()) }, 'Close'),
     ];
     const c = b.request_counts;
     clear(
@@ -125,7 +147,7 @@ export function overviewView(root) {
       const b = await json(`/v1/batches/${id}`).catch(() => null);
       if (b && b.status !== 'validating') {
         live.upsert(b);
-        if (b.status !== 'failed') drop.showMessage(`Batch ${id} accepted: ${b.request_counts.total} requests, ${b.status.replace('_', ' ')}.`);
+        if (b.status !== 'failed') drop.showMessage(['Batch ', h('span.mono', id), ` accepted: ${b.request_counts.total} requests, ${b.status.replace('_', ' ')}.`]);
         if (b.status === 'failed') {
           drop.showErrors(b.errors?.data ?? [], `Batch ${id} failed validation`);
           await showDetail(id);
@@ -211,6 +233,7 @@ export function overviewView(root) {
   const off = live.subscribe(() => {
     renderBatches();
     renderFleet();
+    followDetail();
   });
   renderBatches();
   renderFleet();

@@ -4,6 +4,7 @@ import path from 'node:path';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestServer, type TestServer } from '../helpers/app.js';
+import { addKey } from '../helpers/auth.js';
 
 /**
  * The dashboard in a real headless Chromium against the real control plane and a worker with
@@ -31,8 +32,8 @@ const modelsYaml = `models:
   - id: ${SLOW}
     engine: sim
     startup_timeout_s: 30
-    options: { max_num_seqs: 1 }
-    sim: { output_tokens: 20, tokens_per_second: 10 }
+    options: { max_num_seqs: 2 }
+    sim: { output_tokens: 20, tokens_per_second: 20 }
 `;
 
 const QUESTIONS = ['What is a GPU?', 'Name three prime numbers.', 'Why is the sky blue?', 'Translate "hello" to French.', 'Tell me about zebras.', 'What is 12 times 12?', 'Summarise the plot of Hamlet.', 'Write a haiku about batches.'];
@@ -95,8 +96,8 @@ describe.skipIf(!existsSync(CHROMIUM))('dashboard in headless Chromium', () => {
     page.on('console', (m) => {
       if (m.type() === 'error') browserErrors.push(m.text());
     });
-    // Nothing outside this machine may be fetched: every request the page makes goes to the server.
-    await ctx.route('**/*', (route) => (route.request().url().startsWith(server.baseUrl) ? route.continue() : route.abort()));
+    // Nothing outside this machine may be fetched: every request the page makes goes to a test server.
+    await ctx.route('**/*', (route) => (route.request().url().startsWith('http://127.0.0.1:') ? route.continue() : route.abort()));
   }, 120_000);
 
   afterAll(async () => {
@@ -123,7 +124,7 @@ describe.skipIf(!existsSync(CHROMIUM))('dashboard in headless Chromium', () => {
           if (s) seen.add(s);
           return s;
         },
-        { timeout: 60_000, intervals: [100] },
+        { timeout: 60_000, interval: 100 },
       )
       .toBe('completed');
     expect(seen.has('in_progress') || seen.has('validating')).toBe(true);
@@ -213,9 +214,18 @@ describe.skipIf(!existsSync(CHROMIUM))('dashboard in headless Chromium', () => {
     await dropFile(page, 'slow.jsonl', jsonl(SLOW, 40));
     const id = await createdBatchId(page, 'slow.jsonl');
     await expect.poll(() => row(page, id).getAttribute('data-status'), { timeout: 60_000 }).toBe('in_progress');
+    // Live progress moves while it runs (each request takes ~1 s on the slow sim).
+    const done = async () => Number((await row(page, id).locator('td.num').first().textContent())!.split('/')[0]!.trim());
+    await expect.poll(done, { timeout: 60_000, interval: 250 }).toBeGreaterThanOrEqual(4);
+    // The detail panel (opened on submit) follows the live counts too.
+    await expect.poll(async () => page.locator('#batch-detail dl.facts').textContent(), { timeout: 20_000 }).toMatch(/[1-9]\d* completed/);
+    if (SHOTS) {
+      await expect.poll(async () => row(page, id).locator('td.num').nth(2).textContent(), { timeout: 20_000 }).toMatch(/\/s/);
+      await page.screenshot({ path: path.join(DOCS, 'dashboard.png') });
+    }
     await row(page, id).click();
     await page.click('#batch-detail [data-action=cancel]');
-    await expect.poll(() => row(page, id).getAttribute('data-status'), { timeout: 60_000, intervals: [200] }).toBe('cancelled');
+    await expect.poll(() => row(page, id).getAttribute('data-status'), { timeout: 60_000, interval: 200 }).toBe('cancelled');
     const b = await server.client.batches.retrieve(id);
     expect(b.status).toBe('cancelled');
     expect(b.request_counts!.completed).toBeLessThan(40);
@@ -247,11 +257,6 @@ describe.skipIf(!existsSync(CHROMIUM))('dashboard in headless Chromium', () => {
       });
       expect(r.status).toBe(200);
     }
-    if (SHOTS) {
-      await page.locator('#batch-detail button.link', { hasText: 'Close' }).click();
-      await page.evaluate(() => window.scrollTo(0, 0));
-      await page.screenshot({ path: path.join(DOCS, 'dashboard.png') });
-    }
     await page.goto(`${server.baseUrl}/dashboard/#/benchmarks`);
     const models = page.locator('#benchmarks .bench-model');
     await expect.poll(() => models.count(), { timeout: 20_000 }).toBe(2);
@@ -260,6 +265,24 @@ describe.skipIf(!existsSync(CHROMIUM))('dashboard in headless Chromium', () => {
     expect(await a.first().textContent()).toContain('455.8');
     if (SHOTS) await page.screenshot({ path: path.join(DOCS, 'dashboard-benchmarks.png') });
     if (SHOTS) for (const f of ['dashboard.png', 'dashboard-results.png']) expect(statSync(path.join(DOCS, f)).size).toBeLessThan(300_000);
+  });
+
+  it('asks for a key when the server has API keys, and then shows its data', async () => {
+    const keyed = await startTestServer({ modelsYaml });
+    try {
+      const key = addKey(keyed, { name: 'dashboard', admin: true });
+      await page.goto(`${keyed.baseUrl}/dashboard/`);
+      const dialog = page.locator('#key-dialog');
+      await expect.poll(() => dialog.getAttribute('open'), { timeout: 20_000 }).toBe('');
+      await page.fill('#key-input', key);
+      await page.click('#key-form button[type=submit]');
+      await expect.poll(() => page.locator('#live').getAttribute('data-state'), { timeout: 20_000 }).toBe('live');
+      expect(await page.evaluate(() => localStorage.getItem('batchwright.apiKey'))).toBe(key);
+      await expect.poll(() => page.locator('#batches-table').textContent()).toContain('No batches yet');
+    } finally {
+      await page.goto('about:blank');
+      await keyed.close();
+    }
   });
 
   it('raised no error in the page', () => {

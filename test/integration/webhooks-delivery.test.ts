@@ -75,6 +75,15 @@ describe('sendWebhook (real sockets on loopback)', () => {
     expect(internal.received).toHaveLength(0);
   });
 
+  it('does not follow a redirect to another port of the allowed 127.0.0.1 either', async () => {
+    const target = await startReceiver();
+    onTestFinished(target.close);
+    const rx = await startReceiver({ answer: (_n, _r, res) => res.writeHead(301, { location: `${target.url}/` }).end() });
+    onTestFinished(rx.close);
+    expect(await sendWebhook({ url: rx.url, body: '{}', headers, allow: LOOPBACK })).toMatchObject({ ok: false, status: 301 });
+    expect(target.received).toHaveLength(0);
+  });
+
   it('refuses 127.0.0.1 without the allow-list, sending nothing', async () => {
     const rx = await startReceiver();
     onTestFinished(rx.close);

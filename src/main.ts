@@ -19,6 +19,10 @@ import { openDb } from './store/db.js';
 import { createFileStorage } from './store/file-storage.js';
 import { createFilesRepo } from './store/files-repo.js';
 import { createWorkerNode } from './worker/worker-node.js';
+import { createOpsRepo } from './store/ops-repo.js';
+import { createOpsService } from './ops/ops-service.js';
+import { startOpsPublisher } from './ops/worker-publisher.js';
+import { createMetrics } from './metrics/metrics.js';
 import { assertListenAllowed, UnauthenticatedListenError } from './auth/open-mode.js';
 import { createApiKeysRepo } from './store/api-keys-repo.js';
 import { setupWebhooks } from './webhooks/setup.js';
@@ -75,16 +79,22 @@ export async function startApi(config: Config, log: Logger, redisUrl: string): P
     },
     redis: () => pingWithin(redis, 1000),
   };
-  const app = await buildApp({ config, log, files, storage, batches, batchService, router, health, db });
+  const opsRepo = createOpsRepo(db);
+  const ops = createOpsService({ redis, prefix: config.env.QUEUE_PREFIX, repo: opsRepo, log: log.child({ component: 'ops' }), heartbeats: () => router.heartbeats(), checks: health });
+  const metrics = createMetrics({ redis, prefix: config.env.QUEUE_PREFIX, repo: opsRepo, ops, log: log.child({ component: 'metrics' }) });
+  await metrics.start();
+  const app = await buildApp({ config, log, files, storage, batches, batchService, router, health, db, ops, metrics });
   const url = await app.listen({ port: config.env.PORT, host: config.env.HOST });
   runner.start();
   webhooks.start();
+  ops.start();
   log.info({ url }, 'api listening');
   return {
     url,
     app,
     async close() {
       await app.close();
+      ops.stop();
       await router.close();
       await runner.stop();
       await webhooks.stop();
@@ -108,10 +118,14 @@ export async function startWorker(config: Config, log: Logger, redisUrl: string)
   });
   const node = createWorkerNode({ config, log: log.child({ component: 'worker' }), redisUrl, engines: manager });
   node.start();
+  const opsRedis = createRedis(redisUrl, `worker-${node.workerId}-ops`);
+  const ops = startOpsPublisher({ redis: opsRedis, prefix: config.env.QUEUE_PREFIX, workerId: node.workerId, engines: manager, log: log.child({ component: 'ops', workerId: node.workerId }), gpuPollMs: config.env.GPU_POLL_MS });
   return {
     async close() {
       await node.close();
       await manager.shutdown();
+      await ops.close(); // after the shutdown: the engines' last lines and states are published too
+      opsRedis.disconnect();
     },
   };
 }

@@ -21,6 +21,10 @@ import { openModeAllowed } from '../auth/open-mode.js';
 import { registerRateLimit } from '../auth/rate-limit.js';
 import dashboardRoutes from './routes/dashboard.js';
 import opsResultsRoutes from './routes/ops-results.js';
+import opsRoutes from './routes/ops.js';
+import metricsRoutes, { observeHttp } from './routes/metrics.js';
+import type { OpsService } from '../ops/ops-service.js';
+import type { Metrics } from '../metrics/metrics.js';
 import type { Db } from '../store/db.js';
 
 export interface AppDeps {
@@ -34,6 +38,10 @@ export interface AppDeps {
   health: HealthChecks;
   /** For repositories that only routes read (the dashboard's results, stars, benchmarks). */
   db: Db;
+  /** The operator API's view of the fleet (/ops/*, /health); routes are absent without it. */
+  ops?: OpsService;
+  /** Prometheus registry (/metrics, HTTP latency); absent: no /metrics. */
+  metrics?: Metrics;
 }
 
 declare module 'fastify' {
@@ -78,6 +86,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   app.addHook('onRequest', async (req, reply) => {
     reply.header('x-request-id', req.id);
   });
+  if (deps.metrics) app.addHook('onResponse', observeHttp(deps.metrics));
 
   // Before every route and every plugin that adds routes: auth (request.principal, 401s), then
   // the per-key rate limit, which reads the principal.
@@ -120,6 +129,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(modelsRoutes, { prefix: '/v1' });
   await app.register(inferenceRoutes, { prefix: '/v1' });
   await app.register(opsResultsRoutes, { prefix: '/ops' });
+  if (deps.ops) await app.register(opsRoutes, { prefix: '/ops' });
+  await app.register(metricsRoutes);
   await app.register(dashboardRoutes);
   return app;
 }

@@ -209,6 +209,27 @@ describe('webhook delivery loop (real SQLite, real receiver)', () => {
     expect(rx.received).toHaveLength(3);
   });
 
+  it('the event commits with the transaction that ends the batch, or not at all', async () => {
+    const s = setup(tempDir());
+    onTestFinished(() => s.db.$client.close());
+    const id = `batch_rollback`;
+    s.batches.insert({ id, endpoint: '/v1/chat/completions', inputFileId: 'file-x', completionWindow: '24h', status: 'finalizing', createdAt: 1, expiresAt: 2, metadata: JSON.stringify({ webhook_url: 'http://127.0.0.1:9/' }) });
+    expect(() =>
+      s.batches.transaction(() => {
+        s.batches.transition(id, ['finalizing'], 'completed', 5);
+        s.webhooks.recordEnded(id);
+        throw new Error('disk full while committing the output file');
+      }),
+    ).toThrow(/disk full/);
+    expect(s.batches.get(id)!.status).toBe('finalizing');
+    expect(s.deliveries.listForBatch(id)).toHaveLength(0);
+    s.batches.transaction(() => {
+      s.batches.transition(id, ['finalizing'], 'completed', 6);
+      s.webhooks.recordEnded(id);
+    });
+    expect(s.deliveries.listForBatch(id).map((r) => [r.eventType, JSON.parse(r.payload).created_at])).toEqual([['batch.completed', 6]]);
+  });
+
   it('an event recorded twice (finalize resumed) is delivered once; a refused URL fails at once without retries', async () => {
     const rx = await startReceiver();
     onTestFinished(rx.close);

@@ -23,7 +23,7 @@ import { createOpsRepo } from './store/ops-repo.js';
 import { createOpsService } from './ops/ops-service.js';
 import { startOpsPublisher } from './ops/worker-publisher.js';
 import { createMetrics } from './metrics/metrics.js';
-import { assertListenAllowed, UnauthenticatedListenError } from './auth/open-mode.js';
+import { assertListenAllowed, assertListenAllowedIn, UnauthenticatedListenError } from './auth/open-mode.js';
 import { createApiKeysRepo } from './store/api-keys-repo.js';
 import { setupWebhooks } from './webhooks/setup.js';
 
@@ -155,6 +155,8 @@ async function main(): Promise<void> {
   try {
     if (mode !== 'worker') {
       const lock = lockDataDir(config.dataDir);
+      // Before a private Redis or a worker starts: refusing to listen must leave nothing running.
+      assertListenAllowedIn(path.join(config.dataDir, 'db.sqlite'), config.env.HOST, config.env.ALLOW_UNAUTHENTICATED);
       parts.push({ close: async () => lock.release() });
     }
     if (!redisUrl) {

@@ -1,5 +1,6 @@
 import ipaddr from 'ipaddr.js';
-import type { ApiKeysRepo } from '../store/api-keys-repo.js';
+import { createApiKeysRepo, type ApiKeysRepo } from '../store/api-keys-repo.js';
+import { openDb } from '../store/db.js';
 
 /** The server would accept anyone on the network: it has no API keys and HOST is not loopback. */
 export class UnauthenticatedListenError extends Error {
@@ -26,4 +27,18 @@ export function assertListenAllowed(host: string, allowUnauthenticated: boolean,
   throw new UnauthenticatedListenError(
     `refusing to listen on HOST=${host} with no API keys: anyone who can reach it could use it. Create a key first (npm run keys -- create --name NAME), or set ALLOW_UNAUTHENTICATED=1 to run open on purpose.`,
   );
+}
+
+/**
+ * The same check, for `main.ts` to run before it starts anything else (a private Redis, a
+ * worker): opens the database only to look for keys.
+ */
+export function assertListenAllowedIn(dbFile: string, host: string, allowUnauthenticated: boolean): void {
+  if (openModeAllowed(host, allowUnauthenticated)) return;
+  const db = openDb(dbFile);
+  try {
+    assertListenAllowed(host, allowUnauthenticated, createApiKeysRepo(db));
+  } finally {
+    db.$client.close();
+  }
 }

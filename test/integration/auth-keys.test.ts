@@ -158,3 +158,29 @@ describe('npm run keys against a running server', () => {
     await expect(keysCli(server.dataDir, 'revoke', 'key_doesnotexist')).rejects.toMatchObject({ code: 1, stderr: expect.stringContaining('No key with id') });
   });
 });
+
+describe('logs', () => {
+  it('never contain a presented key, valid, revoked or unknown; requests log the key id instead', async () => {
+    const server = await startTestServer({ captureLogs: true });
+    try {
+      const good = createKey(server.app.deps.db, { name: 'good', project: 'p' });
+      const old = createKey(server.app.deps.db, { name: 'old' });
+      revokeKey(server.app.deps.db, old.key.id);
+      const unknown = `bw-${'x'.repeat(43)}`;
+      for (const secret of [good.secret, old.secret, unknown]) {
+        await server.app.inject({ method: 'GET', url: '/v1/files', headers: { authorization: `Bearer ${secret}` } });
+      }
+      const text = JSON.stringify(server.logs);
+      for (const secret of [good.secret, old.secret, unknown]) {
+        expect(text).not.toContain(secret);
+        expect(text).not.toContain(secret.slice(3, 23)); // no long piece of it either
+      }
+      expect(server.logs.some((l) => l.keyId === good.key.id && l.project === 'p')).toBe(true);
+      const refused = server.logs.filter((l) => l.msg === 'api key refused');
+      expect(refused.map((l) => l.reason).sort()).toEqual(['revoked', 'unknown']);
+    } finally {
+      await server.close();
+    }
+  });
+});
+

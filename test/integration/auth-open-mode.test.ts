@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -84,9 +84,10 @@ describe('open mode (no API keys)', () => {
     expect((await api.app.inject({ method: 'GET', url: '/v1/files' })).statusCode).toBe(200);
   });
 
-  it('`main.ts serve` exits 1 with a one-line error that says what to do', async () => {
-    const { env } = dataDir();
-    const r = await run(process.execPath, ['--import', 'tsx', 'src/main.ts', 'serve'], { cwd: ROOT, env: { ...process.env, ...env, HOST: '0.0.0.0' }, timeout: 90_000 }).then(
+  it('`main.ts all` exits 1 with a one-line error that says what to do, before starting a private Redis or a worker', async () => {
+    const { dir, env } = dataDir();
+    const { REDIS_URL: _none, ...noRedis } = env;
+    const r = await run(process.execPath, ['--import', 'tsx', 'src/main.ts', 'all'], { cwd: ROOT, env: { ...process.env, ...noRedis, REDIS_URL: '', HOST: '0.0.0.0' }, timeout: 90_000 }).then(
       () => ({ code: 0, stderr: '' }),
       (e: { code: number; stderr: string }) => e,
     );
@@ -96,5 +97,6 @@ describe('open mode (no API keys)', () => {
     expect(lines[0]).toContain('HOST=0.0.0.0');
     expect(lines[0]).toContain('npm run keys -- create');
     expect(lines[0]).toContain('ALLOW_UNAUTHENTICATED=1');
+    expect(existsSync(path.join(dir, 'redis'))).toBe(false); // no private redis-server was started (and left behind)
   });
 });

@@ -82,6 +82,15 @@ export function sseReader(res: Response) {
         await Promise.race([pump(), new Promise((r) => setTimeout(r, Math.max(1, deadline - Date.now())))]);
       }
     },
+    /** Reads on until `cond()` holds (e.g. a heartbeat comment arrived), up to `ms`. */
+    async until(cond: () => boolean, ms: number): Promise<void> {
+      const deadline = Date.now() + ms;
+      while (!cond()) {
+        if (state.ended) throw new Error('the event stream ended');
+        if (Date.now() > deadline) throw new Error(`condition not met within ${ms} ms`);
+        await Promise.race([pump(), new Promise((r) => setTimeout(r, Math.max(1, deadline - Date.now())))]);
+      }
+    },
     cancel: () => reader.cancel().catch(() => undefined),
   };
 }

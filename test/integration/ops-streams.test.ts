@@ -97,6 +97,9 @@ describe('operator API streams', () => {
     const engineEvents = sse.all.filter((e) => e.event === 'engines');
     expect(engineEvents.some((e) => e.data.some((x: any) => x.model === SIM_MODEL && x.state === 'ready'))).toBe(true);
     expect((await client.batches.retrieve(b.id)).status).toBe('completed');
+    // A heartbeat comment every 15 s keeps an idle stream open through proxies.
+    const before = sse.state.comments;
+    await sse.until(() => sse.state.comments > before, 20_000);
     // Closing the server ends the stream (close() would otherwise wait for it forever).
     await server.close();
     server = undefined;

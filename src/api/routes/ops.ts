@@ -102,22 +102,17 @@ export default async function opsRoutes(app: FastifyInstance) {
     const { tail } = parseOr400(tailQuery, req.query);
     const { worker_id: workerId, model } = req.params;
     if (!app.deps.config.models.some((m) => m.id === model)) {
-      throw new ApiError('model_not_found', `The model '${model}' is not in models.yaml. URL-encode model ids that contain '/' (google%2Fgemma-3-12b-it).`, 'model');
+      throw new ApiError('model_not_found', `The model '${model.slice(0, 100)}' is not in models.yaml. URL-encode model ids that contain '/' (google%2Fgemma-3-12b-it).`, 'model');
     }
     const sse = openSse(req, reply, streams);
+    const onLines = (lines: { t: number; line: string }[]) => {
+      for (const l of lines) sse.send('line', l);
+    };
     ops
-      .followLog({
-      workerId,
-      model,
-      tail,
-      signal: sse.signal,
-      onLines: (lines) => {
-        for (const l of lines) sse.send('line', l);
-      },
-    })
+      .followLog({ workerId, model, tail, signal: sse.signal, onLines })
       .catch((err) => {
         req.log.warn({ err, workerId, model }, 'engine log stream failed');
-        sse.send('error', { message: 'reading the engine log from Redis failed; reconnect to retry' });
+        sse.send('stream_error', { message: 'reading the engine log from Redis failed; reconnect to retry' });
       })
       .finally(() => reply.raw.end());
   });

@@ -20,6 +20,8 @@ const modelsYaml = `models:
     sim: { output_tokens: 6 }
 `;
 
+const ZEBRAS = 'tell me about zebras.\nThey say "stripes"';
+
 /** Six chat requests; q-3 asks for more tokens than the context has, so it fails. */
 function lines(model: string): string {
   return Array.from({ length: 6 }, (_, i) =>
@@ -31,7 +33,7 @@ function lines(model: string): string {
         model,
         messages: [
           { role: 'system', content: 'You are terse.' },
-          { role: 'user', content: i === 4 ? 'tell me about zebras' : `question ${i}` },
+          { role: 'user', content: i === 4 ? ZEBRAS : `question ${i}` },
         ],
         ...(i === 3 ? { max_tokens: 1_000_000 } : {}),
       },
@@ -94,6 +96,11 @@ describe('GET /ops/batches/:id/results', () => {
   it('searches custom_id, input and output text, and filters by status', async () => {
     const zebra = await json(`/ops/batches/${batchA}/results?q=ZEBRAS`);
     expect(zebra.data.map((x: any) => x.custom_id)).toEqual(['q-4']);
+    // Text with JSON escapes in the file (a newline, quotes), and a needle that has a quote.
+    for (const needle of ['stripes', '"stripes"', 'zebras.\nthey']) {
+      const r = await json(`/ops/batches/${batchA}/results?q=${encodeURIComponent(needle)}`);
+      expect(r.data.map((x: any) => x.custom_id), needle).toEqual(['q-4']);
+    }
     const byId = await json(`/ops/batches/${batchA}/results?q=q-5`);
     expect(byId.data.map((x: any) => x.custom_id)).toEqual(['q-5']);
     const errors = await json(`/ops/batches/${batchA}/results?status=error`);
@@ -146,7 +153,7 @@ describe('stars and the fine-tuning export', () => {
         { role: 'assistant', content: answer('q-1') },
       ],
     });
-    expect(out[1].messages[1].content).toBe('tell me about zebras');
+    expect(out[1].messages[1].content).toBe(ZEBRAS);
     expect(out[1].messages[2]).toEqual({ role: 'assistant', content: answer('q-4') });
 
     const del = await fetch(`${server.baseUrl}/ops/batches/${batchA}/stars/q-3`, { method: 'DELETE' });
@@ -164,7 +171,7 @@ describe('GET /ops/compare', () => {
     expect(r.total).toBe(6);
     expect(r.data.map((x: any) => x.custom_id)).toEqual(['q-0', 'q-1', 'q-2', 'q-3', 'q-4', 'q-5']);
     const row = r.data[4];
-    expect(row.input[1].content).toBe('tell me about zebras');
+    expect(row.input[1].content).toBe(ZEBRAS);
     expect(row.results.map((x: any) => x.batch_id)).toEqual([batchA, batchB]);
     expect(row.results.map((x: any) => x.usage.completion_tokens)).toEqual([4, 6]);
     expect(row.results[0].starred).toBe(true);

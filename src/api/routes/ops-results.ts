@@ -154,11 +154,18 @@ export default async function opsResultsRoutes(app: FastifyInstance): Promise<vo
       total = results.count(b.id, filter);
     } else {
       // Search reads every candidate's input from the file: a linear scan, in pages of 500.
+      // A row whose raw JSON cannot contain the needle is skipped before parsing: exact when
+      // the raw text has no escapes (a backslash) and the needle has nothing JSON escapes.
+      const plain = !/["\\\u0000-\u001f]/.test(needle);
+      const mayHold = (raw: string | null | undefined) => raw == null || raw.includes('\\') || raw.toLowerCase().includes(needle);
+      const path = storage.pathOf(b.inputFileId);
       total = 0;
       for (const rows of results.scan(b.id, filter)) {
-        const inputs = await inputsOf(b, rows);
+        const lines = await readInputLines(path, rows);
         for (const r of rows) {
-          const input = inputs.get(r.idx) ?? null;
+          const raw = lines.get(r.idx);
+          if (plain && !r.customId.toLowerCase().includes(needle) && !mayHold(raw) && !mayHold(r.result)) continue;
+          const input = inputOf(raw ?? null);
           const hay = `${r.customId}\n${inputText(input)}\n${viewResult(r.result).output ?? ''}`.toLowerCase();
           if (!hay.includes(needle)) continue;
           if (total >= q.offset && data.length < q.limit) data.push(toResultRow(r, input));

@@ -14,7 +14,7 @@ import { EXIT, explain } from './errors.js';
 
 const collect = (v: string, prev: string[]) => [...prev, v];
 
-function buildProgram(ctx: () => Ctx, setExit: (p: Promise<number>) => Promise<void>): Command {
+export function buildProgram(ctx: () => Ctx, setExit: (p: Promise<number>) => Promise<void>): Command {
   const program = new Command('batchwright')
     .description('Submit, watch and download batches on a batchwright server (OPENAI_BASE_URL, OPENAI_API_KEY).')
     .version('0.1.0')

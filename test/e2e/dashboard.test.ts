@@ -1,4 +1,4 @@
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
@@ -81,9 +81,21 @@ describe.skipIf(!existsSync(CHROMIUM))('dashboard in headless Chromium', () => {
   let batchA = '';
   let batchB = '';
 
+  const pathBefore = process.env.PATH;
   beforeAll(async () => {
-    server = await startTestServer({ worker: true, modelsYaml });
     userDir = mkdtempSync(path.join(tmpdir(), 'bw-chromium-'));
+    // An nvidia-smi on PATH for the in-process worker: GPU readings for the fleet view.
+    const bin = path.join(userDir, 'bin');
+    mkdirSync(bin);
+    writeFileSync(
+      path.join(bin, 'nvidia-smi'),
+      '#!/bin/sh\ncase "$1" in --query-compute-apps*) exit 0 ;; esac\n' +
+        'echo "0, GPU-aaaa0000-0000-0000-0000-000000000000, NVIDIA H100 80GB HBM3, 81559, 30512, 51047, 87, 61"\n' +
+        'echo "1, GPU-bbbb1111-1111-1111-1111-111111111111, NVIDIA H100 80GB HBM3, 81559, 4, 81555, 0, 33"\n',
+    );
+    chmodSync(path.join(bin, 'nvidia-smi'), 0o755);
+    process.env.PATH = `${bin}:${pathBefore}`;
+    server = await startTestServer({ worker: true, modelsYaml, env: { GPU_POLL_MS: '500' } });
     ctx = await chromium.launchPersistentContext(userDir, {
       executablePath: CHROMIUM,
       headless: true,
@@ -103,6 +115,7 @@ describe.skipIf(!existsSync(CHROMIUM))('dashboard in headless Chromium', () => {
   afterAll(async () => {
     await ctx?.close();
     await server?.close();
+    process.env.PATH = pathBefore;
     if (userDir) rmSync(userDir, { recursive: true, force: true });
   });
 
@@ -229,6 +242,14 @@ describe.skipIf(!existsSync(CHROMIUM))('dashboard in headless Chromium', () => {
     const b = await server.client.batches.retrieve(id);
     expect(b.status).toBe('cancelled');
     expect(b.request_counts!.completed).toBeLessThan(40);
+    // The panel follows the end: Cancel is gone, the error file (batch_cancelled lines) can be downloaded.
+    const errors = page.locator('#batch-detail [data-action=download-errors]');
+    await errors.waitFor({ timeout: 20_000 });
+    expect(await page.locator('#batch-detail [data-action=cancel]').count()).toBe(0);
+    const [download] = await Promise.all([page.waitForEvent('download'), errors.click()]);
+    const lines = readFileSync((await download.path())!, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    expect(lines.length).toBe(40 - b.request_counts!.completed);
+    expect(lines.every((l) => l.error?.code === 'batch_cancelled')).toBe(true);
   });
 
   it('downloads a batch output file', async () => {
@@ -245,6 +266,8 @@ describe.skipIf(!existsSync(CHROMIUM))('dashboard in headless Chromium', () => {
   it('shows the fleet and recorded benchmark runs per model', async () => {
     const engines = page.locator('#fleet tr[data-engine]');
     await expect.poll(() => engines.count(), { timeout: 20_000 }).toBeGreaterThan(0);
+    await expect.poll(() => page.locator('#gpus tbody tr').count(), { timeout: 20_000 }).toBe(2);
+    expect(await page.locator('#gpus tbody tr').first().textContent()).toContain('H100');
     for (const [model, rps, tps, p50, p95, at] of [
       [A, 410.2, 2460, 48, 95, 1_790_000_000],
       [A, 455.8, 2735, 44, 88, 1_790_086_400],

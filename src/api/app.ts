@@ -63,7 +63,10 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       return typeof incoming === 'string' && REQUEST_ID_RE.test(incoming) ? incoming : newRequestId();
     },
     bodyLimit: 32 * 1024 * 1024,
-    // Slow-loris uploads: a request that sends nothing for this long is dropped.
+    // No total limits (0): a 200 MB upload on a slow link and an hour-long SSE stream or
+    // non-streaming completion must not be cut. Stalls are caught by idle limits instead: an
+    // upload that sends nothing for UPLOAD_IDLE_TIMEOUT_MS (routes/files.ts), and headers
+    // that take longer than Node's headersTimeout (set below).
     connectionTimeout: 0,
     requestTimeout: 0,
     keepAliveTimeout: 65_000,
@@ -82,6 +85,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   });
   app.decorate('deps', deps);
   useUtf8JsonParser(app);
+  // Slow-loris on headers: the whole header block within 30 s (Node checks every 30 s).
+  app.server.headersTimeout = 30_000;
 
   app.addHook('onRequest', async (req, reply) => {
     reply.header('x-request-id', req.id);

@@ -28,6 +28,7 @@ export const envSchema = z.object({
   WORKER_MODELS: z.string().optional().describe('Comma-separated model ids this worker serves. Default: every model in the registry.'),
   MAX_UPLOAD_BYTES: z.coerce.number().int().positive().default(512 * 1024 * 1024).describe('Largest accepted upload, any purpose (bytes).'),
   MAX_BATCH_FILE_BYTES: z.coerce.number().int().positive().default(200 * 1024 * 1024).describe('Largest accepted upload with purpose "batch" (bytes).'),
+  UPLOAD_IDLE_TIMEOUT_MS: z.coerce.number().int().min(0).default(30_000).describe('An upload (POST /v1/files) whose client sends no byte for this long is cut off with 408 and its partial file removed. An idle timeout, not a total one: slow uploads that keep sending are never cut. 0 turns it off.'),
   MAX_BATCH_REQUESTS: z.coerce.number().int().positive().default(50_000).describe('Most requests in one batch input file.'),
   BATCH_CHUNK_SIZE: z.coerce.number().int().min(1).max(1000).default(32).describe('Requests per BullMQ job sent to workers.'),
   JOB_LOCK_MS: z.coerce.number().int().min(1000).default(30_000).describe('BullMQ lock duration of a chunk job. A worker that dies is detected after at most this long, and its chunk is redelivered.'),

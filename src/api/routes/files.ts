@@ -8,6 +8,7 @@ import type { z } from 'zod';
 import { ApiError } from '../errors.js';
 import { FILE_ID_RE, newFileId } from '../../domain/ids.js';
 import { StorageFullError, StorageLimitError } from '../../store/file-storage.js';
+import { watchUploadIdle } from '../upload-idle.js';
 import type { FileRow } from '../../store/files-repo.js';
 import { canSee, listScope, ownerFor } from '../../auth/principal.js';
 import { matchRetriedUpload, readIdempotencyKey } from '../idempotency.js';
@@ -98,7 +99,9 @@ function storageError(err: unknown, limit: number, purpose: string | undefined, 
     return new ApiError('insufficient_storage', "The server's disk is full; free space in DATA_DIR or delete files you no longer need (DELETE /v1/files/{id}), then retry.");
   }
   const code = (err as { code?: string }).code;
-  if (file.errored || code === 'ERR_STREAM_PREMATURE_CLOSE') {
+  // busboy emits "Part terminated early due to unexpected end of multipart data" on the file
+  // stream when a body ends inside a file part, without marking the stream errored (was a 500).
+  if (file.errored || code === 'ERR_STREAM_PREMATURE_CLOSE' || /terminated early|unexpected end/i.test((err as Error).message ?? '')) {
     return new ApiError('invalid_multipart', `The upload ended before the file part was complete (${(err as Error).message}). Check the connection and retry.`, 'file');
   }
   return err;
@@ -166,7 +169,7 @@ export default async function filesRoutes(app: FastifyInstance): Promise<void> {
     return fileIdParamsSchema.parse(request.params).id;
   }
 
-  app.post('/files', async (request) => {
+  app.post('/files', async (request, reply) => {
     if (!request.isMultipart()) {
       const ct = request.headers['content-type'];
       const got = ct ? `not ${ct.slice(0, 100)}` : 'and the request has no Content-Type';
@@ -179,6 +182,7 @@ export default async function filesRoutes(app: FastifyInstance): Promise<void> {
     const id = newFileId();
     const fields = new Map<UploadField, string>();
     let upload: { filename: string; bytes: number } | undefined;
+    const idle = watchUploadIdle(request.raw, env.UPLOAD_IDLE_TIMEOUT_MS);
     try {
       // One byte above our own limit, so our counter (which deletes the partial file) fires first.
       const parts = request.parts({ limits: { fileSize: env.MAX_UPLOAD_BYTES + 1 } });
@@ -191,6 +195,10 @@ export default async function filesRoutes(app: FastifyInstance): Promise<void> {
         }
         if (step.done) break;
         const part = step.value;
+        // A part whose Content-Disposition has no readable name (fuzzing found a 500 here).
+        if (typeof part.fieldname !== 'string' || part.fieldname === '') {
+          throw new ApiError('invalid_multipart', 'A multipart part has no name. Give every part a Content-Disposition: form-data; name="..." header: a "file" part and a "purpose" field.');
+        }
         if (part.type === 'field') {
           acceptField(fields, part);
           continue;
@@ -229,8 +237,17 @@ export default async function filesRoutes(app: FastifyInstance): Promise<void> {
       return toFileObject(row);
     } catch (err) {
       discardRest(request.raw);
+      // The rest of a refused body is not wanted: close the connection once the error is sent,
+      // or a client blocked writing it (a 64 MB body against a 1 MB limit) would hold the socket.
+      if (!request.raw.complete) reply.header('connection', 'close');
       if (upload) await storage.remove(id).catch((e: unknown) => request.log.warn({ err: e, fileId: id }, 'could not remove refused upload'));
+      if (idle.fired) {
+        // The client stalled: answered, then the connection is closed (see above).
+        throw new ApiError('request_timeout', `No bytes of the upload arrived for ${env.UPLOAD_IDLE_TIMEOUT_MS / 1000} s (UPLOAD_IDLE_TIMEOUT_MS), so it was dropped. Check the connection and upload again.`, 'file');
+      }
       throw err;
+    } finally {
+      idle.stop();
     }
   });
 

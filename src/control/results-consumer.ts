@@ -38,7 +38,7 @@ export function startResultsConsumer(deps: ResultsConsumerDeps): { stop(): Promi
 
   const apply = (entries: [string, string[]][]): string[] => {
     const results: StoredResult[] = [];
-    const done: { batchId: string; chunkNo: number }[] = [];
+    const done: { batchId: string; chunkNo: number; attempt: number | undefined }[] = [];
     const touched = new Set<string>();
     for (const [, fields] of entries) {
       let msg: WorkerMessage;
@@ -49,7 +49,7 @@ export function startResultsConsumer(deps: ResultsConsumerDeps): { stop(): Promi
         continue;
       }
       touched.add(msg.batchId);
-      if (msg.t === 'c') done.push({ batchId: msg.batchId, chunkNo: msg.chunkNo });
+      if (msg.t === 'c') done.push({ batchId: msg.batchId, chunkNo: msg.chunkNo, attempt: msg.attempt });
       else {
         const customId = msg.customId;
         const line = msg.status === 0 ? errorOnlyLine(customId, 'engine_unavailable', safeMessage(msg.body)) : responseLine(customId, msg.status, msg.requestId, msg.body);
@@ -58,7 +58,7 @@ export function startResultsConsumer(deps: ResultsConsumerDeps): { stop(): Promi
     }
     deps.batches.transaction(() => {
       deps.batches.storeResults(results);
-      for (const d of done) deps.batches.finishChunk(d.batchId, d.chunkNo);
+      for (const d of done) deps.batches.finishChunk(d.batchId, d.chunkNo, d.attempt); // only the chunk's current attempt closes it
     });
     deps.onApplied(touched);
     return entries.map(([id]) => id);

@@ -31,8 +31,13 @@ export type BatchesRepo = ReturnType<typeof createBatchesRepo>;
 
 export function createBatchesRepo(db: Db) {
   const client = db.$client;
+  // Only a request that is in an outstanding chunk takes a result. A request that is done keeps
+  // its first result; one that went back to pending (its chunk was withdrawn, or closed by a
+  // stale attempt) waits for its next chunk: a straggler result from an attempt the control
+  // plane gave up on (Redis lost the job, the chunk was re-sent) must not land after the batch
+  // was finalized without it, which would make request_counts disagree with the files.
   const markDone = client.prepare(
-    `UPDATE batch_requests SET state = 'done', result = ?, is_error = ?, latency_ms = ? WHERE batch_id = ? AND idx = ? AND state != 'done'`,
+    `UPDATE batch_requests SET state = 'done', result = ?, is_error = ?, latency_ms = ? WHERE batch_id = ? AND idx = ? AND state = 'queued'`,
   );
   /** Statements prepared once, on first use (preparing costs about as much as running one). */
   const cache = new Map<string, Statement>();
@@ -189,17 +194,23 @@ export function createBatchesRepo(db: Db) {
     /**
      * A worker says it finished a chunk. Requests of it that still have no result go back to
      * pending (it skipped them, e.g. on cancel, or their results were lost with Redis).
+     * With `attempt`, only that attempt closes the chunk: the chunk-done of an attempt that was
+     * re-sent (its job was lost) must not close the attempt still running.
      */
-    finishChunk(batchId: string, chunkNo: number): void {
+    finishChunk(batchId: string, chunkNo: number, attempt?: number): void {
       client.transaction(() => {
-        stmt(`UPDATE batch_chunks SET state = 'done' WHERE batch_id = ? AND chunk_no = ?`).run(batchId, chunkNo);
+        const r = attempt === undefined
+          ? stmt(`UPDATE batch_chunks SET state = 'done' WHERE batch_id = ? AND chunk_no = ?`).run(batchId, chunkNo)
+          : stmt(`UPDATE batch_chunks SET state = 'done' WHERE batch_id = ? AND chunk_no = ? AND attempt = ?`).run(batchId, chunkNo, attempt);
+        if (r.changes === 0) return;
         stmt(`UPDATE batch_requests SET state = 'pending', chunk_no = NULL WHERE batch_id = ? AND chunk_no = ? AND state = 'queued'`)
           .run(batchId, chunkNo);
       })();
     },
     /**
      * Stores results as they arrive, in one transaction. A result for a request that is
-     * already done is ignored: this is what makes redelivery after a crash exactly-once.
+     * already done (or not in an outstanding chunk) is ignored: this is what makes
+     * redelivery after a crash exactly-once.
      * Returns how many were new.
      */
     storeResults(results: readonly StoredResult[]): number {

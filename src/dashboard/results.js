@@ -55,6 +55,7 @@ export function resultsView(root, batchId) {
       return clear(table, h('p.bad', e.message));
     }
     const b = r.batch;
+    active = ['validating', 'in_progress', 'finalizing', 'cancelling'].includes(b.status);
     clear(title, 'Results of ', h('span.mono', b.id), ' ', statusBadge(b.status));
     clear(meta, `${b.model ?? '–'} · ${b.endpoint} · ${fmt.int(b.request_counts.completed)} completed, ${fmt.int(b.request_counts.failed)} failed of ${fmt.int(b.request_counts.total)}`);
     table.dataset.total = String(r.total);
@@ -76,11 +77,16 @@ export function resultsView(root, batchId) {
     );
   };
   const reload = () => ((state.offset = 0), load());
+  // While the batch runs, its rows fill in: reread the page every 3 s until it ends.
+  let active = false;
+  const timer = setInterval(() => {
+    if (active && document.visibilityState === 'visible') void load();
+  }, 3000);
   search.addEventListener('input', debounce(() => ((state.q = search.value.trim()), reload()), 250));
   status.addEventListener('change', () => ((state.status = status.value), reload()));
   starred.addEventListener('change', () => ((state.starred = starred.checked), reload()));
   void load();
-  return () => undefined;
+  return () => clearInterval(timer);
 }
 
 export function starButton(batchId, row) {

@@ -1,4 +1,4 @@
-import { and, asc, eq, isNull, or } from 'drizzle-orm';
+import { and, asc, eq, isNull, or, sql } from 'drizzle-orm';
 import type { Db } from './db.js';
 import { apiKeys } from './schema.js';
 
@@ -44,7 +44,7 @@ export function createApiKeysRepo(db: Db): ApiKeysRepo {
         .from(apiKeys)
         .where(or(eq(apiKeys.id, s), eq(apiKeys.prefix, s)))
         .all(),
-    list: () => db.select().from(apiKeys).orderBy(asc(apiKeys.createdAt), asc(apiKeys.id)).all(),
+    list: () => db.select().from(apiKeys).orderBy(asc(apiKeys.createdAt), sql`rowid`).all(),
     hasActive: () => active.get() !== undefined,
     revoke: (id, nowS) => {
       const changed = db.update(apiKeys).set({ revokedAt: nowS }).where(and(eq(apiKeys.id, id), isNull(apiKeys.revokedAt))).run().changes > 0;

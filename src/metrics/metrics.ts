@@ -185,14 +185,12 @@ export function createMetrics(deps: MetricsDeps) {
     },
   });
   // The swaps stream is read from where it ended when this process started: counters count
-  // what happened since (Prometheus handles the reset), and a restart does not count old swaps again.
-  let swapCursor: string | undefined;
+  // what happened since (Prometheus handles the reset), and a restart does not count old swaps
+  // again. Until start() reads the stream's last id, a time-based id stands in (stream ids are
+  // Redis-clock milliseconds).
+  let swapCursor = `${Date.now()}-0`;
   const readSwaps = async () => {
-    if (swapCursor === undefined) {
-      const last = (await deps.redis.xrevrange(k.swaps, '+', '-', 'COUNT', 1)) as [string, string[]][];
-      swapCursor = last[0]?.[0] ?? '0-0';
-      return;
-    }
+    deps.ops.assertRedis();
     const entries = (await deps.redis.xrange(k.swaps, `(${swapCursor}`, '+', 'COUNT', 1000)) as [string, string[]][];
     for (const [id, fields] of entries) {
       swapCursor = id;
@@ -250,9 +248,11 @@ export function createMetrics(deps: MetricsDeps) {
 
   return {
     registry,
-    /** Starts the swap cursor at the stream's current end. */
+    /** Starts the swap cursor at the stream's current end (when Redis is already connected). */
     async start() {
-      await readSwaps().catch(() => undefined);
+      if (deps.redis.status !== 'ready') return;
+      const last = (await deps.redis.xrevrange(k.swaps, '+', '-', 'COUNT', 1).catch(() => [])) as [string, string[]][];
+      if (last[0]) swapCursor = last[0][0];
     },
     observeHttp(method: string, route: string, status: number, seconds: number) {
       http.observe({ method, route, status_code: String(status) }, seconds);

@@ -3,6 +3,7 @@ import type { Redis } from 'ioredis';
 import type { Logger } from '../log/logger.js';
 import type { OpsRepo } from '../store/ops-repo.js';
 import { GPU_STALE_FACTOR, keys, type DemandRecord, type OpsErrorMessage, type SwapMessage, type WorkerGpus, type WorkerHeartbeat } from '../queue/jobs.js';
+import { ApiError } from '../api/errors.js';
 import { followEngineLog } from './log-stream.js';
 import { RateWindow, toOpsBatch, toS, waitingReason, type OpsBatch } from './views.js';
 
@@ -82,6 +83,14 @@ export function createOpsService(deps: OpsServiceDeps) {
   let lastBatches = '';
   let lastEngines = '';
 
+  // The shared connection queues commands while Redis is away (maxRetriesPerRequest: null):
+  // operator reads fail fast instead of hanging a scrape or a page.
+  const assertRedis = () => {
+    if (redis.status !== 'ready') {
+      throw new ApiError('service_unavailable', `Redis is not connected (${redis.status}): workers' reports are read from it. Check REDIS_URL and that Redis runs, then retry.`, null, { 'retry-after': '5' });
+    }
+  };
+
   const live = (now = Date.now()) => deps.heartbeats().filter((hb) => now - hb.at < WORKER_ALIVE_MS);
 
   const rememberWorkers = (now: number) => {
@@ -138,6 +147,7 @@ export function createOpsService(deps: OpsServiceDeps) {
   };
 
   const readGpus = async (): Promise<WorkerGpus[]> => {
+    assertRedis();
     const found: string[] = [];
     let cursor = '0';
     do {
@@ -178,6 +188,7 @@ export function createOpsService(deps: OpsServiceDeps) {
     );
 
   const readStream = async <T>(key: string, limit: number): Promise<T[]> => {
+    assertRedis();
     const entries = (await redis.xrevrange(key, '+', '-', 'COUNT', limit)) as [string, string[]][];
     const out: T[] = [];
     for (const [, fields] of entries) {
@@ -196,7 +207,11 @@ export function createOpsService(deps: OpsServiceDeps) {
   /** Failed batches and request failures (SQLite), engine failures and restarts (Redis), newest first. */
   const errors = async (limit: number): Promise<OpsError[]> => {
     const out: OpsError[] = [];
-    for (const e of await readStream<OpsErrorMessage>(k.opsErrors, limit)) {
+    const fromWorkers = await readStream<OpsErrorMessage>(k.opsErrors, limit).catch((err: Error) => {
+      out.push({ at: toS(Date.now()), source: 'api', message: `engine failures cannot be shown: ${err.message}` });
+      return [] as OpsErrorMessage[];
+    });
+    for (const e of fromWorkers) {
       out.push({ at: toS(e.at), source: e.source, ...(e.model && { model: e.model }), worker_id: e.workerId, message: e.message });
     }
     for (const b of repo.recentlyFailed(limit)) {
@@ -211,6 +226,7 @@ export function createOpsService(deps: OpsServiceDeps) {
   };
 
   const demand = async (): Promise<Map<string, { waiting: number; inflight: number }>> => {
+    assertRedis();
     const found: string[] = [];
     let cursor = '0';
     do {
@@ -312,6 +328,7 @@ export function createOpsService(deps: OpsServiceDeps) {
     getBatch,
     live,
     /** Last `tail` lines of an engine's output, then new ones, until `signal` aborts (log-stream.ts). */
+    assertRedis,
     followLog: (opts: Parameters<typeof followEngineLog>[2]) => followEngineLog(redis, deps.prefix, opts),
     /** 'batches' / 'engines' with the new list, on change (checked every second). */
     events,

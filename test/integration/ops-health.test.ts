@@ -8,15 +8,19 @@ import { defaultModelsYaml, startTestServer, SIM_MODEL, type TestServer } from '
 import { chatLines, writeJsonl } from '../helpers/batch.js';
 import { startMain, type ServerProcess } from '../helpers/processes.js';
 import { parseProm, pick } from '../helpers/ops.js';
+import { startRedis, type TestRedis } from '../helpers/redis-server.js';
 
 const FIXTURES = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../fixtures');
 
 let server: TestServer | undefined;
 let worker: ServerProcess | undefined;
+let ownRedis: TestRedis | undefined;
 const dirs: string[] = [];
 afterEach(async () => {
   await worker?.kill('SIGKILL');
   await server?.close();
+  await ownRedis?.stop();
+  ownRedis = undefined;
   for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
   server = worker = undefined;
 });
@@ -147,4 +151,35 @@ describe('/health', () => {
     expect(probes).toBeGreaterThan(20);
     expect((await client.batches.retrieve(b.id)).status).not.toBe('failed');
   }, 150_000);
+
+  it('Redis down: /health is 503 unhealthy with the reason, /metrics still answers from SQLite, Redis-backed /ops routes fail fast with 503', async () => {
+    ownRedis = await startRedis();
+    server = await startTestServer({ env: { REDIS_URL: ownRedis.url } });
+    await until('Redis connected', 10_000, async () => (await getJson(server!, '/health')).body.checks.redis === 'ok');
+    const port = ownRedis.port;
+    await ownRedis.stop();
+    const h = await until('unhealthy', 10_000, async () => {
+      const r = await getJson(server!, '/health');
+      return r.status === 503 && r.body;
+    });
+    expect(h.status).toBe('unhealthy');
+    expect(h.reasons[0]).toMatch(/^Redis is down: /);
+    expect(h.checks.sqlite).toBe('ok');
+    const t0 = Date.now();
+    const gpus = await getJson(server, '/ops/gpus');
+    expect(gpus.status).toBe(503);
+    expect(gpus.body.error.code).toBe('service_unavailable');
+    expect(gpus.body.error.message).toMatch(/Redis is not connected/);
+    const metrics = await fetch(`${server.baseUrl}/metrics`);
+    expect(metrics.status).toBe(200);
+    expect(pick(parseProm(await metrics.text()), 'batchwright_batches', { status: 'completed' })[0]?.value).toBe(0);
+    const errors = await getJson(server, '/ops/errors');
+    expect(errors.status).toBe(200);
+    expect(errors.body.data[0]).toMatchObject({ source: 'api', message: expect.stringMatching(/engine failures cannot be shown/) });
+    expect(Date.now() - t0).toBeLessThan(20_000); // nothing waited for Redis to come back
+    expect((await fetch(`${server.baseUrl}/healthz`)).status).toBe(200);
+    // Back (the control plane's shutdown needs its Redis).
+    ownRedis = await startRedis({ port });
+    await until('healthy again', 20_000, async () => (await getJson(server!, '/health')).body.checks.redis === 'ok');
+  });
 });

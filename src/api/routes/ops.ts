@@ -104,6 +104,7 @@ export default async function opsRoutes(app: FastifyInstance) {
     if (!app.deps.config.models.some((m) => m.id === model)) {
       throw new ApiError('model_not_found', `The model '${model.slice(0, 100)}' is not in models.yaml. URL-encode model ids that contain '/' (google%2Fgemma-3-12b-it).`, 'model');
     }
+    ops.assertRedis();
     const sse = openSse(req, reply, streams);
     const onLines = (lines: { t: number; line: string }[]) => {
       for (const l of lines) sse.send('line', l);

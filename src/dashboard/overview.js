@@ -29,6 +29,10 @@ export function overviewView(root) {
     btn.disabled = selected.size < 2;
     btn.textContent = selected.size >= 2 ? `Compare ${selected.size} batches` : 'Compare selected (2+)';
     if (list.length === 0) return clear(box, h('p.muted', 'No batches yet. Drop a JSONL file above to start one.'));
+    // The table is redrawn on every live update: keep the keyboard focus where it was.
+    const active = document.activeElement;
+    const focusRow = box.contains(active) ? active.closest('tr[data-batch]')?.dataset.batch : undefined;
+    const focusCheck = focusRow !== undefined && active.tagName === 'INPUT';
     clear(
       box,
       h(
@@ -46,7 +50,13 @@ export function overviewView(root) {
             } });
             return h(
               'tr',
-              { dataset: { batch: b.id, status: b.status }, class: live.selected === b.id ? 'sel' : undefined, onclick: () => showDetail(b.id) },
+              {
+                dataset: { batch: b.id, status: b.status },
+                class: live.selected === b.id ? 'sel' : undefined,
+                tabindex: 0,
+                onclick: () => showDetail(b.id),
+                onkeydown: (e) => e.key === 'Enter' && e.target === e.currentTarget && showDetail(b.id),
+              },
               h('td', check),
               h('td.mono', b.id, b.metadata?.name ? h('div.sub', b.metadata.name) : null),
               h('td', b.model ?? '–'),
@@ -62,6 +72,10 @@ export function overviewView(root) {
         ),
       ),
     );
+    if (focusRow !== undefined) {
+      const tr = [...box.querySelectorAll('tr[data-batch]')].find((r) => r.dataset.batch === focusRow);
+      (focusCheck ? tr?.querySelector('input') : tr)?.focus();
+    }
   };
 
   /** What the detail panel shows, to redraw it when the live state of that batch moves. */

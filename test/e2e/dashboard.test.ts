@@ -252,8 +252,10 @@ describe.skipIf(!existsSync(CHROMIUM))('dashboard in headless Chromium', () => {
     expect(lines.every((l) => l.error?.code === 'batch_cancelled')).toBe(true);
   });
 
-  it('downloads a batch output file', async () => {
-    await row(page, batchA).click();
+  it('downloads a batch output file (the batch opened from the keyboard)', async () => {
+    await row(page, batchA).focus();
+    await page.keyboard.press('Enter');
+    await expect.poll(() => page.locator('#batch-detail h2 .mono').textContent(), { timeout: 20_000 }).toBe(batchA);
     const button = page.locator('#batch-detail [data-action=download-output]');
     await button.waitFor({ timeout: 20_000 });
     const [download] = await Promise.all([page.waitForEvent('download'), button.click()]);

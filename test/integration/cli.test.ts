@@ -1,4 +1,4 @@
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -18,13 +18,18 @@ interface CliResult {
 }
 
 /** The real CLI as a child process (stdio pipes: not a terminal). */
-function cli(args: string[], env: Record<string, string>, opts: { cwd?: string; until?: (stderr: string) => boolean; onUntil?: () => Promise<void> } = {}): Promise<CliResult> {
+function cli(
+  args: string[],
+  env: Record<string, string>,
+  opts: { cwd?: string; until?: (stderr: string) => boolean; onUntil?: () => Promise<void>; onSpawn?: (p: ChildProcess) => void } = {},
+): Promise<CliResult> {
   return new Promise((resolve, reject) => {
     const proc = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'src/cli/main.ts'), ...args], {
       cwd: opts.cwd ?? ROOT,
       env: { ...process.env, OPENAI_API_KEY: '', DATA_DIR: '', ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
+    opts.onSpawn?.(proc);
     let stdout = '';
     let stderr = '';
     let fired = false;
@@ -52,7 +57,7 @@ async function closedPort(): Promise<number> {
   return port;
 }
 
-describe('batchwright CLI against a real server and worker', () => {
+describe('batchwright CLI against a real server and worker', { timeout: 120_000 }, () => {
   let server: TestServer;
   let env: Record<string, string>;
   let work: string;
@@ -199,7 +204,7 @@ describe('batchwright CLI against a real server and worker', () => {
   });
 });
 
-describe('batchwright CLI while a batch waits (no worker)', () => {
+describe('batchwright CLI while a batch waits (no worker)', { timeout: 120_000 }, () => {
   let server: TestServer;
   let env: Record<string, string>;
   let work: string;
@@ -228,6 +233,21 @@ describe('batchwright CLI while a batch waits (no worker)', () => {
     expect(CONTROL.test(r.stderr)).toBe(false);
   });
 
+  it('on Ctrl-C stops watching with exit 130 and leaves the batch running', async () => {
+    const file = await server.client.files.create({ file: new File([chatLines(2, SIM_MODEL)], 'i.jsonl'), purpose: 'batch' });
+    const b = await server.client.batches.create({ input_file_id: file.id, endpoint: '/v1/chat/completions', completion_window: '24h' });
+    let child: ChildProcess | undefined;
+    const r = await cli(['watch', b.id, '--interval', '200'], env, {
+      onSpawn: (p) => (child = p),
+      until: (stderr) => /waiting: /.test(stderr),
+      onUntil: async () => void child!.kill('SIGINT'),
+    });
+    expect(r.code).toBe(130);
+    expect(r.stderr).toContain(`stopped watching; ${b.id} keeps running on the server`);
+    expect((await server.client.batches.retrieve(b.id)).status).toBe('in_progress');
+    await server.client.batches.cancel(b.id);
+  });
+
   it('cancels a batch', async () => {
     const file = await server.client.files.create({ file: new File([chatLines(2, SIM_MODEL)], 'c.jsonl'), purpose: 'batch' });
     const b = await server.client.batches.create({ input_file_id: file.id, endpoint: '/v1/chat/completions', completion_window: '24h' });
@@ -237,7 +257,7 @@ describe('batchwright CLI while a batch waits (no worker)', () => {
     await waitForBatch(server.client, b.id, ['cancelled']);
   });
 
-  it('manages API keys in DATA_DIR, and then a call without a key gets a one-line 401 (exit 3)', async () => {
+  it('manages API keys in DATA_DIR, and then a call without a key gets a one-line 401 (exit 3)', { timeout: 180_000 }, async () => {
     const created = await cli(['keys', 'create', '--name', 'ci', '--project', 'team-a', '--data-dir', server.dataDir], env);
     expect(created.code, created.stderr).toBe(0);
     const secret = created.stdout.trim();
@@ -268,4 +288,24 @@ describe('batchwright CLI while a batch waits (no worker)', () => {
     expect(first.stderr).toContain(', admin)');
     expect(existsSync(path.join(fresh, 'db.sqlite'))).toBe(true);
   });
+
+  // Runs after the keys test: the server now has keys, so /ops needs an admin key.
+  it("falls back to the model's state when the key may not read the operator API", async () => {
+    const proj = await cli(['keys', 'create', '--name', 'user', '--project', 'team-b', '--data-dir', server.dataDir], env);
+    expect(proj.code, proj.stderr).toBe(0);
+    const userKey = proj.stdout.trim();
+    let batchId = '';
+    const watched = await cli(['submit', writeJsonl(work, 'fb.jsonl', chatLines(2, SIM_MODEL)), '--interval', '200', '--out', work], { ...env, OPENAI_API_KEY: userKey }, {
+      until: (stderr) => {
+        batchId ||= /created (batch_[A-Za-z0-9]+)/.exec(stderr)?.[1] ?? '';
+        return /waiting: /.test(stderr);
+      },
+      onUntil: async () => {
+        const res = await fetch(`${server.baseUrl}/v1/batches/${batchId}/cancel`, { method: 'POST', headers: { authorization: `Bearer ${userKey}` } });
+        expect(res.status).toBe(200);
+      },
+    });
+    expect(watched.stderr).toMatch(new RegExp(`waiting: model ${SIM_MODEL} is not loaded: waiting for a worker`));
+    expect(watched.code, watched.stderr).toBe(4);
+  }, 120_000);
 });

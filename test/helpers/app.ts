@@ -23,7 +23,7 @@ export interface TestServer {
   redisUrl: string;
   prefix: string;
   client: OpenAI;
-  /** Parsed log lines, when started with captureLogs (level debug). */
+  /** Parsed log lines, when started with captureLogs (level debug, or logLevel when given). */
   logs: Record<string, unknown>[];
   /** Starts an in-process worker (engines as real child processes). */
   startWorker(): Promise<Running>;
@@ -62,7 +62,8 @@ export async function startTestServer(
       cb();
     },
   });
-  const log = opts.captureLogs ? createLogger('debug', sink) : createLogger(config.env.LOG_LEVEL);
+  // Captured logs are at debug unless the test names a level (logLevel: 'info' checks the default).
+  const log = opts.captureLogs ? createLogger(opts.logLevel ?? 'debug', sink) : createLogger(config.env.LOG_LEVEL);
   const api = await startApi(config, log, redisUrl);
   const running: Running[] = [];
   const server: TestServer = {

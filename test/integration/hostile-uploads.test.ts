@@ -63,7 +63,7 @@ function multipartBody(boundary: string, parts: Part[], close = true): Buffer {
  * while a real socket gets "Part terminated early" as it should.)
  */
 async function inject(s: TestServer, payload: Buffer, contentType: string | undefined) {
-  const res = await fetch(`${s.baseUrl}/v1/files`, { method: 'POST', body: payload, headers: contentType ? { 'content-type': contentType } : {} });
+  const res = await fetch(`${s.baseUrl}/v1/files`, { method: 'POST', body: new Uint8Array(payload), headers: contentType ? { 'content-type': contentType } : {} });
   const body = JSON.parse(await res.text()) as { error?: { message: string; type: string; param: string | null; code: string }; id?: string; filename?: string };
   return { status: res.status, body, headers: res.headers };
 }

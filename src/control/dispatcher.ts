@@ -2,7 +2,7 @@ import { open, type FileHandle } from 'node:fs/promises';
 import { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from '../log/logger.js';
-import { chunkJobId, chunkPlan, chunkQueueName, keys, type ChunkJob, type ChunkRequest } from '../queue/jobs.js';
+import { chunkJobId, chunkPlan, chunkQueueName, keys, type ChunkJob, type ChunkRequest, type WorkerHeartbeat } from '../queue/jobs.js';
 import type { BatchesRepo, BatchRow, RequestSlice } from '../store/batches-repo.js';
 import type { FileStorage } from '../store/file-storage.js';
 
@@ -15,22 +15,67 @@ export interface DispatcherDeps {
   chunkSize: number;
   /** Requests the model's engine runs at once (its max_num_seqs). */
   concurrencyOf: (model: string) => number;
+  /**
+   * Live workers serving the model (one engine each). Default: counted from the workers'
+   * heartbeats in Redis, read at most every HEARTBEAT_READ_MS.
+   */
+  workersOf?: (model: string) => number | Promise<number>;
 }
 
 /** A lost chunk (job gone, or failed) is re-sent this many times before its requests fail. */
 export const MAX_CHUNK_ATTEMPTS = 5;
 /** A chunk whose job vanished is presumed lost only after this long (its results may still be in flight). */
 const LOST_GRACE_MS = 15_000;
+/** How often the dispatcher re-reads worker heartbeats (workers refresh theirs every 5 s, expiring after 15 s). */
+const HEARTBEAT_READ_MS = 2_000;
 
 /**
  * Moves requests from SQLite to workers, in chunks, keeping about three engine-fulls of work
- * queued per batch (chunkPlan): what the worker runs plus a chunk or two waiting, so the
- * engine never idles between chunks, little enough that Redis never holds a whole input file.
+ * queued per batch and per live worker of its model (chunkPlan): what the workers run plus a
+ * chunk or two each waiting, so no engine idles between chunks and a batch spreads over every
+ * worker serving its model, little enough that Redis never holds a whole input file.
  */
 export function createDispatcher(deps: DispatcherDeps) {
   const queues = new Map<string, Queue<ChunkJob>>();
   const handles = new Map<string, Promise<FileHandle>>();
   const k = keys(deps.prefix);
+
+  /** Live workers per model, from their heartbeats (the same keys the engine router reads). */
+  let serving = new Map<string, number>();
+  let servingAt = 0;
+  let reading: Promise<void> | undefined;
+  const readHeartbeats = async () => {
+    const found: string[] = [];
+    let cursor = '0';
+    do {
+      const [c, batch] = await deps.redis.scan(cursor, 'MATCH', k.workersPattern, 'COUNT', 1000);
+      cursor = c;
+      found.push(...batch);
+    } while (cursor !== '0');
+    const next = new Map<string, number>();
+    for (const v of found.length ? await deps.redis.mget(...found) : []) {
+      if (!v) continue;
+      try {
+        for (const m of new Set((JSON.parse(v) as WorkerHeartbeat).models)) next.set(m, (next.get(m) ?? 0) + 1);
+      } catch {
+        // a half-written or foreign key; ignore
+      }
+    }
+    for (const [m, n] of next) if (serving.has(m) && serving.get(m) !== n) deps.log.info({ model: m, workers: n, before: serving.get(m) }, 'workers serving the model changed; batch dispatch follows');
+    serving = next;
+    servingAt = Date.now();
+  };
+  const workersOf = async (model: string): Promise<number> => {
+    if (deps.workersOf) return Math.max(1, await deps.workersOf(model));
+    if (Date.now() - servingAt >= HEARTBEAT_READ_MS) {
+      reading ??= readHeartbeats()
+        .catch((err) => deps.log.warn({ err }, 'reading worker heartbeats failed; dispatch keeps the last count'))
+        .finally(() => (reading = undefined));
+      await reading;
+    }
+    // No heartbeat yet (workers starting, or none at all): size for one.
+    return Math.max(1, serving.get(model) ?? 0);
+  };
 
   const queueFor = (model: string): Queue<ChunkJob> => {
     let q = queues.get(model);
@@ -77,9 +122,10 @@ export function createDispatcher(deps: DispatcherDeps) {
 
   return {
     queueFor,
+    workersOf,
     /** Tops up the batch's queued chunks. Returns true if nothing is pending or queued any more. */
     async fill(batch: BatchRow): Promise<boolean> {
-      const target = chunkPlan(deps.concurrencyOf(batch.model!), deps.chunkSize).queued;
+      const target = chunkPlan(deps.concurrencyOf(batch.model!), deps.chunkSize, await workersOf(batch.model!)).queued;
       let queued = deps.batches.countQueuedChunks(batch.id);
       const before = queued;
       while (queued < target) {

@@ -35,7 +35,8 @@ export interface WorkerHeartbeat {
   workerId: string;
   models: string[];
   activeModel: string | null;
-  engines: { model: string; state: string; baseUrl: string | null; lastError: string | null; since: number; restarts?: number }[];
+  /** `detail`: an engine launched as a SLURM/PBS job reports its job (state, queue position, start estimate; `text` is one line). */
+  engines: { model: string; state: string; baseUrl: string | null; lastError: string | null; since: number; restarts?: number; detail?: ({ text: string } & Record<string, unknown>) | null }[];
   at: number;
 }
 
@@ -108,16 +109,20 @@ export interface ChunkJob {
 }
 
 /**
- * How many chunks a model's engine needs around it to stay full (`slots` = its max_num_seqs).
- * The worker runs `active` chunks at once: at least two engine-fulls of requests wait in its
- * limiter, so the engine never runs dry while one chunk's tail finishes. The control plane
- * keeps `queued` chunks per batch (active + about one engine-full waiting in Redis), so when a
- * chunk finishes the worker takes the next one at once instead of waiting for the round trip
- * chunk done → control plane → new chunk. Redis still holds only a few engine-fulls.
+ * How many chunks a model's engines need around them to stay full (`slots` = max_num_seqs of
+ * one engine, `workers` = live workers serving the model, one engine each). Each worker runs
+ * `active` chunks at once: at least two engine-fulls of requests wait in its limiter, so its
+ * engine never runs dry while one chunk's tail finishes. The control plane keeps `queued`
+ * chunks per batch: every worker's active chunks plus about one engine-full per worker waiting
+ * in Redis, so when a chunk finishes its worker takes the next one at once instead of waiting
+ * for the round trip chunk done → control plane → new chunk, and a batch spreads over all the
+ * workers of its model (sized for one, the second worker would find Redis empty). Redis still
+ * holds only a few engine-fulls per worker.
  */
-export function chunkPlan(slots: number, chunkSize: number): { active: number; queued: number } {
+export function chunkPlan(slots: number, chunkSize: number, workers = 1): { active: number; queued: number } {
   const active = Math.max(2, Math.ceil((2 * slots) / chunkSize));
-  return { active, queued: active + Math.max(2, Math.ceil(slots / chunkSize)) };
+  const waiting = Math.max(2, Math.ceil(slots / chunkSize));
+  return { active, queued: Math.max(1, Math.floor(workers)) * (active + waiting) };
 }
 
 export const chunkJobId = (batchId: string, chunkNo: number, attempt: number) => `${batchId}-${chunkNo}-${attempt}`;

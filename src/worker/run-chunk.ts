@@ -188,20 +188,33 @@ export function createChunkRunner(deps: RunChunkDeps) {
       void flush();
     });
 
-  const runChunk = async function runChunk(job: ChunkJob, signal?: AbortSignal): Promise<{ ran: number; skipped: number }> {
+  /** Set when the worker is leaving: requests not yet sent are handed back with their chunk. */
+  let draining = false;
+
+  /**
+   * `handedBack` > 0: the worker is leaving and that many requests were never sent; no
+   * chunk-done message was published, and the caller must put the job back in the queue so
+   * another worker runs the rest (the done-set skips what this one finished).
+   */
+  const runChunk = async function runChunk(job: ChunkJob, signal?: AbortSignal): Promise<{ ran: number; skipped: number; handedBack: number }> {
     if (signal) setMaxListeners(0, signal); // every request of the chunk listens to the job's signal
     const { concurrency } = await deps.engines.ensureReady(job.model, signal);
     const limit = limiterFor(job.model, concurrency);
     const done = new Set((await deps.redis.smembers(k.chunkDone(job.batchId, job.chunkNo))).map(Number));
     let ran = 0;
     let skipped = 0;
+    let handedBack = 0;
     await Promise.all(
       job.requests
         .filter((r) => !done.has(r.idx))
         .map(async (r) => {
           // The engine slot (limiter) is held only for the engine call: the Redis write of
           // the result happens after the slot is handed to the next request.
-          const msg = await limit(async () => ((await isCancelled(job.batchId)) ? null : call(job, r, signal)));
+          const msg = await limit(async () => (draining ? 'back' : (await isCancelled(job.batchId)) ? null : call(job, r, signal)));
+          if (msg === 'back') {
+            handedBack += 1;
+            return;
+          }
           if (!msg) {
             skipped += 1;
             return;
@@ -210,11 +223,19 @@ export function createChunkRunner(deps: RunChunkDeps) {
           ran += 1;
         }),
     );
+    if (handedBack > 0) {
+      deps.log.info({ batchId: job.batchId, chunkNo: job.chunkNo, ran, handedBack }, 'worker leaving: chunk handed back');
+      return { ran, skipped, handedBack };
+    }
     await deps.redis.xadd(k.results, '*', ...encodeMessage({ t: 'c', batchId: job.batchId, chunkNo: job.chunkNo, attempt: job.attempt }));
     deps.log.debug({ batchId: job.batchId, chunkNo: job.chunkNo, ran, skipped, resumed: done.size }, 'chunk done');
-    return { ran, skipped };
+    return { ran, skipped, handedBack };
   };
   return Object.assign(runChunk, {
+    /** The worker is leaving: requests in flight finish, the rest of each running chunk is handed back. */
+    drain() {
+      draining = true;
+    },
     setInteractiveLoad(model: string, inflight: number) {
       if ((interactive.get(model) ?? 0) === inflight) return;
       interactive.set(model, inflight);

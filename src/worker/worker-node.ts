@@ -1,5 +1,5 @@
 import { hostname } from 'node:os';
-import { Queue, Worker, type Job } from 'bullmq';
+import { Queue, WaitingError, Worker, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Config } from '../config/load.js';
 import type { Logger } from '../log/logger.js';
@@ -14,7 +14,7 @@ export interface WorkerNodeDeps {
   log: Logger;
   redisUrl: string;
   engines: EngineAccess & {
-    list(): { model: string; state: string; baseUrl: string | null; lastError: string | null; since: number; restarts?: number }[];
+    list(): { model: string; state: string; baseUrl: string | null; lastError: string | null; since: number; restarts?: number; detail?: ({ text: string } & Record<string, unknown>) | null }[];
     on(event: 'state', listener: () => void): unknown;
   };
 }
@@ -83,15 +83,34 @@ export function createWorkerNode(deps: WorkerNodeDeps) {
     for (const w of set ?? []) w.resolve();
   };
 
+  /**
+   * The worker is leaving (close): the job goes back to the head of its queue, where another
+   * worker takes it at once and runs the requests missing from its done-set. Throwing
+   * WaitingError tells BullMQ the job was moved, not failed.
+   */
+  const handBack = async (job: Job<ChunkJob>, token: string | undefined): Promise<never> => {
+    await job.moveToWait(token);
+    throw new WaitingError();
+  };
+
   /** The BullMQ processor of a model's queue. */
-  const processChunk = async (model: string, job: Job<ChunkJob>, signal?: AbortSignal) => {
+  const processChunk = async (model: string, job: Job<ChunkJob>, token: string | undefined, signal?: AbortSignal) => {
     runningChunks.set(model, (runningChunks.get(model) ?? 0) + 1);
     try {
       // Only possible right after a fast pause (switchTo): the chunk waits, active in BullMQ
       // (its lock renewed), until its model is scheduled again; its requests never ask the
       // ModelManager for a model that is being swapped out.
-      if (model !== active) await waitForTurn(model, signal);
-      return await runChunk(job.data, signal);
+      if (model !== active) {
+        try {
+          await waitForTurn(model, signal);
+        } catch (e) {
+          if (closed) return await handBack(job, token);
+          throw e;
+        }
+      }
+      const result = await runChunk(job.data, signal);
+      if (result.handedBack > 0) return await handBack(job, token);
+      return result;
     } finally {
       runningChunks.set(model, (runningChunks.get(model) ?? 1) - 1);
     }
@@ -102,7 +121,7 @@ export function createWorkerNode(deps: WorkerNodeDeps) {
     const m = modelById.get(model);
     if (!m) throw new Error(`WORKER_MODELS names "${model}", which is not in ${config.modelsFile}`);
     const concurrency = chunkPlan(concurrencyOf(m), env.BATCH_CHUNK_SIZE).active;
-    const w = new Worker<ChunkJob>(name, async (job: Job<ChunkJob>, _token, signal) => processChunk(model, job, signal), {
+    const w = new Worker<ChunkJob>(name, async (job: Job<ChunkJob>, token, signal) => processChunk(model, job, token, signal), {
       connection: createRedis(deps.redisUrl, `worker-${workerId}-${name}`),
       prefix: env.QUEUE_PREFIX,
       autorun: false,
@@ -254,7 +273,7 @@ export function createWorkerNode(deps: WorkerNodeDeps) {
   };
 
   const heartbeat = async () => {
-    const engines = deps.engines.list().map((e) => ({ model: e.model, state: e.state, baseUrl: advertised(e.baseUrl), lastError: e.lastError, since: e.since, restarts: e.restarts ?? 0 }));
+    const engines = deps.engines.list().map((e) => ({ model: e.model, state: e.state, baseUrl: advertised(e.baseUrl), lastError: e.lastError, since: e.since, restarts: e.restarts ?? 0, detail: e.detail ?? null }));
     const info: WorkerHeartbeat = { workerId, models: served, activeModel: active, engines, at: Date.now() };
     await redis.set(k.worker(workerId), JSON.stringify(info), 'PX', HEARTBEAT_MS * 3).catch(() => undefined);
   };
@@ -278,9 +297,14 @@ export function createWorkerNode(deps: WorkerNodeDeps) {
       timers = [setInterval(() => void schedule(), SCHEDULE_MS), setInterval(() => void heartbeat(), HEARTBEAT_MS)];
       log.info({ workerId, models: served }, 'worker started');
     },
-    /** Stops taking chunks; running ones finish (or, past the deadline, are handed back by lock expiry). */
+    /**
+     * Stops taking chunks. Requests in flight finish and publish their results; the rest of each
+     * running chunk goes back to the queue for the other workers (past the shutdown deadline, a
+     * chunk still running comes back by lock expiry instead).
+     */
     async close() {
       closed = true;
+      runChunk.drain();
       timers.forEach(clearInterval);
       // Chunks waiting for a turn that will not come fail now (the control plane re-sends them);
       // otherwise closing the Workers would wait for them forever.

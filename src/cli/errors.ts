@@ -44,6 +44,17 @@ function causeCode(e: unknown): string | undefined {
   return undefined;
 }
 
+/** The message at the bottom of the cause chain ("bad port", "getaddrinfo ENOTFOUND x"...). */
+function innermostMessage(e: unknown): string | undefined {
+  let cur = e as { cause?: unknown; message?: unknown } | undefined;
+  let msg: string | undefined;
+  for (let i = 0; i < 5 && cur; i++) {
+    if (typeof cur.message === 'string' && cur.message) msg = cur.message;
+    cur = cur.cause as typeof cur;
+  }
+  return msg;
+}
+
 function serverMessage(e: { error?: unknown; message: string }): string {
   const body = e.error as { message?: unknown } | undefined;
   return typeof body?.message === 'string' ? body.message : e.message;
@@ -56,7 +67,7 @@ export function explain(e: unknown, baseUrl: string): { line: string; exitCode: 
     return { line: `the server at ${baseUrl} did not answer in time: check that it is up (GET /healthz) and that OPENAI_BASE_URL points at it.`, exitCode: EXIT.unreachable };
   }
   if (e instanceof OpenAI.APIConnectionError || isFetchFailure(e)) {
-    const why = causeCode(e) ?? 'connection failed';
+    const why = causeCode(e) ?? innermostMessage(e) ?? 'connection failed';
     return {
       line: `cannot reach the server at ${baseUrl} (${why}): is it running (npm start)? Set OPENAI_BASE_URL to its address, e.g. http://host:4080/v1.`,
       exitCode: EXIT.unreachable,

@@ -4,6 +4,9 @@ import type { Principal } from './principal.js';
 
 export type KeyCheck = { ok: true; principal: Principal } | { ok: false; reason: 'unknown' | 'revoked' };
 
+/** What one request's credentials come to: open mode (no active key), no key sent, or a key check. */
+export type AuthResult = { mode: 'open' } | { mode: 'keys'; check: KeyCheck | null };
+
 export interface KeyAuthenticatorOptions {
   /**
    * last_used_at is written at most this often per key, not on every request.
@@ -46,26 +49,37 @@ export function createKeyAuthenticator(repo: ApiKeysRepo, opts: KeyAuthenticator
     repo.touch(row.id, Math.floor(t / 1000));
   }
 
+  function lookup(secret: string): KeyCheck {
+    const hash = hashSecret(secret);
+    let row = byHash.get(hash);
+    if (!row) {
+      row = repo.findByHash(hash);
+      if (!row) return { ok: false, reason: 'unknown' };
+      if (byHash.size >= MAX_CACHED) byHash.clear();
+      byHash.set(hash, row);
+    }
+    if (row.revokedAt !== null) return { ok: false, reason: 'revoked' };
+    touch(row);
+    return { ok: true, principal: { keyId: row.id, project: row.project, admin: row.admin } };
+  }
+
   return {
-    /** At least one key is not revoked: every request (but the health probes) needs a key. */
+    /** At least one key is not revoked: every request (but the public routes) needs a key. */
     keysConfigured(): boolean {
       refresh();
       return configured;
     },
 
+    /** One request: a single version check, then the key (null: none was sent). */
+    authenticate(secret: string | undefined): AuthResult {
+      refresh();
+      if (!configured) return { mode: 'open' };
+      return { mode: 'keys', check: secret === undefined ? null : lookup(secret) };
+    },
+
     check(secret: string): KeyCheck {
       refresh();
-      const hash = hashSecret(secret);
-      let row = byHash.get(hash);
-      if (!row) {
-        row = repo.findByHash(hash);
-        if (!row) return { ok: false, reason: 'unknown' };
-        if (byHash.size >= MAX_CACHED) byHash.clear();
-        byHash.set(hash, row);
-      }
-      if (row.revokedAt !== null) return { ok: false, reason: 'revoked' };
-      touch(row);
-      return { ok: true, principal: { keyId: row.id, project: row.project, admin: row.admin } };
+      return lookup(secret);
     },
   };
 }

@@ -88,14 +88,15 @@ async function authPlugin(app: FastifyInstance, opts: AuthOptions): Promise<void
   app.addHook('onRequest', async (req: FastifyRequest, reply: FastifyReply) => {
     req.principal = null;
     if (isPublicRoute(req.method, req.routeOptions.url)) return;
-    if (!authn.keysConfigured()) {
+    const secret = presentedKey(req);
+    const auth = authn.authenticate(secret);
+    if (auth.mode === 'open') {
       if (opts.allowOpen) return;
       // Every key was revoked while the server listens on a public interface: fail closed.
       throw new ApiError('invalid_api_key', `This server has no active API keys and does not accept unauthenticated requests on this interface. ${CREATE_HINT}`);
     }
-    const secret = presentedKey(req);
-    if (secret === undefined) throw missingKey();
-    const r = authn.check(secret);
+    const r = auth.check;
+    if (r === null || secret === undefined) throw missingKey();
     if (!r.ok) {
       req.log.info({ key: maskSecret(secret), reason: r.reason }, 'api key refused');
       const why = r.reason === 'revoked' ? 'This key was revoked.' : 'No such key.';

@@ -83,6 +83,16 @@ describe('key cache', () => {
     expect(authn.check('bw-unknown')).toEqual({ ok: false, reason: 'unknown' });
   });
 
+  it('answers one request with one call: open mode, no key sent, or the key check', () => {
+    const { db } = tempDb();
+    const authn = createKeyAuthenticator(createApiKeysRepo(db));
+    expect(authn.authenticate('anything')).toEqual({ mode: 'open' });
+    const { key, secret } = createKey(db, { name: 'x', project: 'p', admin: true });
+    expect(authn.authenticate(undefined)).toEqual({ mode: 'keys', check: null });
+    expect(authn.authenticate('anything')).toEqual({ mode: 'keys', check: { ok: false, reason: 'unknown' } });
+    expect(authn.authenticate(secret)).toEqual({ mode: 'keys', check: { ok: true, principal: { keyId: key.id, project: 'p', admin: true } } });
+  });
+
   it('sees keys written through its own connection too (which data_version does not count)', () => {
     const { db } = tempDb();
     const authn = createKeyAuthenticator(createApiKeysRepo(db));

@@ -50,8 +50,14 @@ export async function logs(ctx: Ctx, workerId: string, model: string, flags: { f
         } catch {
           ctx.out(ev.data);
         }
-      } else if (ev.event === 'error') {
-        throw new CliError(`the server ended the log stream: ${ev.data}`, EXIT.apiError);
+      } else if (ev.event === 'error' || ev.event === 'stream_error') {
+        let why = ev.data;
+        try {
+          why = (JSON.parse(ev.data) as { message?: string }).message ?? ev.data;
+        } catch {
+          // plain text
+        }
+        throw new CliError(`the server ended the log stream: ${why}`, EXIT.apiError);
       }
       armQuiet();
     }

@@ -145,6 +145,13 @@ export async function watchBatch(env: CliEnv, client: OpenAI, id: string, opts: 
         batch = await client.batches.retrieve(id);
         unreachableSince = null;
       } catch (e) {
+        // Over the key's rate limit (other clients share it): slow down, keep watching.
+        if (e instanceof OpenAI.RateLimitError) {
+          const wait = Number(e.headers?.get('retry-after') ?? 5);
+          say(`rate limited by the server (429); polling again in ${wait} s`);
+          await sleep(Math.min(60, Math.max(1, wait)) * 1000);
+          continue;
+        }
         if (!(e instanceof OpenAI.APIConnectionError)) throw e;
         unreachableSince ??= Date.now();
         if (Date.now() - unreachableSince > UNREACHABLE_GIVE_UP_MS) throw e;

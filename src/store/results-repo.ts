@@ -84,14 +84,16 @@ export function createResultsRepo(db: Db) {
       const rows = client.prepare(`${selectFrom({})} WHERE r.batch_id = ? AND r.custom_id IN (${marks}) ORDER BY r.idx`).all(batchId, ...customIds) as ResultRecord[];
       return withStars(batchId, rows);
     },
-    /** custom_ids of several batches together, in order of first appearance (line), for side-by-side pages. */
-    unionCustomIds(batchIds: readonly string[], offset: number, limit: number): { customIds: string[]; total: number } {
-      const marks = batchIds.map(() => '?').join(', ');
-      const ids = client
-        .prepare(`SELECT custom_id AS c FROM batch_requests WHERE batch_id IN (${marks}) GROUP BY custom_id ORDER BY min(line), custom_id LIMIT ? OFFSET ?`)
-        .all(...batchIds, limit, offset) as { c: string }[];
-      const { n } = client.prepare(`SELECT count(DISTINCT custom_id) AS n FROM batch_requests WHERE batch_id IN (${marks})`).get(...batchIds) as { n: number };
-      return { customIds: ids.map((r) => r.c), total: n };
+    /** Every custom_id of a batch with its idx, in input order (one sequential read of the primary key). */
+    customIdIndex(batchId: string): Map<string, number> {
+      const rows = client.prepare(`SELECT custom_id, idx FROM batch_requests WHERE batch_id = ? ORDER BY idx`).raw().all(batchId) as [string, number][];
+      return new Map(rows);
+    },
+    /** Rows by idx (primary key lookups), in input order. */
+    byIdxs(batchId: string, idxs: readonly number[]): ResultRecord[] {
+      if (idxs.length === 0) return [];
+      const rows = client.prepare(`${selectFrom({})} WHERE r.batch_id = ? AND r.idx IN (${idxs.map(() => '?').join(', ')}) ORDER BY r.idx`).all(batchId, ...idxs) as ResultRecord[];
+      return withStars(batchId, rows);
     },
   };
 }

@@ -179,6 +179,24 @@ describe('GET /ops/compare', () => {
     expect(r.data[3].results.every((x: any) => x.status === 'error')).toBe(true);
   });
 
+  it('orders by the first batch, appends custom_ids only later batches have, and shows null where a batch lacks one', async () => {
+    const text = ['q-5', 'extra-1'].map((id) => JSON.stringify({ custom_id: id, method: 'POST', url: '/v1/chat/completions', body: { model: B, messages: [{ role: 'user', content: `only ${id}` }] } })).join('\n');
+    const file = await server.client.files.create({ file: new File([text], 'partial.jsonl'), purpose: 'batch' });
+    const c = await server.client.batches.create({ input_file_id: file.id, endpoint: '/v1/chat/completions', completion_window: '24h' });
+    expect((await waitForBatch(server.client, c.id, ['completed'], 120_000)).status).toBe('completed');
+    const r = await json(`/ops/compare?batch_ids=${batchA},${c.id}`);
+    expect(r.total).toBe(7);
+    expect(r.data.map((x: any) => x.custom_id)).toEqual(['q-0', 'q-1', 'q-2', 'q-3', 'q-4', 'q-5', 'extra-1']);
+    expect(r.data[0].results[1]).toBeNull();
+    expect(r.data[5].results.map((x: any) => x.status)).toEqual(['ok', 'ok']);
+    const extra = r.data[6];
+    expect(extra.results[0]).toBeNull();
+    expect(extra.input).toEqual([{ role: 'user', content: 'only extra-1' }]);
+    const page2 = await json(`/ops/compare?batch_ids=${batchA},${c.id}&offset=5&limit=1`);
+    expect(page2.data.map((x: any) => x.custom_id)).toEqual(['q-5']);
+    expect(page2.has_more).toBe(true);
+  });
+
   it('needs at least two batch ids', async () => {
     const r = await get(`/ops/compare?batch_ids=${batchA}`);
     expect(r.status).toBe(400);

@@ -176,17 +176,46 @@ export default async function opsResultsRoutes(app: FastifyInstance): Promise<vo
     return { object: 'list', batch: summary(b), data, total, offset: q.offset, limit: q.limit, has_more: q.offset + data.length < total };
   });
 
+  /**
+   * The side-by-side row order of a set of batches: the first batch's custom_ids in its input
+   * order, then those only later batches have, in theirs; with each batch's custom_id → idx.
+   * A batch's requests never change once validated, so this is built once per set (one
+   * sequential read per batch) and kept for the next pages; not while one still validates.
+   */
+  const compareIndex = new Map<string, { order: string[]; idx: Map<string, number>[] }>();
+  const indexFor = (list: readonly BatchRow[]) => {
+    const key = list.map((b) => b.id).join(',');
+    const hit = compareIndex.get(key);
+    if (hit) return hit;
+    const idx = list.map((b) => results.customIdIndex(b.id));
+    const order = [...idx[0]!.keys()];
+    const seen = new Set(order);
+    for (const m of idx.slice(1)) {
+      for (const c of m.keys()) {
+        if (!seen.has(c)) {
+          seen.add(c);
+          order.push(c);
+        }
+      }
+    }
+    const built = { order, idx };
+    if (list.every((b) => b.status !== 'validating')) {
+      compareIndex.set(key, built);
+      if (compareIndex.size > 8) compareIndex.delete(compareIndex.keys().next().value!);
+    }
+    return built;
+  };
+
   app.get('/compare', async (req) => {
     const q = parseOr400(compareQuery, req.query);
     const list = q.batch_ids.map((id) => visibleBatch(req, id, 'batch_ids'));
-    const { customIds, total } = results.unionCustomIds(
-      list.map((b) => b.id),
-      q.offset,
-      q.limit,
-    );
+    const index = indexFor(list);
+    const customIds = index.order.slice(q.offset, q.offset + q.limit);
+    const total = index.order.length;
     const perBatch = await Promise.all(
-      list.map(async (b) => {
-        const rows = results.byCustomIds(b.id, customIds);
+      list.map(async (b, i) => {
+        const idxs = customIds.map((c) => index.idx[i]!.get(c)).filter((x): x is number => x !== undefined);
+        const rows = results.byIdxs(b.id, idxs);
         return { b, rows: new Map(rows.map((r) => [r.customId, r])), inputs: await inputsOf(b, rows) };
       }),
     );

@@ -111,7 +111,10 @@ export function createBatchRunner(deps: BatchRunnerDeps) {
   };
 
   const finalize = async (batch: BatchRow, ending: Ending) => {
-    if (ending === 'completed' && !deps.batches.transition(batch.id, ['in_progress'], 'finalizing', nowS())) return;
+    // A batch already finalizing is one whose finalize was cut short (a crash, a full disk):
+    // it is finalized again, not skipped (the in_progress → finalizing step cannot happen twice).
+    const resumed = batch.status === 'finalizing';
+    if (ending === 'completed' && !resumed && !deps.batches.transition(batch.id, ['in_progress'], 'finalizing', nowS())) return;
     await finalizeBatch(finalizeDeps, batch, ending, nowS);
     await dispatcher.release(batch.id);
     await deps.redis.del(k.cancel(batch.id)).catch(() => undefined);

@@ -187,6 +187,27 @@ describe('cancel and expiry racing with completion', () => {
     expect((end.total ?? 0) + end.completed + end.failed).toBe(0);
   });
 
+  it('a batch left in finalizing (a crash or a full disk cut its finalize short) is finalized again', async () => {
+    const b = await newBatch(4);
+    await runner.tickNow();
+    await untilValidated(b.id);
+    await runner.tickNow();
+    const w = playWorker(b.id);
+    while (await w.take());
+    // All results stored, then the API "dies" right after in_progress → finalizing.
+    batches.transaction(() => {
+      for (const t of w.taken) for (const r of t.remaining) w.store(t.job.data, r, true);
+    });
+    for (const t of w.taken) t.remaining = [];
+    while (w.taken.length > 0) await w.finish(0);
+    expect(batches.transition(b.id, ['in_progress'], 'finalizing', Math.floor(Date.now() / 1000))).toBe(true);
+    for (let i = 0; i < 5 && batches.get(b.id)!.status === 'finalizing'; i++) await runner.tickNow();
+    const end = batches.get(b.id)!;
+    expect(end.status).toBe('completed');
+    expect(readLines(end.outputFileId).map((l) => l.custom_id)).toHaveLength(4);
+    expect(end.completed).toBe(4);
+  });
+
   it('a batch cancelled while a large file validates ends cancelled', async () => {
     const b = await newBatch(20_000);
     const t = runner.tickNow(); // starts validation

@@ -199,9 +199,11 @@ export default async function opsResultsRoutes(app: FastifyInstance): Promise<vo
       }
     }
     const built = { order, idx };
-    if (list.every((b) => b.status !== 'validating')) {
+    // Bounded memory: 4 sets, none over 500,000 custom_ids in all (~50 MB); larger ones are rebuilt per page.
+    const size = idx.reduce((n, m) => n + m.size, 0);
+    if (list.every((b) => b.status !== 'validating') && size <= 500_000) {
       compareIndex.set(key, built);
-      if (compareIndex.size > 8) compareIndex.delete(compareIndex.keys().next().value!);
+      if (compareIndex.size > 4) compareIndex.delete(compareIndex.keys().next().value!);
     }
     return built;
   };

@@ -18,7 +18,7 @@ let counted = 0;
 let fileId: string;
 
 beforeAll(async () => {
-  server = await startTestServer({ env: { MAX_UPLOAD_BYTES: String(256 * 1024), MAX_BATCH_FILE_BYTES: String(128 * 1024) } });
+  server = await startTestServer({ env: { MAX_UPLOAD_BYTES: String(256 * 1024), MAX_BATCH_FILE_BYTES: String(128 * 1024), RATE_LIMIT_PER_MIN: '0' } });
   const form = new FormData();
   form.append('purpose', 'batch');
   form.append('file', new Blob(['{"custom_id":"a","method":"POST","url":"/v1/chat/completions","body":{"model":"sim-model"}}\n']), 'in.jsonl');
@@ -213,6 +213,21 @@ describe('regressions found by the fuzzer', () => {
     expect(r2.statusCode).toBe(400);
     const r3 = await hit('GET', `/v1/models/${'q'.repeat(100_000)}`);
     expect(r3.statusCode).toBe(404);
+  });
+
+  it('errors raised before routing carry x-request-id, and echo at most 300 characters of the URL', async () => {
+    for (const url of ['/%', '/v1/files/%zz', `/v1/batches/${'y'.repeat(600)}`, `/v1/files/a/${'z'.repeat(100_000)}`]) {
+      const res = await hit('GET', url);
+      expect(res.statusCode).toBeGreaterThanOrEqual(400);
+      expect(JSON.parse(res.body).error.message.length).toBeLessThan(400);
+    }
+  });
+
+  it('a 100 KB metadata key is refused with a short param and message', async () => {
+    const key = 'k'.repeat(100_000);
+    const res = await hit('POST', '/v1/batches', { body: JSON.stringify({ input_file_id: fileId, endpoint: '/v1/chat/completions', completion_window: '24h', metadata: { [key]: 'v' } }) });
+    expect(res.statusCode).toBe(400);
+    expect(JSON.parse(res.body).error.param.length).toBeLessThan(200);
   });
 
   it('invalid UTF-8 in a JSON body is a clear 400', async () => {

@@ -21,8 +21,8 @@ let small: TestServer;
 let big: TestServer;
 beforeAll(async () => {
   [small, big] = await Promise.all([
-    startTestServer({ env: { MAX_UPLOAD_BYTES: String(MAX_UPLOAD), MAX_BATCH_FILE_BYTES: String(MAX_BATCH), UPLOAD_IDLE_TIMEOUT_MS: String(IDLE_MS) } }),
-    startTestServer({ env: { MAX_UPLOAD_BYTES: String(64 << 20), MAX_BATCH_FILE_BYTES: String(48 << 20) } }),
+    startTestServer({ env: { MAX_UPLOAD_BYTES: String(MAX_UPLOAD), MAX_BATCH_FILE_BYTES: String(MAX_BATCH), UPLOAD_IDLE_TIMEOUT_MS: String(IDLE_MS), RATE_LIMIT_PER_MIN: '0' } }),
+    startTestServer({ env: { MAX_UPLOAD_BYTES: String(64 << 20), MAX_BATCH_FILE_BYTES: String(48 << 20), RATE_LIMIT_PER_MIN: '0' } }),
   ]);
 });
 afterAll(async () => {

@@ -1,6 +1,6 @@
 import { once } from 'node:events';
 import { fstat } from 'node:fs';
-import type { IncomingMessage } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { promisify } from 'node:util';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { MultipartFile, MultipartValue } from '@fastify/multipart';
@@ -67,6 +67,25 @@ function discardRest(raw: IncomingMessage): void {
   if (raw.complete || raw.destroyed) return;
   raw.unpipe();
   raw.resume();
+}
+
+/** How long a refused upload's connection stays half-open, so the client can read the error. */
+const LINGER_MS = 2000;
+
+/**
+ * The rest of a refused body is not wanted: without this, a client blocked writing it (a 64 MB
+ * body against a 1 MB limit) would hold the socket. Once the error is sent the server
+ * half-closes (the client reads the response and the end of the stream), and drops the socket
+ * a moment later. Closing at once (Connection: close) resets a connection the client is still
+ * writing to, and the client can lose the response.
+ */
+function closeAfterReply(res: ServerResponse, raw: IncomingMessage): void {
+  res.once('finish', () => {
+    const socket = raw.socket;
+    if (!socket || socket.destroyed) return;
+    socket.end();
+    setTimeout(() => socket.destroy(), LINGER_MS).unref();
+  });
 }
 
 /** Errors raised by the multipart parser itself (limits, malformed bodies), in our catalogue. */
@@ -237,9 +256,7 @@ export default async function filesRoutes(app: FastifyInstance): Promise<void> {
       return toFileObject(row);
     } catch (err) {
       discardRest(request.raw);
-      // The rest of a refused body is not wanted: close the connection once the error is sent,
-      // or a client blocked writing it (a 64 MB body against a 1 MB limit) would hold the socket.
-      if (!request.raw.complete) reply.header('connection', 'close');
+      if (!request.raw.complete) closeAfterReply(reply.raw, request.raw);
       if (upload) await storage.remove(id).catch((e: unknown) => request.log.warn({ err: e, fileId: id }, 'could not remove refused upload'));
       if (idle.fired) {
         // The client stalled: answered, then the connection is closed (see above).

@@ -39,6 +39,8 @@ export interface EngineExit {
   /** 'unhealthy': we killed it after failed health checks. */
   reason: 'exited' | 'unhealthy';
   outputTail: string[];
+  /** A whole sentence saying what happened, when the engine knows better than code/signal (batch jobs). */
+  message?: string;
 }
 
 interface ExitInfo {

@@ -1,11 +1,14 @@
 import { EventEmitter } from 'node:events';
+import path from 'node:path';
 import { setImmediate as nextMacrotask } from 'node:timers/promises';
-import { concurrencyOf, type ModelConfig } from '../config/models.js';
+import { concurrencyOf, launcherOf, type LauncherConfig, type ModelConfig } from '../config/models.js';
 import type { Logger } from '../log/logger.js';
 import { abortable, anySignal, delay, SerialQueue } from './async-utils.js';
 import { EngineClient } from './client.js';
 import { buildEngineCommand } from './commands.js';
 import { EngineProcess, type EngineExit } from './engine-process.js';
+import { BatchJobEngine, schedulerFor, type EngineInstance } from './launchers/index.js';
+import type { CommandRunner } from './launchers/runner.js';
 import { formatTail, restartLimitError, shutdownError, unknownModelError, type EngineError } from './errors.js';
 import { selectEvictions } from './eviction.js';
 import { queryGpus, type GpuQuery } from './gpu.js';
@@ -50,6 +53,12 @@ export interface ModelManagerOptions {
   gpuMemoryPollMs?: number;
   /** Host RAM (MiB) vLLM engines sleeping at level 1 may hold together (HOST_RAM_BUDGET_MB). @defaultValue half of os.totalmem() */
   hostRamBudgetMb?: number;
+  /** Engines launched as SLURM/PBS jobs keep their job scripts, outputs and job ids here. @defaultValue `<logDir>/../launchers` */
+  launcherStateDir?: string;
+  /** Runs sbatch/squeue/qsub… for launched engines (tests record or fake them). @defaultValue the real commands */
+  schedulerRunner?: CommandRunner;
+  /** Health-check interval of ready engines launched as jobs. @defaultValue 5_000 */
+  jobHealthIntervalMs?: number;
 }
 
 /**
@@ -241,23 +250,12 @@ export class ModelManager extends EventEmitter<{ state: [EngineInfo]; swap: [Swa
   private async startSlot(slot: Slot, signal?: AbortSignal): Promise<void> {
     const model = slot.config;
     await this.discardProcess(slot);
-    if (model.engine === 'vllm') await this.vllmPreStart(slot, signal);
-    const port = await allocatePort();
-    // Checked after the last await before spawning: shutdown() either sees slot.proc or we see it closing.
+    const launcher = launcherOf(model);
+    // A launched engine's GPUs are the job's: the local version and GPU-memory checks do not apply.
+    if (model.engine === 'vllm' && !launcher) await this.vllmPreStart(slot, signal);
+    const proc = launcher ? this.newJobEngine(slot, launcher) : await this.newLocalProcess(slot);
+    // Checked after the last await before starting: shutdown() either sees slot.proc or we see it closing.
     if (this.closing.signal.aborted) throw shutdownError(model.id);
-    const command = buildEngineCommand(model, port, this.opts.bindHost);
-    const gpus = this.cudaDevicesOf(model);
-    if (gpus !== undefined) command.env['CUDA_VISIBLE_DEVICES'] = gpus;
-    const proc = new EngineProcess({
-      model: model.id,
-      command,
-      port,
-      logFile: slot.logFile,
-      log: this.opts.log,
-      startupTimeoutMs: model.startup_timeout_s * 1000,
-      ...(this.opts.stopTimeoutMs !== undefined && { stopTimeoutMs: this.opts.stopTimeoutMs }),
-      ...(this.opts.maxLogBytes !== undefined && { maxLogBytes: this.opts.maxLogBytes }),
-    });
     proc.on('exit', (e) => this.onUnexpectedExit(slot, proc, e));
     slot.proc = proc;
     slot.handle = undefined;
@@ -279,6 +277,97 @@ export class ModelManager extends EventEmitter<{ state: [EngineInfo]; swap: [Swa
     this.setState(slot, 'ready');
     this.log.info({ model: model.id, enginePid: proc.pid, readyMs: slot.readyMs, concurrency, concurrencySource: source }, 'engine ready');
     this.armIdleTimer(slot);
+  }
+
+  /** Today's path: the engine as a child process of this worker, on a port allocated here. */
+  private async newLocalProcess(slot: Slot): Promise<EngineProcess> {
+    const model = slot.config;
+    const port = await allocatePort();
+    const command = buildEngineCommand(model, port, this.opts.bindHost);
+    const gpus = this.cudaDevicesOf(model);
+    if (gpus !== undefined) command.env['CUDA_VISIBLE_DEVICES'] = gpus;
+    return new EngineProcess({
+      model: model.id,
+      command,
+      port,
+      logFile: slot.logFile,
+      log: this.opts.log,
+      startupTimeoutMs: model.startup_timeout_s * 1000,
+      ...(this.opts.stopTimeoutMs !== undefined && { stopTimeoutMs: this.opts.stopTimeoutMs }),
+      ...(this.opts.maxLogBytes !== undefined && { maxLogBytes: this.opts.maxLogBytes }),
+    });
+  }
+
+  /**
+   * The engine as a SLURM/PBS job (launchers/batch-job.ts). Its detail (queue position, start
+   * estimate, …) is published as a state event; near its time limit it is replaced.
+   */
+  private newJobEngine(slot: Slot, launcher: LauncherConfig, fresh = false): BatchJobEngine {
+    const model = slot.config;
+    const inst = new BatchJobEngine({
+      model,
+      launcher,
+      scheduler: schedulerFor(launcher, this.opts.schedulerRunner),
+      logFile: slot.logFile,
+      log: this.opts.log,
+      stateDir: this.opts.launcherStateDir ?? path.join(path.dirname(this.opts.logDir), 'launchers'),
+      startupTimeoutMs: model.startup_timeout_s * 1000,
+      fresh,
+      ...(this.opts.maxLogBytes !== undefined && { maxLogBytes: this.opts.maxLogBytes }),
+      ...(this.opts.jobHealthIntervalMs !== undefined && { healthIntervalMs: this.opts.jobHealthIntervalMs }),
+    });
+    inst.on('detail', (d) => {
+      if (slot.proc !== inst && slot.proc !== undefined) return; // a replacement's progress is logged, not shown
+      slot.detail = d;
+      this.emit('state', infoOf(slot));
+    });
+    if (!fresh) slot.detail = inst.detail();
+    inst.on('expiring', () => void this.replaceJob(slot, inst, launcher));
+    return inst;
+  }
+
+  /**
+   * A job near its time limit: submit a replacement, and once it is ready move the model to it
+   * (new requests go to the new engine), then give requests still on the old one a grace period
+   * and cancel the old job. Requests cut off by the cancel fail retryably and are sent again.
+   * If the replacement cannot start, the old job runs out and the engine restarts as after a crash.
+   */
+  private async replaceJob(slot: Slot, old: BatchJobEngine, launcher: LauncherConfig): Promise<void> {
+    if (slot.proc !== old || slot.state !== 'ready' || this.closing.signal.aborted) return;
+    const model = slot.config;
+    const next = this.newJobEngine(slot, launcher, true);
+    const t0 = Date.now();
+    this.log.info({ model: model.id, oldJob: old.job }, 'starting a replacement job before the time limit');
+    let readyMs: number;
+    try {
+      readyMs = await next.start();
+    } catch (err) {
+      this.log.warn({ model: model.id, err: (err as Error).message }, 'replacement job failed to start; the old job runs until its time limit');
+      return;
+    }
+    await this.queue.run(async () => {
+      if (slot.proc !== old || slot.state !== 'ready' || this.closing.signal.aborted) {
+        await next.stop();
+        return;
+      }
+      const concurrency = slot.handle?.concurrency ?? concurrencyOf(model);
+      const oldHandle = slot.handle;
+      next.on('exit', (e) => this.onUnexpectedExit(slot, next, e));
+      slot.proc = next;
+      slot.readyMs = readyMs;
+      slot.detail = next.detail();
+      slot.handle = { model: model.id, baseUrl: next.baseUrl, client: new EngineClient(next.baseUrl, { model: model.id, connections: concurrency }), concurrency };
+      this.setState(slot, 'ready');
+      this.log.info({ model: model.id, oldJob: old.job, newJob: next.job, ms: Date.now() - t0 }, 'moved to the replacement job');
+      const st = old.detail();
+      const graceMs = Math.max(0, Math.min(60_000, ((st.timeLeftS ?? 60) - 15) * 1000));
+      void delay(graceMs, this.closing.signal)
+        .catch(() => undefined)
+        .then(async () => {
+          await oldHandle?.client.destroy();
+          await old.stop();
+        });
+    });
   }
 
   /** CUDA_VISIBLE_DEVICES of `model`'s engine: its options.env, else WORKER_GPUS, else the worker's own. */
@@ -313,7 +402,7 @@ export class ModelManager extends EventEmitter<{ state: [EngineInfo]; swap: [Swa
    */
   private async evictSlot(slot: Slot): Promise<void> {
     const { proc, handle } = slot;
-    if (sleepModeOf(slot.config) !== 'off' && slot.state === 'ready' && proc?.isRunning && handle) {
+    if (sleepModeOf(slot.config) !== 'off' && !launcherOf(slot.config) && slot.state === 'ready' && proc?.isRunning && handle) {
       clearTimeout(slot.idleTimer);
       try {
         const sleeping = [...this.slots.values()].filter((s) => s.state === 'sleeping').map((s) => s.config.id);
@@ -365,14 +454,17 @@ export class ModelManager extends EventEmitter<{ state: [EngineInfo]; swap: [Swa
     return true;
   }
 
-  /** Stops the slot's process (any state) and closes its client. Runs inside the queue or shutdown. */
-  private async stopSlot(slot: Slot): Promise<void> {
+  /**
+   * Stops the slot's process (any state) and closes its client. Runs inside the queue or
+   * shutdown. A launched job is cancelled, except at shutdown with `on_shutdown: keep`.
+   */
+  private async stopSlot(slot: Slot, shuttingDown = false): Promise<void> {
     clearTimeout(slot.idleTimer);
     const { proc, handle } = slot;
     slot.handle = undefined;
     if (proc) {
       if (proc.isRunning) this.setState(slot, 'stopping');
-      await proc.stop();
+      await proc.stop({ release: !(shuttingDown && launcherOf(slot.config)?.on_shutdown === 'keep') });
       clearEngineRecord(slot.logFile, proc.pid);
       slot.proc = undefined;
     }
@@ -390,11 +482,11 @@ export class ModelManager extends EventEmitter<{ state: [EngineInfo]; swap: [Swa
     if (proc) clearEngineRecord(slot.logFile, proc.pid);
   }
 
-  private onUnexpectedExit(slot: Slot, proc: EngineProcess, e: EngineExit): void {
+  private onUnexpectedExit(slot: Slot, proc: EngineInstance, e: EngineExit): void {
     // Only ready/sleeping → failed, and only for the current process: a stale or already-counted exit is ignored.
     if (slot.proc !== proc || (slot.state !== 'ready' && slot.state !== 'sleeping') || this.closing.signal.aborted) return;
     const how = e.reason === 'unhealthy' ? 'stopped answering health checks and was killed' : e.signal ? `was killed by ${e.signal}` : `exited with code ${e.code}`;
-    const msg = `engine for model ${slot.config.id} ${how}; last output: ${formatTail(e.outputTail)} — see the engine log at ${slot.logFile}`;
+    const msg = e.message ? `engine for model ${slot.config.id}: ${e.message}` : `engine for model ${slot.config.id} ${how}; last output: ${formatTail(e.outputTail)} — see the engine log at ${slot.logFile}`;
     void slot.handle?.client.destroy(); // requests in flight fail now, classified 'retry'
     slot.handle = undefined;
     clearTimeout(slot.idleTimer);
@@ -436,7 +528,7 @@ export class ModelManager extends EventEmitter<{ state: [EngineInfo]; swap: [Swa
   private async doShutdown(): Promise<void> {
     this.closing.abort(shutdownError());
     const slots = [...this.slots.values()];
-    await Promise.all(slots.map((s) => this.stopSlot(s).catch((err) => this.log.warn({ err, model: s.config.id }, 'engine stop failed'))));
+    await Promise.all(slots.map((s) => this.stopSlot(s, true).catch((err) => this.log.warn({ err, model: s.config.id }, 'engine stop failed'))));
     await this.queue.idle();
     for (const s of slots) this.setState(s, 'shutdown');
     this.log.info({ engines: slots.length }, 'engines shut down');

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import path from 'node:path';
 import type { ModelConfig } from '../config/models.js';
-import type { EngineProcess } from './engine-process.js';
+import type { EngineDetail, EngineInstance } from './launchers/types.js';
 import { safeFileName } from './output-log.js';
 import type { EngineHandle, EngineInfo, EngineState } from './types.js';
 
@@ -11,7 +11,9 @@ export interface Slot {
   logFile: string;
   state: EngineState;
   since: number;
-  proc: EngineProcess | undefined;
+  proc: EngineInstance | undefined;
+  /** What a launched engine (a batch job) last reported: kept after it fails, so the reason stays visible. */
+  detail: EngineDetail | null;
   handle: EngineHandle | undefined;
   inFlight: number;
   lastUsed: number;
@@ -31,6 +33,7 @@ export function newSlot(config: ModelConfig, logFile: string): Slot {
     state: 'stopped',
     since: Date.now(),
     proc: undefined,
+    detail: null,
     handle: undefined,
     inFlight: 0,
     lastUsed: 0,
@@ -58,11 +61,12 @@ export function infoOf(s: Slot): EngineInfo {
     engine: s.config.engine,
     state: s.state,
     pid: running ? (s.proc!.pid ?? null) : null,
-    baseUrl: running ? s.proc!.baseUrl : null,
+    baseUrl: running ? s.proc!.baseUrl || null : null,
     since: s.since,
     restarts: s.restarts,
     lastError: s.lastError,
     logFile: s.logFile,
     readyMs: s.readyMs,
+    detail: s.proc?.detail?.() ?? s.detail,
   };
 }

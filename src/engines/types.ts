@@ -1,4 +1,7 @@
 import type { EngineClient } from './client.js';
+import type { EngineDetail } from './launchers/types.js';
+
+export type { EngineDetail } from './launchers/types.js';
 
 /**
  * Engine states as in llama-swap, plus `failed` (crashed; the next ensureReady restarts it) and
@@ -23,6 +26,8 @@ export interface EngineInfo {
   logFile: string;
   /** Start-to-ready time of the last successful start. */
   readyMs: number | null;
+  /** An engine launched as a SLURM/PBS job: its job state, queue position, start estimate… (`detail.text` is one line); null for local engines. */
+  detail: EngineDetail | null;
 }
 
 /** What a caller needs to send requests to a ready engine. */

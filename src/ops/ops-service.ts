@@ -40,6 +40,8 @@ export interface OpsEngine {
   base_url: string | null;
   restarts: number;
   last_error: string | null;
+  /** An engine launched as a SLURM/PBS job: job state, queue position, start estimate… (`text` is one line). */
+  detail: { text: string } | null;
 }
 export interface OpsGpu {
   worker_id: string;
@@ -126,6 +128,7 @@ export function createOpsService(deps: OpsServiceDeps) {
           base_url: e.baseUrl,
           restarts: e.restarts ?? 0,
           last_error: e.lastError,
+          detail: e.detail ?? null,
         })),
       )
       .sort((a, b) => a.worker_id.localeCompare(b.worker_id) || a.model.localeCompare(b.model));

@@ -14,7 +14,7 @@ export interface WorkerNodeDeps {
   log: Logger;
   redisUrl: string;
   engines: EngineAccess & {
-    list(): { model: string; state: string; baseUrl: string | null; lastError: string | null; since: number; restarts?: number; detail?: ({ text: string } & Record<string, unknown>) | null }[];
+    list(): { model: string; state: string; baseUrl: string | null; lastError: string | null; since: number; restarts?: number; detail?: { text: string } | null }[];
     on(event: 'state', listener: () => void): unknown;
   };
 }

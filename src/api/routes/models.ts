@@ -17,6 +17,17 @@ export function modelState(model: string, heartbeats: readonly WorkerHeartbeat[]
   return 'unloaded';
 }
 
+/**
+ * One line about a model launched as a SLURM/PBS job (job state, queue position, start
+ * estimate, free GPUs, monitoring URL), from the worker whose engine is furthest along.
+ */
+export function modelDetail(model: string, heartbeats: readonly WorkerHeartbeat[]): string | null {
+  const rank = (s: string) => ['ready', 'starting', 'failed', 'stopping', 'stopped'].indexOf(s);
+  const engines = heartbeats.flatMap((hb) => hb.engines.filter((e) => e.model === model && e.detail?.text));
+  engines.sort((a, b) => rank(a.state) - rank(b.state));
+  return engines[0]?.detail?.text ?? null;
+}
+
 function toModelObject(m: ModelConfig, heartbeats: readonly WorkerHeartbeat[]) {
   return {
     id: m.id,
@@ -27,6 +38,8 @@ function toModelObject(m: ModelConfig, heartbeats: readonly WorkerHeartbeat[]) {
     state: modelState(m.id, heartbeats),
     max_model_len: m.options.max_model_len ?? null,
     description: m.description ?? null,
+    launcher: typeof m.launcher === 'object' ? m.launcher.kind : 'local',
+    detail: modelDetail(m.id, heartbeats),
   };
 }
 

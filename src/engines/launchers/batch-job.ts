@@ -479,7 +479,7 @@ export class BatchJobEngine extends EventEmitter<EngineInstanceEvents> implement
     const prev = this.lastState;
     this.lastState = { key, at: now };
     const afterMs = prev ? now - prev.at : now - (this.record?.submittedAt ?? now);
-    this.note(`${this.s.name} job ${this.jobId}: ${prev ? `${prev.key} → ` : ''}${key}${prev ? ` after ${secs(afterMs)}` : ''}`);
+    this.note(`${this.s.name} job ${this.jobId}: ${prev ? `${prev.key} → ${key} after ${secs(afterMs)}` : `${key}, ${secs(afterMs)} after submission`}`);
     this.log.info({ jobId: this.jobId, from: prev?.key ?? null, to: key, at: new Date(now).toISOString(), previousStateMs: prev ? afterMs : null }, 'batch job state');
     if (prev && /^PENDING|^Q/.test(prev.key) && /^RUNNING|^R$/.test(state) && this.record) this.history.record(this.shape(), now - this.record.submittedAt);
   }

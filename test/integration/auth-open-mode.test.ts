@@ -54,6 +54,8 @@ describe('open mode (no API keys)', () => {
     const res = await api.app.inject({ method: 'GET', url: '/v1/files', headers: { authorization: 'Bearer whatever' } });
     expect(res.statusCode).toBe(200);
     expect((await api.app.inject({ method: 'GET', url: '/v1/files' })).statusCode).toBe(200);
+    // Open mode: everyone is the operator (requireAdmin lets a null principal through).
+    expect((await api.app.inject({ method: 'GET', url: '/metrics' })).statusCode).toBe(200);
   });
 
   it('listens on a non-loopback HOST once a key exists; if every key is revoked later it refuses requests instead of falling open', async () => {

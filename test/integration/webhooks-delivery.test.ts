@@ -211,7 +211,7 @@ describe('webhook delivery loop (real SQLite, real receiver)', () => {
 
   it('the event commits with the transaction that ends the batch, or not at all', async () => {
     const s = setup(tempDir());
-    onTestFinished(() => s.db.$client.close());
+    onTestFinished(() => void s.db.$client.close());
     const id = `batch_rollback`;
     s.batches.insert({ id, endpoint: '/v1/chat/completions', inputFileId: 'file-x', completionWindow: '24h', status: 'finalizing', createdAt: 1, expiresAt: 2, metadata: JSON.stringify({ webhook_url: 'http://127.0.0.1:9/' }) });
     expect(() =>

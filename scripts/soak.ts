@@ -1,7 +1,8 @@
 /**
  * `npm run soak`: the fault matrix of test/e2e/fault-matrix.test.ts with many more trials.
  * TRIALS (default 200), N (requests per batch, default 2000), FAULT_SEED (default: random,
- * printed), FAULTS (comma list, default every kind incl. redis-flushall), SLOTS, TTFT_MS.
+ * printed), FAULTS (comma list, default every kind incl. redis-flushall), SLOTS, TTFT_MS,
+ * CANCEL_EVERY (every n-th trial also cancels its batch mid-way; default 5, 0 = never).
  * Writes bench/results/soak-<time>.json and prints one line per trial; exit 1 if any trial
  * broke an invariant.
  */
@@ -17,6 +18,8 @@ const N = Number(process.env.N ?? 2000);
 const SEED = Number(process.env.FAULT_SEED ?? Math.floor(Math.random() * 2 ** 31));
 const SLOTS = Number(process.env.SLOTS ?? 32);
 const TTFT_MS = Number(process.env.TTFT_MS ?? 60);
+/** Every CANCEL_EVERY-th trial also cancels its batch at a random point (0: never). */
+const CANCEL_EVERY = Number(process.env.CANCEL_EVERY ?? 5);
 const ALL: FaultKind[] = ['worker-kill', 'api-kill', 'engine-kill', 'redis-kill', 'redis-shutdown', 'redis-flushall'];
 const KINDS = (process.env.FAULTS ? process.env.FAULTS.split(',').map((s) => s.trim()) : ALL) as FaultKind[];
 for (const k of KINDS) if (!ALL.includes(k)) throw new Error(`unknown fault kind ${k} (known: ${ALL.join(', ')})`);
@@ -30,10 +33,10 @@ let stopping = false;
 process.on('SIGINT', () => (stopping = true));
 try {
   for (let i = 0; i < TRIALS && !stopping; i++) {
-    const r = await runTrial(stack, i, SEED + i, N, KINDS);
+    const r = await runTrial(stack, i, SEED + i, N, KINDS, { cancel: CANCEL_EVERY > 0 && i % CANCEL_EVERY === CANCEL_EVERY - 1 });
     results.push(r);
     const faults = r.faults.map((f) => `${f.kind}@${f.landedAt ?? 'skip'}`).join(' ');
-    console.log(`trial ${i} seed ${r.seed} ${r.status} ${(r.durationMs / 1000).toFixed(1)} s (recovery ${r.recoveryMs === null ? '-' : (r.recoveryMs / 1000).toFixed(1) + ' s'}) redone ${r.redone}/${r.redoneBound} [${faults}]${r.problems.length ? ' PROBLEMS: ' + r.problems.join('; ') : ''}`);
+    console.log(`trial ${i} seed ${r.seed} ${r.status} ${(r.durationMs / 1000).toFixed(1)} s (recovery ${r.recoveryMs === null ? '-' : (r.recoveryMs / 1000).toFixed(1) + ' s'}) redone ${r.redone}/${r.redoneBound} [${faults}]${r.cancelledAt !== null ? ` cancel@${r.cancelledAt}` : ''}${r.problems.length ? ' PROBLEMS: ' + r.problems.join('; ') : ''}`);
     if (r.problems.length || process.env.VERBOSE) console.log(stack.log.filter((l) => l.includes(`trial ${i} `) || l.includes('inject')).slice(-6).join('\n'));
   }
 } finally {

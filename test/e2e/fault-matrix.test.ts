@@ -56,6 +56,18 @@ describe('fault matrix: whatever dies, every request is answered exactly once', 
     });
   }
 
+  for (let i = 0; i < 2; i++) {
+    it(`cancel racing faults and completion ${i}`, { timeout: 240_000 }, async () => {
+      const t = TRIALS + 1 + i;
+      const r = await runTrial(stack, t, SEED + t, N, CI_FAULTS, { cancel: true });
+      results.push(r);
+      console.log(`cancel trial ${i}: ${r.status} in ${r.durationMs} ms, cancelled at ${r.cancelledAt}, output ${r.outputLines}, errors ${JSON.stringify(r.errorCodes)}, faults ${r.faults.map((f) => `${f.kind}@${f.landedAt ?? 'skipped'}`).join(' ')}`);
+      expect(r.problems, explain(r)).toEqual([]);
+      expect(['completed', 'cancelled']).toContain(r.status);
+      expect(r.outputLines + r.errorLines).toBe(N);
+    });
+  }
+
   it('Redis wiped mid-batch (FLUSHALL): the batch is rebuilt from SQLite and completes exactly once', { timeout: 240_000 }, async () => {
     const r = await runTrial(stack, TRIALS, SEED + TRIALS, N, ['redis-flushall']);
     results.push(r);

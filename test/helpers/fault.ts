@@ -296,12 +296,14 @@ export interface TrialResult {
   trial: number;
   seed: number;
   faults: (PlannedFault & { landedAt: number | null; skipped?: string })[];
+  /** Requests done when the trial cancelled the batch (cancel trials only). */
+  cancelledAt: number | null;
   n: number;
   status: string;
   durationMs: number;
   /** From the last fault's injection to the terminal state. */
   recoveryMs: number | null;
-  /** Engine requests beyond one per request: work redone because of the faults. */
+  /** Engine requests beyond one per request that ran: work redone because of the faults. */
   redone: number;
   /** What the redone work may be at most: the in-flight capacity per fault that loses work. */
   redoneBound: number;
@@ -342,9 +344,20 @@ export function planFaults(rng: () => number, kinds: readonly FaultKind[]): Plan
  * reaches their progress point, then the exactly-once checks. Never throws for a broken
  * invariant: it lists them in `problems` (the soak collects, the test asserts none).
  */
-export async function runTrial(stack: FaultStack, trial: number, seed: number, n: number, kinds: readonly FaultKind[], terminalTimeoutMs = 120_000): Promise<TrialResult> {
+export async function runTrial(
+  stack: FaultStack,
+  trial: number,
+  seed: number,
+  n: number,
+  kinds: readonly FaultKind[],
+  opts: { terminalTimeoutMs?: number; cancel?: boolean } = {},
+): Promise<TrialResult> {
+  const terminalTimeoutMs = opts.terminalTimeoutMs ?? 120_000;
   const rng = rngFrom(seed);
   const faults = planFaults(rng, kinds).map((f) => ({ ...f, landedAt: null as number | null, skipped: undefined as string | undefined }));
+  // A cancel racing the faults and the batch's end: a process-level cancel race.
+  const cancelAt = opts.cancel ? 0.05 + rng() * 0.9 : null;
+  let cancelledAt: number | null = null;
   const problems: string[] = [];
   const t0 = Date.now();
   // Each engine restart costs the worker's restart budget (5 in 10 min, backing off): a
@@ -385,6 +398,16 @@ export async function runTrial(stack: FaultStack, trial: number, seed: number, n
   const deadline = Date.now() + terminalTimeoutMs;
   for (;;) {
     await poll();
+    if (cancelAt !== null && cancelledAt === null && ((last!.request_counts?.completed ?? 0) >= cancelAt * n || TERMINAL.includes(last!.status))) {
+      cancelledAt = last!.request_counts?.completed ?? 0;
+      stack.note(`cancel at ${cancelledAt}`);
+      // A batch that already finished answers 409 batch_not_cancellable: a valid outcome.
+      const answered = (e: unknown) => (e as { status?: number }).status === 409;
+      await stack
+        .retrying('cancel', () => stack.client.batches.cancel(batch.id).catch((e: unknown) => (answered(e) ? null : Promise.reject(e))))
+        .catch((e: Error) => problems.push(`cancel: ${e.message}`));
+      await poll();
+    }
     if (TERMINAL.includes(last!.status)) break;
     if (Date.now() > deadline) {
       problems.push(`batch still ${last!.status} after ${terminalTimeoutMs} ms (counts ${JSON.stringify(last!.request_counts)})`);
@@ -396,11 +419,13 @@ export async function runTrial(stack: FaultStack, trial: number, seed: number, n
   const recoveryMs = lastFaultAt === null ? null : Date.now() - lastFaultAt;
   const out = await stack.linesOf(done.output_file_id).catch((e) => (problems.push(`output file: ${e.message}`), []));
   const err = await stack.linesOf(done.error_file_id).catch((e) => (problems.push(`error file: ${e.message}`), []));
-  problems.push(...checkExactlyOnce(n, done, out, err));
+  problems.push(...checkExactlyOnce(n, done, out, err, cancelAt !== null ? ['completed', 'cancelled'] : ['completed']));
   // The engine may still be finishing requests of a redelivered chunk: let it settle.
   await sleep(300);
   await stack.sampleEngine();
-  const redone = stack.totalArrivals() - arrivedBefore - n;
+  // Requests an engine answered once (a cancelled batch's batch_cancelled lines never ran).
+  const ran = out.length + err.filter((l) => l.error?.code !== 'batch_cancelled').length;
+  const redone = stack.totalArrivals() - arrivedBefore - ran;
   const landed = faults.filter((f) => f.landedAt !== null);
   const redoneBound = landed.reduce((s, f) => s + redoneAllowance(f.kind, stack.slots), 0);
   if (redone > redoneBound) problems.push(`redone work ${redone} exceeds the in-flight bound ${redoneBound} (${landed.map((f) => f.kind).join(', ') || 'no fault'})`);
@@ -409,7 +434,7 @@ export async function runTrial(stack: FaultStack, trial: number, seed: number, n
     const c = String(l.error?.code ?? l.response?.body?.error?.code ?? l.response?.status_code);
     errorCodes[c] = (errorCodes[c] ?? 0) + 1;
   }
-  return { trial, seed, faults, n, status: done.status, durationMs: Date.now() - t0, recoveryMs, redone, redoneBound, outputLines: out.length, errorLines: err.length, errorCodes, problems };
+  return { trial, seed, faults, cancelledAt, n, status: done.status, durationMs: Date.now() - t0, recoveryMs, redone, redoneBound, outputLines: out.length, errorLines: err.length, errorCodes, problems };
 }
 
 async function inject(stack: FaultStack, f: PlannedFault, problems: string[]): Promise<void> {
@@ -447,9 +472,11 @@ async function injectOnly(stack: FaultStack, f: PlannedFault, problems: string[]
 }
 
 /** Every custom_id exactly once across both files; request_counts agree with the files. */
-export function checkExactlyOnce(n: number, batch: OpenAI.Batches.Batch, out: Record<string, any>[], err: Record<string, any>[]): string[] {
+export function checkExactlyOnce(n: number, batch: OpenAI.Batches.Batch, out: Record<string, any>[], err: Record<string, any>[], allowed: readonly string[] = ['completed']): string[] {
   const problems: string[] = [];
-  if (batch.status !== 'completed') problems.push(`status ${batch.status}${batch.errors ? ` (${JSON.stringify(batch.errors).slice(0, 300)})` : ''}`);
+  const cancelledLines = err.filter((l) => l.error?.code === 'batch_cancelled').length;
+  if (batch.status === 'completed' && cancelledLines > 0) problems.push(`a completed batch has ${cancelledLines} batch_cancelled lines`);
+  if (!allowed.includes(batch.status)) problems.push(`status ${batch.status}${batch.errors ? ` (${JSON.stringify(batch.errors).slice(0, 300)})` : ''}`);
   const seen = new Map<string, number>();
   for (const l of [...out, ...err]) seen.set(l.custom_id, (seen.get(l.custom_id) ?? 0) + 1);
   const dups = [...seen].filter(([, c]) => c > 1).map(([id]) => id);

@@ -84,6 +84,8 @@ export class ModelManager extends EventEmitter<{ state: [EngineInfo]; swap: [Swa
   /** vLLM's version gate, GPU memory check, real concurrency and sleep mode (vllm.ts). */
   private readonly vllm: VllmSupport;
   private shutdownPromise: Promise<void> | undefined;
+  /** Replacement jobs still starting (launched engines near their time limit): shutdown cancels them too. */
+  private readonly replacements = new Set<BatchJobEngine>();
 
   constructor(private readonly opts: ModelManagerOptions) {
     super();
@@ -339,11 +341,14 @@ export class ModelManager extends EventEmitter<{ state: [EngineInfo]; swap: [Swa
     const t0 = Date.now();
     this.log.info({ model: model.id, oldJob: old.job }, 'starting a replacement job before the time limit');
     let readyMs: number;
+    this.replacements.add(next);
     try {
       readyMs = await next.start();
     } catch (err) {
       this.log.warn({ model: model.id, err: (err as Error).message }, 'replacement job failed to start; the old job runs until its time limit');
       return;
+    } finally {
+      this.replacements.delete(next);
     }
     await this.queue.run(async () => {
       if (slot.proc !== old || slot.state !== 'ready' || this.closing.signal.aborted) {
@@ -528,7 +533,10 @@ export class ModelManager extends EventEmitter<{ state: [EngineInfo]; swap: [Swa
   private async doShutdown(): Promise<void> {
     this.closing.abort(shutdownError());
     const slots = [...this.slots.values()];
-    await Promise.all(slots.map((s) => this.stopSlot(s, true).catch((err) => this.log.warn({ err, model: s.config.id }, 'engine stop failed'))));
+    await Promise.all([
+      ...slots.map((s) => this.stopSlot(s, true).catch((err) => this.log.warn({ err, model: s.config.id }, 'engine stop failed'))),
+      ...[...this.replacements].map((r) => r.stop().catch(() => undefined)),
+    ]);
     await this.queue.idle();
     for (const s of slots) this.setState(s, 'shutdown');
     this.log.info({ engines: slots.length }, 'engines shut down');

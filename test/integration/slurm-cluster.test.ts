@@ -146,6 +146,27 @@ describe.skipIf(!cluster.ok)('engines as SLURM jobs (real cluster)', () => {
     expect(log).toMatch(new RegExp(`SLURM job ${first} ended`));
   });
 
+  it('replaces a job before its time limit: a new job takes over, the old one is cancelled, the batch completes', async () => {
+    const model = 'slurm-replace';
+    names.push(`bw-${model}`);
+    // A 1-minute time limit, replaced when 45 s are left: the first replacement after ~15 s.
+    server = await startTestServer({ worker: true, modelsYaml: modelsYaml(model, { time: '1', replace_before_s: 45 }, { tokens_per_second: 16 }), env: ENV });
+    const b = await runBatch(server, model, 200);
+    const first = await until('the first job id', () => recordedJob(server!.dataDir, model), 60_000);
+    const second = await until('a replacement job', () => {
+      const id = recordedJob(server!.dataDir, model);
+      return id && id !== first ? id : null;
+    }, 90_000);
+    const done = await waitForBatch(server.client, b.id, ['completed', 'failed'], 180_000);
+    expect(done.request_counts).toEqual({ total: 200, completed: 200, failed: 0 });
+    const log = modelLog(server.dataDir, model);
+    expect(log).toMatch(new RegExp(`SLURM job ${first}: \\d+ s left of the time limit: asking for a replacement job`));
+    expect(log).toContain(`submitted SLURM job ${second}`);
+    // the old job is cancelled after a grace period, well before its time limit would end it as TIMEOUT
+    await until('the first job to be cancelled', () => !jobsNamed(`bw-${model}`).some((j) => j.id === first), 60_000);
+    expect(log.includes('TIMEOUT')).toBe(false);
+  });
+
   it('reconnects to the still-running job after a worker restart instead of submitting another', async () => {
     const model = 'slurm-reconnect';
     names.push(`bw-${model}`);

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import { closeSync, existsSync, mkdirSync, openSync, readSync, statSync, writeFileSync, readFileSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync, readSync, statSync, writeFileSync, readFileSync } from 'node:fs';
 import { userInfo } from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -155,7 +155,7 @@ export class BatchJobEngine extends EventEmitter<EngineInstanceEvents> implement
       if (st && st.phase !== 'ended' && old.scriptHash === scriptHash) {
         this.record = old;
         this.jobId = old.jobId;
-        this.tailOffset = readOffset(this.recordPath);
+        this.tailOffset = readOffset(this.offsetFile(old.jobId));
         this.note(`reconnected to ${this.s.name} job ${old.jobId} (${st.state}), submitted ${new Date(old.submittedAt).toISOString()}`);
         this.log.info({ jobId: old.jobId, jobState: st.state }, 'reconnected to a running batch job instead of submitting a new one');
         return;
@@ -208,7 +208,7 @@ export class BatchJobEngine extends EventEmitter<EngineInstanceEvents> implement
       if (!st || st.phase === 'ended') {
         this.transition(st?.state ?? 'ENDED', st?.reason ?? null);
         await this.readTail();
-        clearRecord(this.recordPath);
+        this.clearOwnRecord();
         throw new EngineError(
           'ENGINE_START_FAILED',
           `${this.s.name} job ${rec.jobId} for model ${this.model} ended${st ? ` (${st.state}${st.reason ? `, ${st.reason}` : ''})` : ''} before its engine was ready; last output: ${formatTail(this.ring.toArray())} — see ${rec.outputFile} and the engine log at ${this.logFile}`,
@@ -219,7 +219,7 @@ export class BatchJobEngine extends EventEmitter<EngineInstanceEvents> implement
       if (st.phase === 'pending') {
         if (st.neverStarts) {
           await this.s.cancel(rec.jobId).catch(() => undefined);
-          clearRecord(this.recordPath);
+          this.clearOwnRecord();
           const msg = `${st.neverStarts} — job ${rec.jobId} cancelled`;
           this.setDetail({ text: msg, jobState: st.state, reason: st.reason });
           throw new EngineError('ENGINE_START_FAILED', `engine for model ${this.model} not started: ${msg}`, { model: this.model, logFile: this.logFile });
@@ -227,7 +227,7 @@ export class BatchJobEngine extends EventEmitter<EngineInstanceEvents> implement
         await this.describePending(st);
         if (this.l.queue_timeout_s > 0 && Date.now() - rec.submittedAt > this.l.queue_timeout_s * 1000) {
           await this.s.cancel(rec.jobId).catch(() => undefined);
-          clearRecord(this.recordPath);
+          this.clearOwnRecord();
           throw new EngineError('ENGINE_START_FAILED', `${this.s.name} job ${rec.jobId} for model ${this.model} waited in the queue longer than launcher.queue_timeout_s (${this.l.queue_timeout_s} s) and was cancelled — ${this.current.text}`, { model: this.model });
         }
       } else if (st.phase === 'running' || st.phase === 'ending') {
@@ -247,7 +247,7 @@ export class BatchJobEngine extends EventEmitter<EngineInstanceEvents> implement
         if (Date.now() - runningSince > this.o.startupTimeoutMs) {
           await this.readTail();
           await this.s.cancel(rec.jobId).catch(() => undefined);
-          clearRecord(this.recordPath);
+          this.clearOwnRecord();
           throw new EngineError(
             'ENGINE_HEALTH_TIMEOUT',
             `engine for model ${this.model} (${this.s.name} job ${rec.jobId}) was not healthy within ${Math.round(this.o.startupTimeoutMs / 1000)} s of the job starting and the job was cancelled; last output: ${formatTail(this.ring.toArray())} — raise startup_timeout_s if loading is just slow, or check ${rec.outputFile}`,
@@ -350,7 +350,7 @@ export class BatchJobEngine extends EventEmitter<EngineInstanceEvents> implement
           this.setDetail({ text: this.runningText(st), jobState: st.state, reason: st.reason, node: st.node, timeLeftS: st.timeLeftS });
           if (!this.expiringSent && this.l.replace_before_s > 0 && st.timeLeftS !== null && st.timeLeftS <= this.l.replace_before_s) {
             this.expiringSent = true;
-            this.note(`${st.timeLeftS} s left of the time limit: asking for a replacement job`);
+            this.note(`${this.s.name} job ${rec.jobId}: ${st.timeLeftS} s left of the time limit: asking for a replacement job`);
             this.log.info({ jobId: rec.jobId, timeLeftS: st.timeLeftS }, 'batch job nears its time limit');
             this.emit('expiring', { timeLeftS: st.timeLeftS });
           }
@@ -372,7 +372,7 @@ export class BatchJobEngine extends EventEmitter<EngineInstanceEvents> implement
   private async lost(why: string, reason: EngineExit['reason']): Promise<void> {
     await this.readTail();
     this.note(why);
-    clearRecord(this.recordPath);
+    this.clearOwnRecord();
     this.running = false;
     this.setDetail({ text: why });
     await this.teardown(false);
@@ -419,7 +419,7 @@ export class BatchJobEngine extends EventEmitter<EngineInstanceEvents> implement
         this.log.warn({ jobId, err: (err as Error).message }, 'could not cancel the batch job');
         this.note(`could not cancel ${this.s.name} job ${jobId}: ${(err as Error).message} — cancel it by hand`);
       }
-      clearRecord(this.recordPath);
+      this.clearOwnRecord();
     } else if (jobId && this.running) {
       this.note(`left ${this.s.name} job ${jobId} running; the next start reconnects to it`);
       this.setDetail({ text: `${this.s.name} job ${jobId} left running for the next worker start to reconnect to` });
@@ -463,7 +463,7 @@ export class BatchJobEngine extends EventEmitter<EngineInstanceEvents> implement
           this.logOut.write(`${line}\n`);
         }
       }
-      if (this.record && existsSync(this.recordPath)) writeOffset(this.recordPath, this.tailOffset - Buffer.byteLength(this.tailPartial));
+      if (this.jobId) writeOffset(this.offsetFile(this.jobId), this.tailOffset - Buffer.byteLength(this.tailPartial));
     } finally {
       closeSync(fd);
     }
@@ -497,6 +497,11 @@ export class BatchJobEngine extends EventEmitter<EngineInstanceEvents> implement
     return { text: `${this.s.name} job not submitted yet`, launcher: this.l.kind, jobId: null, jobState: null, reason: null, node: null, queuePosition: null, queueLength: null, estimatedStart: null, estimateSource: null, gpusFree: null, gpusTotal: null, monitorUrl: null, timeLeftS: null };
   }
 
+  /** How much of the job's output is already in the engine log: a reconnect goes on from there. */
+  private offsetFile(jobId: string): string {
+    return path.join(this.jobDir, `job-${safeFileName(jobId)}.offset`);
+  }
+
   /** Jobs of one shape wait alike: what the wait history is keyed by. */
   private shape(): string {
     const l = this.l;
@@ -506,6 +511,11 @@ export class BatchJobEngine extends EventEmitter<EngineInstanceEvents> implement
   /** A line in the engine log, marked as ours. */
   private note(text: string): void {
     this.logOut.write(`--- ${new Date().toISOString()} ${text}\n`);
+  }
+
+  /** Forgets the recorded job if it is ours (a replacement has recorded its own job over it). */
+  private clearOwnRecord(): void {
+    if (this.jobId && loadRecord(this.recordPath)?.jobId === this.jobId) clearRecord(this.recordPath);
   }
 
   private async statusOrNull(jobId: string): Promise<JobStatus | null> {
@@ -547,18 +557,17 @@ function safeUser(): string {
   }
 }
 
-/** The output offset already copied into the engine log, kept next to the job record. */
-function readOffset(recordPath: string): number {
+function readOffset(file: string): number {
   try {
-    return Number(readFileSync(`${recordPath}.offset`, 'utf8')) || 0;
+    return Number(readFileSync(file, 'utf8')) || 0;
   } catch {
     return 0;
   }
 }
 
-function writeOffset(recordPath: string, offset: number): void {
+function writeOffset(file: string, offset: number): void {
   try {
-    writeFileSync(`${recordPath}.offset`, String(offset));
+    writeFileSync(file, String(offset));
   } catch {
     /* best effort */
   }

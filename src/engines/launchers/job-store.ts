@@ -43,7 +43,6 @@ export function loadRecord(file: string): JobRecord | null {
 
 export function clearRecord(file: string): void {
   rmSync(file, { force: true });
-  rmSync(`${file}.offset`, { force: true });
 }
 
 /**

@@ -90,7 +90,7 @@ export const launcherSchema = z
       })
       .strict()
       .optional()
-      .describe('Reach the engine through `ssh -N -L` via this host when compute nodes are not directly reachable from the worker.'),
+      .describe('Reach the engine through `ssh -N -L` via this host when compute nodes are not directly reachable from the worker. Fields: `host`, `user`, `port`, `identity_file`, `options` (see docs/hpc.md).'),
     stage: z
       .object({
         from: z.string().min(1).describe('Model weights on shared storage (a folder or a file).'),
@@ -99,7 +99,7 @@ export const launcherSchema = z
       })
       .strict()
       .optional()
-      .describe('Copy the weights to node-local storage before the engine starts; the engine then loads them from `to`.'),
+      .describe('Copy the weights to node-local storage before the engine starts; the engine then loads them from `to`. Fields: `from`, `to`, `method` (`copy`, `rsync`, `sbcast`; see docs/hpc.md).'),
     cache: z
       .object({
         hf_home: z.string().optional().describe('HF_HOME (Hugging Face hub cache).'),
@@ -109,7 +109,7 @@ export const launcherSchema = z
       })
       .strict()
       .default({})
-      .describe('Cache folders exported in the job.'),
+      .describe('Cache folders exported in the job: `hf_home` (HF_HOME), `triton_cache_dir` (TRITON_CACHE_DIR), `vllm_cache_root` (VLLM_CACHE_ROOT), `xdg_cache_home` (XDG_CACHE_HOME).'),
     env: z.record(z.string(), z.string()).default({}).describe('Extra environment variables exported in the job.'),
     poll_s: z.number().positive().default(5).describe('How often the job\'s state is read while it waits and runs.'),
     command_timeout_s: z.number().positive().default(30).describe('Give up on one sbatch/squeue/sinfo/scancel call after this long (a down controller takes ~10-20 s to fail).'),

@@ -203,7 +203,7 @@ export function overviewView(root) {
                     h('td', e.model, e.model === w.active_model ? h('span.tag', 'active') : null),
                     h('td', statusBadge(e.state)),
                     h('td', e.since ? fmt.ago(e.since > 1e11 ? e.since / 1000 : e.since) : '–'),
-                    h('td.sub', e.last_error ?? ''),
+                    h('td.sub', e.detail?.text ?? e.last_error ?? ''),
                   ),
                 );
               }),

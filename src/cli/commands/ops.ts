@@ -11,10 +11,14 @@ import type { Ctx } from './batches.js';
 /** `batchwright models`: every model in models.yaml with its state. */
 export async function models(ctx: Ctx): Promise<number> {
   const page = await ctx.client.models.list();
-  const rows = page.data as (typeof page.data[number] & { state?: string; engine?: string; max_model_len?: number | null })[];
+  const rows = page.data as (typeof page.data[number] & { state?: string; engine?: string; max_model_len?: number | null; detail?: string | null })[];
   const w = Math.max(5, ...rows.map((m) => m.id.length));
   ctx.out(`${'MODEL'.padEnd(w)}  ${'STATE'.padEnd(9)}  ${'ENGINE'.padEnd(8)}  MAX_MODEL_LEN`);
-  for (const m of rows) ctx.out(`${m.id.padEnd(w)}  ${(m.state ?? '-').padEnd(9)}  ${(m.engine ?? '-').padEnd(8)}  ${m.max_model_len ?? '-'}`);
+  for (const m of rows) {
+    ctx.out(`${m.id.padEnd(w)}  ${(m.state ?? '-').padEnd(9)}  ${(m.engine ?? '-').padEnd(8)}  ${m.max_model_len ?? '-'}`);
+    // An engine run as a SLURM/PBS job: its job state, queue position, start estimate (docs/hpc.md).
+    if (m.detail) ctx.out(`${' '.repeat(w)}  ${m.detail}`);
+  }
   return EXIT.ok;
 }
 

@@ -1,9 +1,11 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
+import { isPortOpen } from '../../src/engines/net.js';
 import { afterEach, describe, expect, it } from 'vitest';
 import { parseModelsYaml } from '../../src/config/load.js';
 import { launcherOf } from '../../src/config/models.js';
@@ -42,10 +44,10 @@ function fakeSlurm(state: () => string | 'HUNG', extra: { start?: string; onSubm
   return { run, calls };
 }
 
-function engine(stateDir: string, run: CommandRunner, launcher = '{ kind: slurm, partition: alvis, gpus: "A40:1", time: "1:00:00", poll_s: 0.05, replace_before_s: 120, monitor_url: "https://job.c3se.chalmers.se/alvis/{job_id}" }') {
+function engine(stateDir: string, run: CommandRunner, launcher = '{ kind: slurm, partition: alvis, gpus: "A40:1", time: "1:00:00", poll_s: 0.05, replace_before_s: 120, monitor_url: "https://job.c3se.chalmers.se/alvis/{job_id}" }', ssh?: string) {
   const [m] = parseModelsYaml(`models:\n  - id: m\n    engine: sim\n    launcher: ${launcher}\n`, 'models.yaml');
   const l = launcherOf(m!)!;
-  return new BatchJobEngine({ model: m!, launcher: l, scheduler: new SlurmScheduler(run, 20_000), logFile: path.join(stateDir, 'm.log'), log: createLogger('silent'), stateDir, startupTimeoutMs: 10_000, healthIntervalMs: 50 });
+  return new BatchJobEngine({ model: m!, launcher: l, scheduler: new SlurmScheduler(run, 20_000), logFile: path.join(stateDir, 'm.log'), log: createLogger('silent'), stateDir, startupTimeoutMs: 10_000, healthIntervalMs: 50, ...(ssh && { ssh }) });
 }
 
 const engines: BatchJobEngine[] = [];
@@ -127,6 +129,38 @@ describe('BatchJobEngine once running', () => {
       await e.stop();
       expect(calls).toContain('scancel 42');
     } finally {
+      srv.close();
+    }
+  });
+
+  it('through an ssh tunnel: ssh -N -L to the node via the login host, the engine reached on loopback, the tunnel closed on stop', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'bw-bj-'));
+    const srv = http.createServer((_q, r) => r.end('ok')).listen(0, '127.0.0.1');
+    await new Promise((r) => srv.once('listening', r));
+    const port = (srv.address() as AddressInfo).port;
+    const sshLog = path.join(dir, 'ssh.log');
+    process.env['FAKE_SSH_LOG'] = sshLog;
+    const { run } = fakeSlurm(() => 'RUNNING|None|localhost|50:00', { onSubmit: () => writeFileSync(path.join(dir, 'm', 'endpoint.42'), `127.0.0.1 ${port}\n`) });
+    const fakeSsh = fileURLToPath(new URL('../fixtures/ssh/fake-ssh.mjs', import.meta.url));
+    const e = engine(dir, run, '{ kind: slurm, poll_s: 0.05, tunnel: { host: login1.example.org, user: me } }', fakeSsh);
+    engines.push(e);
+    try {
+      await e.start();
+      const local = Number(new URL(e.baseUrl).port);
+      expect(e.baseUrl).toBe(`http://127.0.0.1:${local}`);
+      expect(local).not.toBe(port);
+      expect(JSON.parse(readFileSync(sshLog, 'utf8').trim())).toEqual([
+        '-N', '-L', `127.0.0.1:${local}:127.0.0.1:${port}`,
+        '-o', 'ExitOnForwardFailure=yes', '-o', 'BatchMode=yes', '-o', 'ServerAliveInterval=15', '-o', 'ServerAliveCountMax=3',
+        'me@login1.example.org',
+      ]);
+      expect(await (await fetch(`${e.baseUrl}/health`)).text()).toBe('ok');
+      expect(e.detail().text).toContain(`via ssh tunnel http://127.0.0.1:${local}`);
+      await e.stop();
+      for (let i = 0; i < 50 && (await isPortOpen(local)); i++) await sleep(50);
+      expect(await isPortOpen(local)).toBe(false);
+    } finally {
+      delete process.env['FAKE_SSH_LOG'];
       srv.close();
     }
   });

@@ -21,9 +21,9 @@ if (!cluster.ok) console.warn(`slurm-cluster tests skipped: ${cluster.reason}`);
 const tmp = () => mkdtempSync(path.join(tmpdir(), 'bw-slurm-in-'));
 
 /** A sim model whose engine runs as a SLURM job (-c 1: the cluster has 2 CPUs). */
-function modelsYaml(id: string, launcher: Record<string, unknown> = {}, sim: Record<string, unknown> = {}): string {
+function modelsYaml(id: string, launcher: Record<string, unknown> = {}, sim: Record<string, unknown> = {}, idleTtlS = 0): string {
   const l = { kind: 'slurm', cpus: 1, time: '10', poll_s: 0.5, monitor_url: 'https://job.example.org/ci/{job_id}', ...launcher };
-  return `models:\n  - id: ${id}\n    engine: sim\n    startup_timeout_s: 60\n    options:\n      max_num_seqs: 4\n    sim: ${JSON.stringify({ output_tokens: 8, ...sim })}\n    launcher: ${JSON.stringify(l)}\n`;
+  return `models:\n  - id: ${id}\n    engine: sim\n    startup_timeout_s: 60\n    idle_ttl_s: ${idleTtlS}\n    options:\n      max_num_seqs: 4\n    sim: ${JSON.stringify({ output_tokens: 8, ...sim })}\n    launcher: ${JSON.stringify(l)}\n`;
 }
 
 const ENV = { REQUEST_MAX_ATTEMPTS: '10' };
@@ -94,6 +94,19 @@ describe.skipIf(!cluster.ok)('engines as SLURM jobs (real cluster)', () => {
     server = undefined;
     // shutdown (on_shutdown: cancel) released the allocation
     await until('the job to leave the queue', () => jobsNamed(`bw-${model}`).length === 0, 30_000);
+  });
+
+  it('idle_ttl_s releases the allocation: the job is cancelled once the model has been idle', async () => {
+    const model = 'slurm-idle';
+    names.push(`bw-${model}`);
+    server = await startTestServer({ worker: true, modelsYaml: modelsYaml(model, {}, {}, 2), env: ENV });
+    const b = await runBatch(server, model, 5);
+    expect((await waitForBatch(server.client, b.id, ['completed', 'failed'], 120_000)).request_counts?.completed).toBe(5);
+    const jobId = recordedJob(server.dataDir, model);
+    await until('the idle job to be cancelled', () => modelLog(server!.dataDir, model).includes(`cancelled SLURM job ${jobId} (allocation released)`), 30_000);
+    expect(jobsNamed(`bw-${model}`)).toEqual([]);
+    expect(recordedJob(server.dataDir, model)).toBeNull();
+    await until('state unloaded', async () => (await modelsDetail(server!, model)).state === 'unloaded', 10_000);
   });
 
   it('reports the queue position of a job held PENDING behind others, then runs the batch once they go', async () => {

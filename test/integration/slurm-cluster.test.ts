@@ -3,13 +3,17 @@
  * brought up by scripts/slurm-cluster.sh when none answers. One file, run in order: the
  * cluster is small and the blocker test takes all of it.
  */
-import { createReadStream, mkdtempSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { createReadStream, existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { parseModelsYaml } from '../../src/config/load.js';
 import { ModelManager } from '../../src/engines/model-manager.js';
+import { execRunner } from '../../src/engines/launchers/runner.js';
+import { SchedulerUnavailableError } from '../../src/engines/launchers/scheduler.js';
+import { SlurmScheduler } from '../../src/engines/launchers/slurm.js';
 import { createLogger } from '../../src/log/logger.js';
 import { startTestServer, type TestServer } from '../helpers/app.js';
 import { chatLines, readLinesOf, waitForBatch, writeJsonl } from '../helpers/batch.js';
@@ -200,6 +204,29 @@ describe.skipIf(!cluster.ok)('engines as SLURM jobs (real cluster)', () => {
     expect(log.match(/submitted SLURM job/g)).toHaveLength(1);
     expect(log).toContain(`reconnected to SLURM job ${jobId}`);
   });
+
+  // Stops slurmctld (the one scripts/slurm-cluster.sh started) and starts it again before the next test.
+  it('a controller that is down: every call times out and says the controller is unreachable', async (ctx) => {
+    const pidFile = path.join(process.env['SLURM_RUN_DIR'] ?? '/tmp/slurm-ci', 'slurmctld.pid');
+    if (!existsSync(pidFile)) return ctx.skip(); // not the cluster our script runs: leave it alone
+    const pid = Number(readFileSync(pidFile, 'utf8'));
+    process.kill(pid, 'SIGTERM');
+    await until('slurmctld to stop', () => spawnSync('ps', ['-o', 'stat=', '-p', String(pid)], { encoding: 'utf8' }).stdout.trim().replace(/^Z.*/, '') === '', 20_000);
+    try {
+      const s = new SlurmScheduler(execRunner({ timeoutMs: 3_000 }), 3_000);
+      const status = (await s.status('1').catch((e: unknown) => e)) as Error;
+      expect(status).toBeInstanceOf(SchedulerUnavailableError);
+      expect(status.message).toMatch(/^squeue (did not answer within 3 s: the SLURM controller is unreachable or overloaded|cannot reach the SLURM controller)/);
+      const script = path.join(mkdtempSync(path.join(tmpdir(), 'bw-slurm-down-')), 'job.sh');
+      writeFileSync(script, '#!/bin/bash\n#SBATCH -c 1\ntrue\n');
+      const submit = (await s.submit(script).catch((e: unknown) => e)) as Error;
+      expect(submit).toBeInstanceOf(SchedulerUnavailableError);
+      expect(submit.message).toMatch(/^sbatch (did not answer within 3 s|cannot reach the SLURM controller)/);
+    } finally {
+      spawnSync('slurmctld');
+      await until('slurmctld back', () => spawnSync('sinfo', ['-h', '-o', '%T'], { encoding: 'utf8', timeout: 15_000 }).stdout.includes('idle'), 60_000);
+    }
+  }, 120_000);
 
   describe('jobs SLURM refuses or can never start are explained in one line', () => {
     const manager = (launcher: Record<string, unknown>) => {

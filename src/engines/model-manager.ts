@@ -351,7 +351,7 @@ export class ModelManager extends EventEmitter<{ state: [EngineInfo]; swap: [Swa
       this.replacements.delete(next);
     }
     await this.queue.run(async () => {
-      if (slot.proc !== old || slot.state !== 'ready' || this.closing.signal.aborted) {
+      if (slot.proc !== old || slot.state !== 'ready' || this.closing.signal.aborted || !next.isRunning) {
         await next.stop();
         return;
       }

@@ -268,6 +268,8 @@ export function createWorkerNode(deps: WorkerNodeDeps) {
   const advertised = (baseUrl: string | null) => {
     if (!baseUrl || !env.ENGINE_ADVERTISE_HOST) return baseUrl;
     const u = new URL(baseUrl);
+    // Only engines on this host: one launched as a SLURM/PBS job is already at its node's name.
+    if (u.hostname !== '127.0.0.1' && u.hostname !== 'localhost') return baseUrl;
     u.hostname = env.ENGINE_ADVERTISE_HOST;
     return u.origin;
   };

@@ -61,7 +61,11 @@ export function createDispatcher(deps: DispatcherDeps) {
         // a half-written or foreign key; ignore
       }
     }
-    for (const [m, n] of next) if (serving.has(m) && serving.get(m) !== n) deps.log.info({ model: m, workers: n, before: serving.get(m) }, 'workers serving the model changed; batch dispatch follows');
+    for (const m of new Set([...serving.keys(), ...next.keys()])) {
+      const before = serving.get(m) ?? 0;
+      const now = next.get(m) ?? 0;
+      if (servingAt > 0 && before !== now) deps.log.info({ model: m, workers: now, before }, 'workers serving the model changed; batch dispatch follows');
+    }
     serving = next;
     servingAt = Date.now();
   };

@@ -167,9 +167,15 @@ export class FaultStack {
 
   /** SIGKILLs the engine (the worker's ModelManager restarts it); exact count as above. */
   async killEngine(): Promise<boolean> {
-    // Right after a create the engine may still be starting: kill it as soon as it is up.
+    // Right after a create, or right after another engine kill, the engine may still be
+    // (re)starting: kill the live one as soon as it answers.
     const deadline = Date.now() + 30_000;
-    while (!this.enginePidPort() && Date.now() < deadline) await sleep(50);
+    const live = async () => {
+      const e = this.enginePidPort();
+      if (!e || !isAlive(e.pid)) return false;
+      return (await this.sampleEngine())?.pid === e.pid;
+    };
+    while (!(await live()) && Date.now() < deadline) await sleep(50);
     const e = this.enginePidPort();
     const w = this.worker;
     if (!e || !w) return false;
@@ -281,6 +287,15 @@ export class FaultStack {
     if (!fileId) return [];
     const text = await this.retrying('read file', async () => (await this.client.files.content(fileId)).text());
     return text.split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, any>);
+  }
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
   }
 }
 

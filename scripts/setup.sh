@@ -39,17 +39,25 @@ if [ "$NEED_REDIS" = 1 ] && ! command -v redis-server >/dev/null 2>&1; then
   echo "setup: installed $(redis-server --version | cut -d' ' -f1-3)"
 fi
 
-if [ "$NEED_CHROMIUM" = 1 ] && [ ! -x /usr/bin/chromium ]; then
-  if command -v apt-get >/dev/null 2>&1; then
-    SUDO=""
-    if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
-    echo "setup: /usr/bin/chromium not found; installing it with ${SUDO:+sudo }apt-get install chromium (the dashboard's browser test)..."
-    if $SUDO apt-get update -qq && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; then
-      echo "setup: installed $(/usr/bin/chromium --version 2>/dev/null | head -1)"
+# Browser and terminal tests: Debian's chromium (the dashboard's e2e test) and tmux (the CLI on a
+# real terminal). Each test skips, saying why, when its tool could not be installed.
+if [ "$NEED_CHROMIUM" = 1 ]; then
+  missing=""
+  [ -x /usr/bin/chromium ] || missing="chromium"
+  command -v tmux >/dev/null 2>&1 || missing="$missing tmux"
+  if [ -n "$missing" ]; then
+    if command -v apt-get >/dev/null 2>&1; then
+      SUDO=""
+      if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+      echo "setup: installing$missing with ${SUDO:+sudo }apt-get (the dashboard's browser test and the CLI's terminal test)..."
+      # shellcheck disable=SC2086
+      if $SUDO apt-get update -qq && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null; then
+        echo "setup: installed$missing"
+      else
+        echo "setup: installing$missing failed; the tests that need it will be skipped" >&2
+      fi
     else
-      echo "setup: installing chromium failed; the dashboard's browser test will be skipped" >&2
+      echo "setup:$missing missing and this is not a Debian/Ubuntu machine; the tests that need it will be skipped" >&2
     fi
-  else
-    echo "setup: /usr/bin/chromium is missing and this is not a Debian/Ubuntu machine; the dashboard's browser test will be skipped" >&2
   fi
 fi

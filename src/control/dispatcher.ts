@@ -2,6 +2,7 @@ import { open, type FileHandle } from 'node:fs/promises';
 import { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from '../log/logger.js';
+import { readJsonKeys } from '../queue/connection.js';
 import { chunkJobId, chunkPlan, chunkQueueName, keys, type ChunkJob, type ChunkRequest, type WorkerHeartbeat } from '../queue/jobs.js';
 import type { BatchesRepo, BatchRow, RequestSlice } from '../store/batches-repo.js';
 import type { FileStorage } from '../store/file-storage.js';
@@ -45,21 +46,9 @@ export function createDispatcher(deps: DispatcherDeps) {
   let servingAt = 0;
   let reading: Promise<void> | undefined;
   const readHeartbeats = async () => {
-    const found: string[] = [];
-    let cursor = '0';
-    do {
-      const [c, batch] = await deps.redis.scan(cursor, 'MATCH', k.workersPattern, 'COUNT', 1000);
-      cursor = c;
-      found.push(...batch);
-    } while (cursor !== '0');
     const next = new Map<string, number>();
-    for (const v of found.length ? await deps.redis.mget(...found) : []) {
-      if (!v) continue;
-      try {
-        for (const m of new Set((JSON.parse(v) as WorkerHeartbeat).models)) next.set(m, (next.get(m) ?? 0) + 1);
-      } catch {
-        // a half-written or foreign key; ignore
-      }
+    for (const hb of await readJsonKeys<WorkerHeartbeat>(deps.redis, k.workersPattern, 1000)) {
+      for (const m of new Set(hb.models ?? [])) next.set(m, (next.get(m) ?? 0) + 1);
     }
     for (const m of new Set([...serving.keys(), ...next.keys()])) {
       const before = serving.get(m) ?? 0;

@@ -5,6 +5,7 @@ import type { Redis } from 'ioredis';
 import type { Logger } from '../log/logger.js';
 import { ApiError } from '../api/errors.js';
 import { keys, type DemandRecord, type WorkerHeartbeat } from '../queue/jobs.js';
+import { readJsonKeys } from '../queue/connection.js';
 
 export type { EngineTarget };
 
@@ -65,23 +66,7 @@ export function createEngineRouter(deps: EngineRouterDeps): EngineRouter {
 
   const refresh = async () => {
     const next = new Map<string, WorkerHeartbeat>();
-    let cursor = '0';
-    const found: string[] = [];
-    do {
-      const [c, batch] = await deps.redis.scan(cursor, 'MATCH', k.workersPattern, 'COUNT', 200);
-      cursor = c;
-      found.push(...batch);
-    } while (cursor !== '0');
-    const values = found.length ? await deps.redis.mget(...found) : [];
-    for (const v of values) {
-      if (!v) continue;
-      try {
-        const hb = JSON.parse(v) as WorkerHeartbeat;
-        next.set(hb.workerId, hb);
-      } catch {
-        // a half-written or foreign key; ignore
-      }
-    }
+    for (const hb of await readJsonKeys<WorkerHeartbeat>(deps.redis, k.workersPattern, 200)) next.set(hb.workerId, hb);
     workers = next;
     notify();
   };

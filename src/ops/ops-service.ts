@@ -2,7 +2,8 @@ import { EventEmitter } from 'node:events';
 import type { Redis } from 'ioredis';
 import type { Logger } from '../log/logger.js';
 import type { OpsRepo } from '../store/ops-repo.js';
-import { GPU_STALE_FACTOR, keys, type DemandRecord, type OpsErrorMessage, type SwapMessage, type WorkerGpus, type WorkerHeartbeat } from '../queue/jobs.js';
+import { readJsonKeys } from '../queue/connection.js';
+import { GPU_STALE_FACTOR, keys, sumDemand, type DemandRecord, type OpsErrorMessage, type SwapMessage, type WorkerGpus, type WorkerHeartbeat } from '../queue/jobs.js';
 import { ApiError } from '../api/errors.js';
 import { followEngineLog } from './log-stream.js';
 import { RateWindow, toOpsBatch, toS, waitingReason, type OpsBatch } from './views.js';
@@ -151,24 +152,7 @@ export function createOpsService(deps: OpsServiceDeps) {
 
   const readGpus = async (): Promise<WorkerGpus[]> => {
     assertRedis();
-    const found: string[] = [];
-    let cursor = '0';
-    do {
-      const [c, batch] = await redis.scan(cursor, 'MATCH', k.gpusPattern, 'COUNT', 200);
-      cursor = c;
-      found.push(...batch);
-    } while (cursor !== '0');
-    const values = found.length ? await redis.mget(...found) : [];
-    const out: WorkerGpus[] = [];
-    for (const v of values) {
-      if (!v) continue;
-      try {
-        out.push(JSON.parse(v) as WorkerGpus);
-      } catch {
-        // a foreign or half-written key
-      }
-    }
-    return out.sort((a, b) => a.workerId.localeCompare(b.workerId));
+    return (await readJsonKeys<WorkerGpus>(redis, k.gpusPattern, 200)).sort((a, b) => a.workerId.localeCompare(b.workerId));
   };
 
   const isFresh = (w: WorkerGpus, at: number, now: number) => now - at <= GPU_STALE_FACTOR * w.pollMs;
@@ -230,23 +214,7 @@ export function createOpsService(deps: OpsServiceDeps) {
 
   const demand = async (): Promise<Map<string, { waiting: number; inflight: number }>> => {
     assertRedis();
-    const found: string[] = [];
-    let cursor = '0';
-    do {
-      const [c, batch] = await redis.scan(cursor, 'MATCH', k.demandPattern, 'COUNT', 500);
-      cursor = c;
-      found.push(...batch);
-    } while (cursor !== '0');
-    const out = new Map<string, { waiting: number; inflight: number }>();
-    for (const v of found.length ? await redis.mget(...found) : []) {
-      if (!v) continue;
-      const d = JSON.parse(v) as DemandRecord;
-      const sum = out.get(d.model) ?? { waiting: 0, inflight: 0 };
-      sum.waiting += d.waiting;
-      sum.inflight += d.inflight;
-      out.set(d.model, sum);
-    }
-    return out;
+    return sumDemand(await readJsonKeys<DemandRecord>(redis, k.demandPattern));
   };
 
   /** The /health summary (see docs/operator-api.md). */

@@ -30,6 +30,19 @@ export interface DemandRecord {
   waitingSince: number | null;
 }
 
+/** Demand per model, summed over every API process's record. */
+export function sumDemand(records: readonly DemandRecord[]): Map<string, DemandRecord> {
+  const out = new Map<string, DemandRecord>();
+  for (const d of records) {
+    const sum = out.get(d.model) ?? { model: d.model, waiting: 0, inflight: 0, waitingSince: null };
+    sum.waiting += d.waiting;
+    sum.inflight += d.inflight;
+    if (d.waitingSince !== null) sum.waitingSince = Math.min(sum.waitingSince ?? Infinity, d.waitingSince);
+    out.set(d.model, sum);
+  }
+  return out;
+}
+
 /** What a worker advertises (key `worker:<id>`, refreshed every few seconds, expiring). */
 export interface WorkerHeartbeat {
   workerId: string;

@@ -3,8 +3,8 @@ import { Queue, WaitingError, Worker, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Config } from '../config/load.js';
 import type { Logger } from '../log/logger.js';
-import { chunkPlan, chunkQueueName, keys, type ChunkJob, type DemandRecord, type WorkerHeartbeat } from '../queue/jobs.js';
-import { createRedis } from '../queue/connection.js';
+import { chunkPlan, chunkQueueName, keys, sumDemand, type ChunkJob, type DemandRecord, type WorkerHeartbeat } from '../queue/jobs.js';
+import { createRedis, readJsonKeys } from '../queue/connection.js';
 import { createChunkRunner, type EngineAccess } from './run-chunk.js';
 import { pickModel, type QueueLoad } from './scheduler.js';
 import { concurrencyOf } from '../config/models.js';
@@ -141,27 +141,8 @@ export function createWorkerNode(deps: WorkerNodeDeps) {
   }
 
   /** Interactive demand per model, summed over every API process (keys expire with them). */
-  const readDemand = async (): Promise<Map<string, DemandRecord>> => {
-    const found: string[] = [];
-    let cursor = '0';
-    do {
-      const [c, batch] = await redis.scan(cursor, 'MATCH', k.demandPattern, 'COUNT', 500);
-      cursor = c;
-      found.push(...batch);
-    } while (cursor !== '0');
-    const out = new Map<string, DemandRecord>();
-    const values = found.length ? await redis.mget(...found) : [];
-    for (const v of values) {
-      if (!v) continue;
-      const d = JSON.parse(v) as DemandRecord;
-      const sum = out.get(d.model) ?? { model: d.model, waiting: 0, inflight: 0, waitingSince: null };
-      sum.waiting += d.waiting;
-      sum.inflight += d.inflight;
-      if (d.waitingSince !== null) sum.waitingSince = Math.min(sum.waitingSince ?? Infinity, d.waitingSince);
-      out.set(d.model, sum);
-    }
-    return out;
-  };
+  const readDemand = async (): Promise<Map<string, DemandRecord>> =>
+    sumDemand(await readJsonKeys<DemandRecord>(redis, k.demandPattern));
 
   const loadOf = async (model: string, demand: Map<string, DemandRecord>): Promise<QueueLoad> => {
     const q = queues.get(model)!;

@@ -40,6 +40,20 @@ export function modelsYaml(models: SimModel[]): string {
   return lines.join('\n') + '\n';
 }
 
+/** The JSON log lines in a process's captured output (pino lines; anything else is skipped). */
+export function jsonLinesOf(out: string): Record<string, unknown>[] {
+  return out
+    .split('\n')
+    .filter((l) => l.startsWith('{'))
+    .flatMap((l) => {
+      try {
+        return [JSON.parse(l) as Record<string, unknown>];
+      } catch {
+        return [];
+      }
+    });
+}
+
 export interface Proc {
   name: string;
   proc: ChildProcess;
@@ -97,17 +111,7 @@ function startProc(name: string, args: string[], env: Record<string, string>, no
     proc,
     pid: proc.pid!,
     output: () => out,
-    jsonLines: () =>
-      out
-        .split('\n')
-        .filter((l) => l.startsWith('{'))
-        .flatMap((l) => {
-          try {
-            return [JSON.parse(l) as Record<string, unknown>];
-          } catch {
-            return [];
-          }
-        }),
+    jsonLines: () => jsonLinesOf(out),
     async stop() {
       if (proc.exitCode !== null || proc.signalCode !== null) return;
       proc.kill('SIGTERM');

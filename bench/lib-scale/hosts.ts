@@ -8,7 +8,7 @@ import { execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { ROOT, type Proc } from '../lib-batch/stack.js';
+import { ROOT, jsonLinesOf, type Proc } from '../lib-batch/stack.js';
 
 /** 10.213.<i>.0/30 per host: .1 on this side, .2 inside the namespace. */
 const SUBNET = '10.213';
@@ -112,17 +112,7 @@ export function startWorkerOn(host: Host, opts: { redisPort: number; prefix: str
     pid: proc.pid!,
     dataDir,
     output: () => out,
-    jsonLines: () =>
-      out
-        .split('\n')
-        .filter((l) => l.startsWith('{'))
-        .flatMap((l) => {
-          try {
-            return [JSON.parse(l) as Record<string, unknown>];
-          } catch {
-            return [];
-          }
-        }),
+    jsonLines: () => jsonLinesOf(out),
     async stop() {
       if (proc.exitCode === null && proc.signalCode === null) {
         proc.kill('SIGTERM');

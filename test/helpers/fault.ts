@@ -14,18 +14,11 @@ import OpenAI, { toFile } from 'openai';
 import { freePort, startRedis, type TestRedis } from './redis-server.js';
 import { startMain, waitForOutput, type ServerProcess } from './processes.js';
 import { chatLines } from './batch.js';
+import { mulberry32 } from '../../simulator/text.js';
+import { isProcessAlive } from '../../src/os/process.js';
 
-/** mulberry32: small, seedable, good enough to draw fault moments. */
-export function rngFrom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** A seeded RNG to draw fault moments (the simulator's mulberry32). */
+export const rngFrom = mulberry32;
 
 export type FaultKind = 'worker-kill' | 'api-kill' | 'engine-kill' | 'redis-kill' | 'redis-shutdown' | 'redis-flushall';
 export const CI_FAULTS: readonly FaultKind[] = ['worker-kill', 'api-kill', 'engine-kill', 'redis-kill', 'redis-shutdown'];
@@ -172,7 +165,7 @@ export class FaultStack {
     const deadline = Date.now() + 30_000;
     const live = async () => {
       const e = this.enginePidPort();
-      if (!e || !isAlive(e.pid)) return false;
+      if (!e || !isProcessAlive(e.pid)) return false;
       return (await this.sampleEngine())?.pid === e.pid;
     };
     while (!(await live()) && Date.now() < deadline) await sleep(50);
@@ -290,14 +283,6 @@ export class FaultStack {
   }
 }
 
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 export interface PlannedFault {
   kind: FaultKind;

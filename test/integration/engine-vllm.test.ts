@@ -13,6 +13,7 @@ import { modelSchema, type ModelConfig } from '../../src/config/models.js';
 import { isEngineError } from '../../src/engines/errors.js';
 import { ModelManager, type EngineInfo, type ModelManagerOptions, type SwapEvent } from '../../src/engines/model-manager.js';
 import { createLogger } from '../../src/log/logger.js';
+import { isProcessAlive } from '../../src/os/process.js';
 
 type LogLine = Record<string, unknown> & { msg: string; level: number };
 
@@ -98,14 +99,6 @@ async function fakeState(baseUrl: string): Promise<FakeState> {
   return (await res.json()) as FakeState;
 }
 
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 const chat = (model: string) => ({ model, messages: [{ role: 'user', content: 'hi' }], max_tokens: 4 });
 
@@ -227,7 +220,7 @@ describe('sleep mode as a swap cache', () => {
 
     await mm.ensureReady('b');
     expect(mm.info('a')).toMatchObject({ state: 'sleeping', pid: aPid });
-    expect(isAlive(aPid)).toBe(true);
+    expect(isProcessAlive(aPid)).toBe(true);
     expect(await fakeState(a.baseUrl)).toMatchObject({ sleeping: true, level: 2, sleeps: [2] });
     // The old handle's client was closed; a request straight to the sleeping engine gets vLLM's 503.
     const direct = await fetch(`${a.baseUrl}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(chat('a')) });
@@ -253,7 +246,7 @@ describe('sleep mode as a swap cache', () => {
     // Shutdown stops sleeping engines too.
     const bPid = mm.info('b').pid!;
     await mm.shutdown();
-    expect(isAlive(aPid) || isAlive(bPid)).toBe(false);
+    expect(isProcessAlive(aPid) || isProcessAlive(bPid)).toBe(false);
   });
 
   it('sleeps at level 1 while the host RAM budget allows, then at level 2', async () => {
@@ -273,7 +266,7 @@ describe('sleep mode as a swap cache', () => {
     const pid1 = mm.info('nosleep').pid!;
     await mm.ensureReady('other');
     expect(mm.info('nosleep')).toMatchObject({ state: 'stopped', pid: null });
-    expect(isAlive(pid1)).toBe(false);
+    expect(isProcessAlive(pid1)).toBe(false);
     expect(logs.some((l) => l.msg === 'engine sleep failed; stopping it instead')).toBe(true);
 
     await mm.ensureReady('nowake');
@@ -283,7 +276,7 @@ describe('sleep mode as a swap cache', () => {
     const h = await mm.ensureReady('nowake');
     expect(mm.info('nowake').state).toBe('ready');
     expect(mm.info('nowake').pid).not.toBe(pid2);
-    expect(isAlive(pid2)).toBe(false);
+    expect(isProcessAlive(pid2)).toBe(false);
     expect(logs.some((l) => l.msg === 'engine wake-up failed; restarting it')).toBe(true);
     expect((await fakeState(h.baseUrl)).sleeps).toEqual([]);
   });
@@ -301,7 +294,7 @@ describe('sleep mode as a swap cache', () => {
     const sleeperPid = mm.info('sleeper').pid!;
     const done = mm.ensureReady('big');
     await expect.poll(() => mm.info('sleeper').state, { timeout: 5_000 }).toBe('stopped');
-    expect(isAlive(sleeperPid)).toBe(false);
+    expect(isProcessAlive(sleeperPid)).toBe(false);
     expect(logs.find((l) => l.msg === 'stopping a sleeping engine to free GPU memory')).toMatchObject({ model: 'sleeper', for: 'big' });
     smi.set(ONE_GPU_FREE);
     await done;

@@ -116,7 +116,7 @@ describe('operator API shapes', () => {
     expect(Math.abs(workers.data[0].last_heartbeat_at - Date.now() / 1000)).toBeLessThan(15);
 
     const engines = (await getJson(server, '/ops/engines')).body.data;
-    expect(engines).toEqual([{ worker_id: workers.data[0].id, model: SIM_MODEL, state: 'ready', since: expect.any(Number), base_url: expect.stringMatching(/^http:\/\/127\.0\.0\.1:\d+$/), restarts: 0, last_error: null }]);
+    expect(engines).toEqual([{ worker_id: workers.data[0].id, model: SIM_MODEL, state: 'ready', since: expect.any(Number), base_url: expect.stringMatching(/^http:\/\/127\.0\.0\.1:\d+$/), restarts: 0, last_error: null, detail: null }]);
 
     // The swap is published asynchronously: wait for it.
     let swaps: any[] = [];

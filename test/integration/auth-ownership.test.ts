@@ -144,7 +144,7 @@ describe('batches belong to the creating project', () => {
 describe('Idempotency-Key is scoped to the project', () => {
   it('returns the same file for a retried upload, and stores it once', async () => {
     const text = chatLines(3, SIM_MODEL);
-    const count = async () => (await admin.files.list({ limit: 10000 })).data.length;
+    const count = async () => (await admin.files.list({ limit: 10000, purpose: 'batch' })).data.length;
     const onDisk = () => new Set(readdirSync(server.app.deps.storage.root).filter((n) => n !== 'tmp'));
     const first = await upload(a, text, { key: 'upload-1' });
     const before = await count();

@@ -22,7 +22,19 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { writeChatBatch } from './lib-batch/gen.js';
 import { flag, numOption, option, printTable, round, writeResults, type Metric } from './lib-batch/report.js';
 import { batchLatencies, batchResultFiles, postRuns, readResults, runsFromResults } from './lib-batch/record.js';
-import { ROOT, childrenOf, cpuMsOf, createBatch, getBatch, simReset, simStats, startStack, uploadFile, waitStatus, type Stack } from './lib-batch/stack.js';
+import {
+  ROOT,
+  childrenOf,
+  cpuMsOf,
+  createBatch,
+  getBatch,
+  simReset,
+  simStats,
+  startStack,
+  uploadFile,
+  waitStatus,
+  type Stack,
+} from './lib-batch/stack.js';
 
 const quick = flag('quick');
 const only = option('only');
@@ -68,27 +80,38 @@ async function p5(stack: Stack, dir: string) {
     better: 'higher',
     note:
       `${runs.length > 1 ? `best of ${runs.length} (others ${others.join(', ')} req/s); ` : ''}phases ms: upload ${phases.uploadMs}, validate ${phases.validateMs}, run ${phases.runMs}, ` +
-      `finalize ${phases.finalizeMs}; CPU µs/req: ${Object.entries(best.cpuMs).map(([k, v]) => `${k} ${Math.round((v * 1000) / N)}`).join(', ')}; sim ${FAST_SLOTS} slots, zero latency`,
+      `finalize ${phases.finalizeMs}; CPU µs/req: ${Object.entries(best.cpuMs)
+        .map(([k, v]) => `${k} ${Math.round((v * 1000) / N)}`)
+        .join(', ')}; sim ${FAST_SLOTS} slots, zero latency`,
   };
   return { metric, details: { n: N, bytes, slots: FAST_SLOTS, best, runs } };
 }
 
 async function p5Once(stack: Stack, f: string, bytes: number) {
   // CPU time per process over the run: where the machine's cores went.
-  const procs: Record<string, number[]> = { api: [stack.api.pid], worker: [stack.worker!.pid], engine: childrenOf(stack.worker!.pid), redis: [stack.redisPid] };
-  const cpuNow = () => Object.fromEntries(Object.entries(procs).map(([k, pids]) => [k, pids.reduce((a, p) => a + (cpuMsOf(p) ?? 0), 0)]));
+  const procs: Record<string, number[]> = {
+    api: [stack.api.pid],
+    worker: [stack.worker!.pid],
+    engine: childrenOf(stack.worker!.pid),
+    redis: [stack.redisPid],
+  };
+  const cpuNow = () =>
+    Object.fromEntries(Object.entries(procs).map(([k, pids]) => [k, pids.reduce((a, p) => a + (cpuMsOf(p) ?? 0), 0)]));
   const cpu0 = cpuNow();
   const self0 = process.cpuUsage();
   const t0 = performance.now();
   const file = await uploadFile(stack.baseUrl, f);
   const tUploaded = performance.now();
   const created = await createBatch(stack.baseUrl, file.id);
-  const inProgress = await waitStatus(stack.baseUrl, created.id, ['in_progress', 'finalizing', 'completed'], { pollMs: 20 });
+  const inProgress = await waitStatus(stack.baseUrl, created.id, ['in_progress', 'finalizing', 'completed'], {
+    pollMs: 20,
+  });
   // Progress over time: the longest stretch without a new result, and the slowest second.
   const progress: { t: number; done: number }[] = [];
   const finalizing = await waitStatus(stack.baseUrl, created.id, ['finalizing', 'completed'], {
     pollMs: 100, // ± 100 ms on ~20 s; faster polling costs the machine ~0.1 core
-    onPoll: (b, at) => progress.push({ t: at, done: (b.request_counts?.completed ?? 0) + (b.request_counts?.failed ?? 0) }),
+    onPoll: (b, at) =>
+      progress.push({ t: at, done: (b.request_counts?.completed ?? 0) + (b.request_counts?.failed ?? 0) }),
   });
   let longestStallMs = 0;
   for (let i = 1, last = progress[0]; i < progress.length; i++) {
@@ -100,18 +123,24 @@ async function p5Once(stack: Stack, f: string, bytes: number) {
   const perSecond: number[] = [];
   for (let i = 0, j = 0; i < progress.length; i++) {
     while (progress[i]!.t - progress[j]!.t > 1000) j++;
-    if (progress[i]!.t - progress[0]!.t >= 1000) perSecond.push(((progress[i]!.done - progress[j]!.done) * 1000) / Math.max(1, progress[i]!.t - progress[j]!.t));
+    if (progress[i]!.t - progress[0]!.t >= 1000)
+      perSecond.push(((progress[i]!.done - progress[j]!.done) * 1000) / Math.max(1, progress[i]!.t - progress[j]!.t));
   }
   const slowestSecond = perSecond.length ? Math.min(...perSecond) : NaN;
   const done = await waitStatus(stack.baseUrl, created.id, ['completed'], { pollMs: 20 });
   const totalMs = done.at - t0;
   const cpu1 = cpuNow();
   const self1 = process.cpuUsage(self0);
-  const cpuMs: Record<string, number> = Object.fromEntries(Object.keys(cpu1).map((k) => [k, Math.round(cpu1[k]! - cpu0[k]!)]));
+  const cpuMs: Record<string, number> = Object.fromEntries(
+    Object.keys(cpu1).map((k) => [k, Math.round(cpu1[k]! - cpu0[k]!)]),
+  );
   cpuMs.benchClient = Math.round((self1.user + self1.system) / 1000);
-  const cpuLine = Object.entries(cpuMs).map(([k, v]) => `${k} ${v} ms (${((v * 1000) / N).toFixed(0)} µs/req)`).join(', ');
+  const cpuLine = Object.entries(cpuMs)
+    .map(([k, v]) => `${k} ${v} ms (${((v * 1000) / N).toFixed(0)} µs/req)`)
+    .join(', ');
   const counts = done.batch.request_counts;
-  if (counts?.completed !== N || counts.failed !== 0) throw new Error(`P5 batch counts ${JSON.stringify(counts)}, expected ${N} completed`);
+  if (counts?.completed !== N || counts.failed !== 0)
+    throw new Error(`P5 batch counts ${JSON.stringify(counts)}, expected ${N} completed`);
   const rate = (N / totalMs) * 1000;
   const phases = {
     uploadMs: round(tUploaded - t0),
@@ -120,10 +149,23 @@ async function p5Once(stack: Stack, f: string, bytes: number) {
     finalizeMs: round(done.at - finalizing.at),
     totalMs: round(totalMs),
   };
-  console.log(`P5: ${N} requests (${(bytes / 1e6).toFixed(1)} MB) in ${(totalMs / 1000).toFixed(2)} s → ${rate.toFixed(0)} req/s`, phases);
+  console.log(
+    `P5: ${N} requests (${(bytes / 1e6).toFixed(1)} MB) in ${(totalMs / 1000).toFixed(2)} s → ${rate.toFixed(0)} req/s`,
+    phases,
+  );
   console.log(`  CPU: ${cpuLine}; wall ${Math.round(totalMs)} ms × 2 cores = ${Math.round(totalMs * 2)} ms`);
-  console.log(`  while running: longest stretch without progress ${longestStallMs.toFixed(0)} ms, slowest 1 s window ${slowestSecond.toFixed(0)} req/s`);
-  return { rate, phases, longestStallMs, slowestSecondReqPerS: slowestSecond, cpuMs, loadavg: os.loadavg(), outputTokens: (done.batch as { usage?: { output_tokens?: number } }).usage?.output_tokens };
+  console.log(
+    `  while running: longest stretch without progress ${longestStallMs.toFixed(0)} ms, slowest 1 s window ${slowestSecond.toFixed(0)} req/s`,
+  );
+  return {
+    rate,
+    phases,
+    longestStallMs,
+    slowestSecondReqPerS: slowestSecond,
+    cpuMs,
+    loadavg: os.loadavg(),
+    outputTokens: (done.batch as { usage?: { output_tokens?: number } }).usage?.output_tokens,
+  };
 }
 
 async function p9p10(stack: Stack, dir: string) {
@@ -145,7 +187,10 @@ async function p9p10(stack: Stack, dir: string) {
   let status = created.status;
   let baseArrived = (await simStats(engine)).arrived;
   while (Date.now() < until) {
-    const [b, s] = await Promise.all([Number.isNaN(tStart) ? getBatch(stack.baseUrl, created.id) : Promise.resolve(null), simStats(engine)]);
+    const [b, s] = await Promise.all([
+      Number.isNaN(tStart) ? getBatch(stack.baseUrl, created.id) : Promise.resolve(null),
+      simStats(engine),
+    ]);
     const now = performance.now();
     if (b) status = b.status;
     if (b && Number.isNaN(tStart) && b.status !== 'validating') tStart = now;
@@ -162,7 +207,8 @@ async function p9p10(stack: Stack, dir: string) {
   if (Number.isNaN(lastServed)) throw new Error('P9 batch did not finish in 600 s');
   const stats = await simStats(engine);
   const done = await waitStatus(stack.baseUrl, created.id, ['completed'], { pollMs: 50 });
-  if (done.batch.request_counts?.completed !== LAT_N) throw new Error(`P9 counts ${JSON.stringify(done.batch.request_counts)}`);
+  if (done.batch.request_counts?.completed !== LAT_N)
+    throw new Error(`P9 counts ${JSON.stringify(done.batch.request_counts)}`);
   // Per-request latency as the worker measured it (read after the timed part, only to record it).
   const latency = recordUrl ? await batchLatencies(stack.baseUrl, created.id) : null;
   const runMs = lastServed - tStart;
@@ -173,24 +219,72 @@ async function p9p10(stack: Stack, dir: string) {
   const inRun = samples.filter((x) => x.t >= tStart && x.t <= lastServed);
   const meanRunning = inRun.reduce((a, x) => a + x.running, 0) / Math.max(1, inRun.length);
   const fullShare = inRun.filter((x) => x.running >= LAT_SLOTS).length / Math.max(1, inRun.length);
-  if (process.env.BENCH_TRACE) console.log(inRun.map((x) => `${Math.round(x.t - tStart)}:${x.running}+${x.waiting}`).join(' '));
-  console.log(`  sampled running: mean ${meanRunning.toFixed(2)} of ${LAT_SLOTS}, full in ${(fullShare * 100).toFixed(1)} % of ${inRun.length} samples`);
+  if (process.env.BENCH_TRACE)
+    console.log(inRun.map((x) => `${Math.round(x.t - tStart)}:${x.running}+${x.waiting}`).join(' '));
+  console.log(
+    `  sampled running: mean ${meanRunning.toFixed(2)} of ${LAT_SLOTS}, full in ${(fullShare * 100).toFixed(1)} % of ${inRun.length} samples`,
+  );
   const startDelay = firstArrival - tStart;
   console.log(
     `P9/P10: ${LAT_N} req, L=${LAT_MS} ms, S=${LAT_SLOTS}: in_progress→last served ${runMs.toFixed(0)} ms (ideal ${ideal} ms, ×${ratio.toFixed(3)}), ` +
       `busySlotMs ${stats.busySlotMs.toFixed(0)} → occupancy ${(occupancy * 100).toFixed(1)} %, mean L in sim ${meanL.toFixed(1)} ms, peak running ${peak}, first request ${startDelay.toFixed(0)} ms after in_progress`,
   );
   const metrics: Metric[] = [
-    { id: 'P9', metric: `slot occupancy, S=${LAT_SLOTS}, L=${LAT_MS} ms, N=${LAT_N}`, value: round(occupancy * 100, 1), unit: '%', must: 90, target: 97, better: 'higher', note: `busySlotMs ${Math.round(stats.busySlotMs)} / (${LAT_SLOTS} × ${Math.round(runMs)} ms); mean request time in sim ${meanL.toFixed(1)} ms` },
-    { id: 'P10', metric: `makespan / (N·L/S = ${ideal} ms)`, value: round(ratio, 3), unit: '×', must: 1.1, target: 1.03, better: 'lower', note: `in_progress seen → last request served ${Math.round(runMs)} ms; first request reached the engine ${Math.round(startDelay)} ms after in_progress` },
+    {
+      id: 'P9',
+      metric: `slot occupancy, S=${LAT_SLOTS}, L=${LAT_MS} ms, N=${LAT_N}`,
+      value: round(occupancy * 100, 1),
+      unit: '%',
+      must: 90,
+      target: 97,
+      better: 'higher',
+      note: `busySlotMs ${Math.round(stats.busySlotMs)} / (${LAT_SLOTS} × ${Math.round(runMs)} ms); mean request time in sim ${meanL.toFixed(1)} ms`,
+    },
+    {
+      id: 'P10',
+      metric: `makespan / (N·L/S = ${ideal} ms)`,
+      value: round(ratio, 3),
+      unit: '×',
+      must: 1.1,
+      target: 1.03,
+      better: 'lower',
+      note: `in_progress seen → last request served ${Math.round(runMs)} ms; first request reached the engine ${Math.round(startDelay)} ms after in_progress`,
+    },
   ];
-  return { metrics, details: { n: LAT_N, slots: LAT_SLOTS, latencyMs: LAT_MS, runMs, idealMs: ideal, busySlotMs: stats.busySlotMs, occupancy, ratio, meanLatencyMs: meanL, peakRunning: peak, firstRequestAfterMs: startDelay, meanRunningSampled: meanRunning, fullShareSampled: fullShare, latencyP50Ms: latency?.p50, latencyP95Ms: latency?.p95 } };
+  return {
+    metrics,
+    details: {
+      n: LAT_N,
+      slots: LAT_SLOTS,
+      latencyMs: LAT_MS,
+      runMs,
+      idealMs: ideal,
+      busySlotMs: stats.busySlotMs,
+      occupancy,
+      ratio,
+      meanLatencyMs: meanL,
+      peakRunning: peak,
+      firstRequestAfterMs: startDelay,
+      meanRunningSampled: meanRunning,
+      fullShareSampled: fullShare,
+      latencyP50Ms: latency?.p50,
+      latencyP95Ms: latency?.p95,
+    },
+  };
 }
 
 async function importResults(url: string): Promise<void> {
   const named = process.argv.slice(process.argv.indexOf('--import-results') + 2).filter((a) => !a.startsWith('--'));
-  const files = named.length > 0 ? named : batchResultFiles(process.env.BENCH_RESULTS_DIR ? path.resolve(process.env.BENCH_RESULTS_DIR) : path.join(ROOT, 'bench/results'));
-  if (files.length === 0) throw new Error('no bench/results/batch-*.json to import: run bench/batch.ts first, or name the files');
+  const files =
+    named.length > 0
+      ? named
+      : batchResultFiles(
+          process.env.BENCH_RESULTS_DIR
+            ? path.resolve(process.env.BENCH_RESULTS_DIR)
+            : path.join(ROOT, 'bench/results'),
+        );
+  if (files.length === 0)
+    throw new Error('no bench/results/batch-*.json to import: run bench/batch.ts first, or name the files');
   for (const f of files) {
     const ids = await postRuns(url, runsFromResults(readResults(f), f), process.env.OPENAI_API_KEY);
     console.log(`${path.basename(f)}: recorded ${ids.length} run(s) ${ids.join(' ')}`);
@@ -230,7 +324,12 @@ async function main() {
     rmSync(dir, { recursive: true, force: true });
   }
   printTable(`batch pipeline${quick ? ' (quick)' : ''}`, metrics);
-  const file = writeResults('batch', { quick, params: { n: N, slots: FAST_SLOTS, latN: LAT_N, latSlots: LAT_SLOTS, latMs: LAT_MS }, metrics, details });
+  const file = writeResults('batch', {
+    quick,
+    params: { n: N, slots: FAST_SLOTS, latN: LAT_N, latSlots: LAT_SLOTS, latMs: LAT_MS },
+    metrics,
+    details,
+  });
   if (recordUrl) {
     const ids = await postRuns(recordUrl, runsFromResults(readResults(file), file), process.env.OPENAI_API_KEY);
     console.log(`recorded ${ids.length} run(s) on ${recordUrl}: ${ids.join(' ')}`);

@@ -29,10 +29,14 @@ import { defaultResultsPath, describeMachine, machineInfo, parseFlags, printTabl
 import { cpuTimeMs, startStack, withMachineLoad, type Stack } from './lib/stack.js';
 import { median, round, roundSummary, summarize, type Summary } from './lib/stats.js';
 
-const USAGE = 'usage: bench/proxy.ts [--quick] [--json <path>] [--log-level <level>] [--cpu-prof <dir>] [--strict] [--keep]';
+const USAGE =
+  'usage: bench/proxy.ts [--quick] [--json <path>] [--log-level <level>] [--cpu-prof <dir>] [--strict] [--keep]';
 let flags: Record<string, string | boolean>;
 try {
-  flags = parseFlags(process.argv.slice(2), { valued: ['json', 'log-level', 'cpu-prof'], boolean: ['quick', 'strict', 'keep', 'help'] });
+  flags = parseFlags(process.argv.slice(2), {
+    valued: ['json', 'log-level', 'cpu-prof'],
+    boolean: ['quick', 'strict', 'keep', 'help'],
+  });
 } catch (e) {
   console.error(`${(e as Error).message}\n${USAGE}`);
   process.exit(2);
@@ -50,8 +54,30 @@ const PACED_TOKENS = 16; // = max_tokens of the requests
 
 /** Sizes of a run. */
 const plan = quick
-  ? { warmup: 200, rounds: 2, perRound: 100, streamRounds: 2, streamPerRound: 50, pacedRounds: 1, pacedPerRound: 1, loadRounds: 1, loadMs: 1000, concurrency: 64 }
-  : { warmup: 3000, rounds: 20, perRound: 250, streamRounds: 20, streamPerRound: 100, pacedRounds: 3, pacedPerRound: 2, loadRounds: 5, loadMs: 2500, concurrency: 64 };
+  ? {
+      warmup: 200,
+      rounds: 2,
+      perRound: 100,
+      streamRounds: 2,
+      streamPerRound: 50,
+      pacedRounds: 1,
+      pacedPerRound: 1,
+      loadRounds: 1,
+      loadMs: 1000,
+      concurrency: 64,
+    }
+  : {
+      warmup: 3000,
+      rounds: 20,
+      perRound: 250,
+      streamRounds: 20,
+      streamPerRound: 100,
+      pacedRounds: 3,
+      pacedPerRound: 2,
+      loadRounds: 5,
+      loadMs: 2500,
+      concurrency: 64,
+    };
 
 const chatBody = (stream: boolean, model = FAST) =>
   Buffer.from(
@@ -76,11 +102,18 @@ type Side = 'direct' | 'proxied';
 const orderOf = (r: number): Side[] => (r % 2 === 0 ? ['direct', 'proxied'] : ['proxied', 'direct']);
 
 function check(r: Timed, what: string): Timed {
-  if (r.status !== 200) throw new Error(`${what}: HTTP ${r.status}${r.body ? `: ${r.body.toString().slice(0, 300)}` : ''}`);
+  if (r.status !== 200)
+    throw new Error(`${what}: HTTP ${r.status}${r.body ? `: ${r.body.toString().slice(0, 300)}` : ''}`);
   return r;
 }
 
-async function sequential(pool: Pool, body: Buffer, n: number, what: string, onEach?: (r: Timed) => void): Promise<Timed[]> {
+async function sequential(
+  pool: Pool,
+  body: Buffer,
+  n: number,
+  what: string,
+  onEach?: (r: Timed) => void,
+): Promise<Timed[]> {
   const out: Timed[] = new Array(n);
   for (let i = 0; i < n; i++) {
     const r = check(await timedPost(pool, CHAT, body), what);
@@ -112,12 +145,25 @@ function pairStats(rounds: PairRound[]) {
 }
 
 /** Interleaved rounds of `perRound` sequential requests per side; `pick` chooses the timing measured. */
-async function pairedRounds(sides: Record<Side, Pool>, body: Buffer, rounds: number, perRound: number, pick: (t: Timed) => number, headers: number[]) {
+async function pairedRounds(
+  sides: Record<Side, Pool>,
+  body: Buffer,
+  rounds: number,
+  perRound: number,
+  pick: (t: Timed) => number,
+  headers: number[],
+) {
   const out: PairRound[] = [];
   for (let r = 0; r < rounds; r++) {
     const got: Partial<Record<Side, Summary>> = {};
     for (const s of orderOf(r)) {
-      const res = await sequential(sides[s], body, perRound, `${s} round ${r}`, s === 'proxied' ? headerInto(headers) : undefined);
+      const res = await sequential(
+        sides[s],
+        body,
+        perRound,
+        `${s} round ${r}`,
+        s === 'proxied' ? headerInto(headers) : undefined,
+      );
       got[s] = summarize(res.map(pick));
     }
     out.push({ direct: got.direct!, proxied: got.proxied! });
@@ -167,7 +213,12 @@ async function throughput(sides: Record<Side, Pool>, stack: Stack) {
   for (let r = 0; r < plan.loadRounds; r++) {
     for (const s of orderOf(r)) {
       const cpu0 = cpuTimeMs(stack.api.proc.pid);
-      const res = await closedLoop(sides[s], { concurrency: plan.concurrency, durationMs: plan.loadMs, path: CHAT, body: BODY });
+      const res = await closedLoop(sides[s], {
+        concurrency: plan.concurrency,
+        durationMs: plan.loadMs,
+        path: CHAT,
+        body: BODY,
+      });
       if (s === 'proxied') apiCpuUs.push(((cpuTimeMs(stack.api.proc.pid) - cpu0) * 1000) / Math.max(1, res.completed));
       if (res.errors > 0) throw new Error(`throughput ${s}: ${res.errors} errors (first: ${res.firstError})`);
       loads[s].push(res);
@@ -178,9 +229,20 @@ async function throughput(sides: Record<Side, Pool>, stack: Stack) {
     reqPerSec: round(median(loads[s].map((x) => x.reqPerSec)), 0),
     latencyP50Ms: round(median(loads[s].map((x) => x.latencyMs.p50))),
     latencyP99Ms: round(median(loads[s].map((x) => x.latencyMs.p99))),
-    rounds: loads[s].map((x) => ({ ...x, reqPerSec: round(x.reqPerSec, 0), durationMs: round(x.durationMs, 0), latencyMs: roundSummary(x.latencyMs) })),
+    rounds: loads[s].map((x) => ({
+      ...x,
+      reqPerSec: round(x.reqPerSec, 0),
+      durationMs: round(x.durationMs, 0),
+      latencyMs: roundSummary(x.latencyMs),
+    })),
   });
-  return { concurrency: plan.concurrency, seconds: plan.loadMs / 1000, direct: summary('direct'), proxied: summary('proxied'), apiCpuUsPerRequest: round(median(apiCpuUs), 1) };
+  return {
+    concurrency: plan.concurrency,
+    seconds: plan.loadMs / 1000,
+    direct: summary('direct'),
+    proxied: summary('proxied'),
+    apiCpuUsPerRequest: round(median(apiCpuUs), 1),
+  };
 }
 
 function metric(value: number, must: number, target: number, unit: string, higherIsBetter = false) {
@@ -228,20 +290,32 @@ async function main(): Promise<void> {
     const pacedUrl = await stack.engineUrl(PACED);
     const sides: Record<Side, Pool> = { direct: pool(fastUrl), proxied };
     const pacedSides: Record<Side, Pool> = { direct: pool(pacedUrl), proxied };
-    console.log(`stack up in ${Date.now() - t0} ms: API ${stack.apiUrl}, engine ${fastUrl} (paced ${pacedUrl}); logs in ${stack.dir}`);
+    console.log(
+      `stack up in ${Date.now() - t0} ms: API ${stack.apiUrl}, engine ${fastUrl} (paced ${pacedUrl}); logs in ${stack.dir}`,
+    );
 
     // Same bytes both ways: a proxied answer is the engine's answer.
     const d = await timedPost(sides.direct, CHAT, BODY, { keepBody: true });
     const p = await timedPost(proxied, CHAT, BODY, { keepBody: true });
-    const strip = (b: Buffer | undefined) => (b ?? Buffer.alloc(0)).toString().replace(/"id":"[^"]*"/, '').replace(/"created":\d+/, '');
-    if (strip(d.body) !== strip(p.body)) throw new Error(`proxied body differs from the direct one:\n${d.body}\n${p.body}`);
+    const strip = (b: Buffer | undefined) =>
+      (b ?? Buffer.alloc(0))
+        .toString()
+        .replace(/"id":"[^"]*"/, '')
+        .replace(/"created":\d+/, '');
+    if (strip(d.body) !== strip(p.body))
+      throw new Error(`proxied body differs from the direct one:\n${d.body}\n${p.body}`);
     if (p.headers[OVERHEAD_HEADER] === undefined) console.warn(`note: the API sends no ${OVERHEAD_HEADER} header`);
 
     // Warm-up: JIT, connection pools, both kinds of request, some load.
     for (const s of ['direct', 'proxied'] as Side[]) {
       await sequential(sides[s], BODY, plan.warmup, `warm-up ${s}`);
       await sequential(sides[s], STREAM_BODY, Math.ceil(plan.warmup / 4), `warm-up stream ${s}`);
-      await closedLoop(sides[s], { concurrency: plan.concurrency, durationMs: quick ? 200 : 1000, path: CHAT, body: BODY });
+      await closedLoop(sides[s], {
+        concurrency: plan.concurrency,
+        durationMs: quick ? 200 : 1000,
+        path: CHAT,
+        body: BODY,
+      });
     }
 
     // Each phase also records what else ran on the machine meanwhile (another benchmark, hypervisor steal).
@@ -253,17 +327,28 @@ async function main(): Promise<void> {
     };
     const hdr: number[] = [];
     const shdr: number[] = [];
-    const latency = await phase('latency', () => pairedRounds(sides, BODY, plan.rounds, plan.perRound, (t) => t.totalMs, hdr));
+    const latency = await phase('latency', () =>
+      pairedRounds(sides, BODY, plan.rounds, plan.perRound, (t) => t.totalMs, hdr),
+    );
     console.log(`latency: direct p50 ${latency.direct.p50} ms, proxied p50 ${latency.proxied.p50} ms`);
-    const ttfb = await phase('ttfb', () => pairedRounds(sides, STREAM_BODY, plan.streamRounds, plan.streamPerRound, (t) => t.firstByteMs, shdr));
+    const ttfb = await phase('ttfb', () =>
+      pairedRounds(sides, STREAM_BODY, plan.streamRounds, plan.streamPerRound, (t) => t.firstByteMs, shdr),
+    );
     const paced = await phase('paced', () => pacedStreams(pacedSides));
     const load = await phase('throughput', () => throughput(sides, stack));
 
     const metrics = {
       P1: { name: 'added latency, sequential, p50', ...metric(latency.added.p50, 1, 0.5, 'ms') },
       P2: { name: 'added latency, sequential, p99', ...metric(latency.added.p99, 5, 3, 'ms') },
-      P3: { name: 'streaming: added time to first byte, p50', ...metric(ttfb.added.p50, 1, 0.5, 'ms'), chunksProgressive: paced.progressive },
-      P4: { name: `proxy throughput, ${plan.concurrency} in flight`, ...metric(load.proxied.reqPerSec, 2000, 5000, 'req/s', true) },
+      P3: {
+        name: 'streaming: added time to first byte, p50',
+        ...metric(ttfb.added.p50, 1, 0.5, 'ms'),
+        chunksProgressive: paced.progressive,
+      },
+      P4: {
+        name: `proxy throughput, ${plan.concurrency} in flight`,
+        ...metric(load.proxied.reqPerSec, 2000, 5000, 'req/s', true),
+      },
     };
     metrics.P3.pass &&= paced.progressive;
     metrics.P3.passTarget &&= paced.progressive;
@@ -293,10 +378,31 @@ async function main(): Promise<void> {
     printTable(
       ['metric', 'value', 'must', 'target', 'must?', 'target?'],
       [
-        ['P1 added latency p50 (ms)', metrics.P1.value, '<= 1', '<= 0.5', ok(metrics.P1.pass), ok(metrics.P1.passTarget)],
+        [
+          'P1 added latency p50 (ms)',
+          metrics.P1.value,
+          '<= 1',
+          '<= 0.5',
+          ok(metrics.P1.pass),
+          ok(metrics.P1.passTarget),
+        ],
         ['P2 added latency p99 (ms)', metrics.P2.value, '<= 5', '<= 3', ok(metrics.P2.pass), ok(metrics.P2.passTarget)],
-        [`P3 added TTFB p50 (ms)${paced.progressive ? '' : ' [NOT progressive]'}`, metrics.P3.value, '<= 1', '<= 0.5', ok(metrics.P3.pass), ok(metrics.P3.passTarget)],
-        [`P4 proxied req/s @${plan.concurrency}`, metrics.P4.value, '>= 2000', '>= 5000', ok(metrics.P4.pass), ok(metrics.P4.passTarget)],
+        [
+          `P3 added TTFB p50 (ms)${paced.progressive ? '' : ' [NOT progressive]'}`,
+          metrics.P3.value,
+          '<= 1',
+          '<= 0.5',
+          ok(metrics.P3.pass),
+          ok(metrics.P3.passTarget),
+        ],
+        [
+          `P4 proxied req/s @${plan.concurrency}`,
+          metrics.P4.value,
+          '>= 2000',
+          '>= 5000',
+          ok(metrics.P4.pass),
+          ok(metrics.P4.passTarget),
+        ],
       ],
     );
     console.log('');
@@ -307,7 +413,11 @@ async function main(): Promise<void> {
         ['latency p99 (ms)', latency.direct.p99, latency.proxied.p99],
         ['stream TTFB p50 (ms)', ttfb.direct.p50, ttfb.proxied.p50],
         ['stream TTFB p99 (ms)', ttfb.direct.p99, ttfb.proxied.p99],
-        [`paced: chunks/stream (${PACED_TOKENS} tok @${PACED_TPS}/s)`, paced.direct.chunksPerStream, paced.proxied.chunksPerStream],
+        [
+          `paced: chunks/stream (${PACED_TOKENS} tok @${PACED_TPS}/s)`,
+          paced.direct.chunksPerStream,
+          paced.proxied.chunksPerStream,
+        ],
         ['paced: median gap (ms)', paced.direct.medianGapMs, paced.proxied.medianGapMs],
         ['paced: first->last chunk (ms)', paced.direct.spanMs, paced.proxied.spanMs],
         [`req/s @${plan.concurrency}`, load.direct.reqPerSec, load.proxied.reqPerSec],
@@ -321,11 +431,14 @@ async function main(): Promise<void> {
     const busy = Object.entries(machineLoad).map(([k, v]) => `${k} ${v.otherCpuPct}% other, ${v.stealPct}% steal`);
     console.log(`machine during the phases (share of all cores): ${busy.join('; ')}`);
     if (Object.values(machineLoad).some((v) => v.otherCpuPct > 10 || v.stealPct > 10)) {
-      console.log('warning: other processes or hypervisor steal took over 10% of the CPU in a phase: figures are noisier than usual');
+      console.log(
+        'warning: other processes or hypervisor steal took over 10% of the CPU in a phase: figures are noisier than usual',
+      );
     }
     const file = writeJson(jsonPath, results);
     console.log(`results: ${file} (${results.elapsedS} s)`);
-    if (flags.strict && !(metrics.P1.pass && metrics.P2.pass && metrics.P3.pass && metrics.P4.pass)) process.exitCode = 1;
+    if (flags.strict && !(metrics.P1.pass && metrics.P2.pass && metrics.P3.pass && metrics.P4.pass))
+      process.exitCode = 1;
   } finally {
     await Promise.all(pools.map((p) => p.close().catch(() => undefined)));
     await stack.close();

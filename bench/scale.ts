@@ -29,7 +29,18 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { writeChatBatch } from './lib-batch/gen.js';
 import { flag, numOption, printTable, round, writeResults, type Metric } from './lib-batch/report.js';
-import { createBatch, cpuMsOf, simReset, simStats, startStack, uploadFile, waitStatus, type Proc, type SimStats, type Stack } from './lib-batch/stack.js';
+import {
+  createBatch,
+  cpuMsOf,
+  simReset,
+  simStats,
+  startStack,
+  uploadFile,
+  waitStatus,
+  type Proc,
+  type SimStats,
+  type Stack,
+} from './lib-batch/stack.js';
 import { machineCpuMs, treeCpuMs } from './lib/stack.js';
 import { canUseNetns, cleanupHosts, createHosts, removeHosts, startWorkerOn, type Host } from './lib-scale/hosts.js';
 
@@ -79,7 +90,8 @@ async function warm(stack: Stack, dir: string, ids: string[]): Promise<Map<strin
       await waitStatus(stack.baseUrl, b.id, ['completed'], { timeoutMs: 180_000, pollMs: 100 });
       return ready;
     }
-    if (Date.now() > until) throw new Error(`engines not ready in 180 s: ${ids.filter((id) => !ready.has(id)).join(', ')}`);
+    if (Date.now() > until)
+      throw new Error(`engines not ready in 180 s: ${ids.filter((id) => !ready.has(id)).join(', ')}`);
     const f = path.join(dir, `warm-${ids.length}-${i}.jsonl`);
     writeChatBatch(f, ids.length * SLOTS * 4, MODEL, 0, `warm${i}`);
     const b = await createBatch(stack.baseUrl, (await uploadFile(stack.baseUrl, f)).id);
@@ -102,7 +114,15 @@ interface Run {
   cpu: { oursPct: number; otherPct: number; stealPct: number; apiMs: number; workersMs: number; redisMs: number };
 }
 
-async function measure(stack: Stack, file: string, n: number, k: number, roundNo: number, engines: Map<string, string>, workers: Proc[]): Promise<Run> {
+async function measure(
+  stack: Stack,
+  file: string,
+  n: number,
+  k: number,
+  roundNo: number,
+  engines: Map<string, string>,
+  workers: Proc[],
+): Promise<Run> {
   for (const url of engines.values()) await simReset(url);
   const ours = () => ({
     api: cpuMsOf(stack.api.pid) ?? 0,
@@ -115,19 +135,29 @@ async function measure(stack: Stack, file: string, n: number, k: number, roundNo
   const uploaded = await uploadFile(stack.baseUrl, file);
   const tUploaded = performance.now();
   const created = await createBatch(stack.baseUrl, uploaded.id);
-  const inProgress = await waitStatus(stack.baseUrl, created.id, ['in_progress', 'finalizing', 'completed'], { pollMs: 20 });
-  const finalizing = await waitStatus(stack.baseUrl, created.id, ['finalizing', 'completed'], { pollMs: 100, timeoutMs: 1_800_000 });
+  const inProgress = await waitStatus(stack.baseUrl, created.id, ['in_progress', 'finalizing', 'completed'], {
+    pollMs: 20,
+  });
+  const finalizing = await waitStatus(stack.baseUrl, created.id, ['finalizing', 'completed'], {
+    pollMs: 100,
+    timeoutMs: 1_800_000,
+  });
   const done = await waitStatus(stack.baseUrl, created.id, ['completed'], { pollMs: 20 });
   const o1 = ours();
   const m1 = machineCpuMs();
   const counts = done.batch.request_counts;
-  if (counts?.completed !== n || counts.failed !== 0) throw new Error(`k=${k}: batch counts ${JSON.stringify(counts)}, expected ${n} completed`);
+  if (counts?.completed !== n || counts.failed !== 0)
+    throw new Error(`k=${k}: batch counts ${JSON.stringify(counts)}, expected ${n} completed`);
   const totalMs = done.at - t0;
   const runMs = finalizing.at - inProgress.at;
   const perWorker: Run['perWorker'] = {};
   for (const [id, url] of engines) {
     const s: SimStats = await simStats(url);
-    perWorker[id] = { served: s.served, share: round(s.served / n, 3), occupancyPct: round((s.busySlotMs / (SLOTS * runMs)) * 100, 1) };
+    perWorker[id] = {
+      served: s.served,
+      share: round(s.served / n, 3),
+      occupancyPct: round((s.busySlotMs / (SLOTS * runMs)) * 100, 1),
+    };
   }
   const wall = m1.busy + m1.idle + m1.steal - (m0.busy + m0.idle + m0.steal);
   const oursMs = o1.api - o0.api + (o1.workers - o0.workers) + (o1.redis - o0.redis);
@@ -137,7 +167,13 @@ async function measure(stack: Stack, file: string, n: number, k: number, roundNo
     n,
     rate: (n / totalMs) * 1000,
     runRate: (n / runMs) * 1000,
-    phases: { uploadMs: round(tUploaded - t0), validateMs: round(inProgress.at - tUploaded), runMs: round(runMs), finalizeMs: round(done.at - finalizing.at), totalMs: round(totalMs) },
+    phases: {
+      uploadMs: round(tUploaded - t0),
+      validateMs: round(inProgress.at - tUploaded),
+      runMs: round(runMs),
+      finalizeMs: round(done.at - finalizing.at),
+      totalMs: round(totalMs),
+    },
     perWorker,
     loadavg: os.loadavg().map((x) => round(x, 2)),
     cpu: {
@@ -149,7 +185,9 @@ async function measure(stack: Stack, file: string, n: number, k: number, roundNo
       redisMs: Math.round(o1.redis - o0.redis),
     },
   };
-  const shares = Object.entries(perWorker).map(([id, w]) => `${id} ${(w.share * 100).toFixed(0)}% (occ ${w.occupancyPct}%)`).join(', ');
+  const shares = Object.entries(perWorker)
+    .map(([id, w]) => `${id} ${(w.share * 100).toFixed(0)}% (occ ${w.occupancyPct}%)`)
+    .join(', ');
   console.log(
     `round ${roundNo} k=${k}: ${n} req in ${(totalMs / 1000).toFixed(2)} s → ${run.rate.toFixed(0)} req/s (run phase ${run.runRate.toFixed(0)} req/s; ideal ${((k * SLOTS * 1000) / LAT_MS).toFixed(0)}); ` +
       `${shares}; load ${run.loadavg.join(' ')}; CPU ours ${run.cpu.oursPct}%, other ${run.cpu.otherPct}%, steal ${run.cpu.stealPct}%`,
@@ -187,7 +225,9 @@ async function main() {
       writeChatBatch(f, k * PER_WORKER, MODEL);
       files.set(k, f);
     }
-    console.log(`scale-out: K=${K}, rounds ${ROUNDS}, ${PER_WORKER} req per worker, sim slots ${SLOTS}, latency ${LAT_MS} ms, ${NETNS ? 'one network namespace per worker' : 'workers on loopback'}`);
+    console.log(
+      `scale-out: K=${K}, rounds ${ROUNDS}, ${PER_WORKER} req per worker, sim slots ${SLOTS}, latency ${LAT_MS} ms, ${NETNS ? 'one network namespace per worker' : 'workers on loopback'}`,
+    );
     for (let r = 1; r <= ROUNDS; r++) {
       for (let k = 1; k <= K; k++) {
         const host = hosts[k - 1]!;
@@ -196,11 +236,17 @@ async function main() {
         const until = Date.now() + 120_000;
         while (!(await heartbeats(stack)).some((h) => h.workerId === `host-${k}`)) {
           if (w.proc.exitCode !== null) throw new Error(`worker host-${k} exited:\n${w.output().slice(-3000)}`);
-          if (Date.now() > until) throw new Error(`worker host-${k} sent no heartbeat in 120 s:\n${w.output().slice(-3000)}`);
+          if (Date.now() > until)
+            throw new Error(`worker host-${k} sent no heartbeat in 120 s:\n${w.output().slice(-3000)}`);
           await sleep(100);
         }
-        const engines = await warm(stack, dir, workers.map((x) => x.name));
-        if (host.advertise && !engines.get(`host-${k}`)!.includes(host.advertise)) throw new Error(`host-${k} advertises ${engines.get(`host-${k}`)}, expected ${host.advertise}`);
+        const engines = await warm(
+          stack,
+          dir,
+          workers.map((x) => x.name),
+        );
+        if (host.advertise && !engines.get(`host-${k}`)!.includes(host.advertise))
+          throw new Error(`host-${k} advertises ${engines.get(`host-${k}`)}, expected ${host.advertise}`);
         runs.push(await measure(stack, files.get(k)!, k * PER_WORKER, k, r, engines, workers));
       }
       for (const w of workers) await w.stop();
@@ -235,14 +281,25 @@ async function main() {
       value: round(one, 1),
       unit: 'req/s',
       better: 'higher',
-      note: `median of ${byK.get(1)!.length} (${byK.get(1)!.map((x) => Math.round(x.rate)).join(', ')}); ideal ${ideal1} req/s (${SLOTS} slots / ${LAT_MS} ms)`,
+      note: `median of ${byK.get(1)!.length} (${byK
+        .get(1)!
+        .map((x) => Math.round(x.rate))
+        .join(', ')}); ideal ${ideal1} req/s (${SLOTS} slots / ${LAT_MS} ms)`,
     },
   ];
   const summary: Record<string, unknown>[] = [];
   for (const [k, rs] of byK) {
     const med = median(rs.map((x) => x.rate));
     const minShare = Math.min(...rs.flatMap((x) => Object.values(x.perWorker).map((w) => w.share)));
-    summary.push({ k, medianRate: round(med, 1), rates: rs.map((x) => Math.round(x.rate)), medianRunRate: round(median(rs.map((x) => x.runRate)), 1), scaling: round(med / (k * one), 3), minWorkerShare: minShare, loadavg1: rs.map((x) => x.loadavg[0]) });
+    summary.push({
+      k,
+      medianRate: round(med, 1),
+      rates: rs.map((x) => Math.round(x.rate)),
+      medianRunRate: round(median(rs.map((x) => x.runRate)), 1),
+      scaling: round(med / (k * one), 3),
+      minWorkerShare: minShare,
+      loadavg1: rs.map((x) => x.loadavg[0]),
+    });
     if (k === 1) continue;
     metrics.push({
       id: `S${k}`,
@@ -255,7 +312,12 @@ async function main() {
     });
   }
   printTable(`scale-out${quick ? ' (quick)' : ''}`, metrics);
-  writeResults('scale', { quick, params: { workers: K, rounds: ROUNDS, perWorker: PER_WORKER, slots: SLOTS, latMs: LAT_MS, netns: NETNS }, metrics, details: { summary, runs } });
+  writeResults('scale', {
+    quick,
+    params: { workers: K, rounds: ROUNDS, perWorker: PER_WORKER, slots: SLOTS, latMs: LAT_MS, netns: NETNS },
+    metrics,
+    details: { summary, runs },
+  });
 }
 
 main().then(

@@ -18,7 +18,16 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { writeChatBatch } from './lib-batch/gen.js';
-import { flag, numOption, option, percentile, printTable, round, writeResults, type Metric } from './lib-batch/report.js';
+import {
+  flag,
+  numOption,
+  option,
+  percentile,
+  printTable,
+  round,
+  writeResults,
+  type Metric,
+} from './lib-batch/report.js';
 import { createBatch, simStats, startStack, uploadFile, waitStatus, type Stack } from './lib-batch/stack.js';
 
 const quick = flag('quick');
@@ -41,7 +50,14 @@ interface SwapLog {
 function swapEvents(stack: Stack): SwapLog[] {
   return (stack.worker?.jsonLines() ?? [])
     .filter((l) => l.msg === 'engine swap')
-    .map((l) => ({ time: l.time as number, from: (l.from as string | null) ?? null, to: l.to as string, reason: l.reason as string, ms: l.ms as number, readyMs: (l.readyMs as number | null) ?? null }));
+    .map((l) => ({
+      time: l.time as number,
+      from: (l.from as string | null) ?? null,
+      to: l.to as string,
+      reason: l.reason as string,
+      ms: l.ms as number,
+      readyMs: (l.readyMs as number | null) ?? null,
+    }));
 }
 
 async function p11(stack: Stack, dir: string) {
@@ -58,13 +74,16 @@ async function p11(stack: Stack, dir: string) {
   for (const f of files) batches.push(await createBatch(stack.baseUrl, f.id));
   for (const b of batches) {
     const done = await waitStatus(stack.baseUrl, b.id, ['completed'], { pollMs: 50, timeoutMs: 300_000 });
-    if (done.batch.request_counts?.completed !== BATCH_N) throw new Error(`P11 batch ${b.id}: ${JSON.stringify(done.batch)}`);
+    if (done.batch.request_counts?.completed !== BATCH_N)
+      throw new Error(`P11 batch ${b.id}: ${JSON.stringify(done.batch)}`);
   }
   const totalMs = performance.now() - t0;
   await sleep(200);
   const swaps = swapEvents(stack).slice(before);
   const groups = new Set(order).size;
-  console.log(`P11: batches ${order.join(', ')} (${BATCH_N} requests each) done in ${(totalMs / 1000).toFixed(2)} s; engine starts: ${swaps.map((s) => `${s.from ?? '-'}→${s.to} (${s.reason})`).join(', ')}`);
+  console.log(
+    `P11: batches ${order.join(', ')} (${BATCH_N} requests each) done in ${(totalMs / 1000).toFixed(2)} s; engine starts: ${swaps.map((s) => `${s.from ?? '-'}→${s.to} (${s.reason})`).join(', ')}`,
+  );
   const metric: Metric = {
     id: 'P11',
     metric: `engine starts, batches ${order.map((m) => (m === A ? 'A' : 'B')).join(',')} together`,
@@ -79,19 +98,39 @@ async function p11(stack: Stack, dir: string) {
 }
 
 async function p8(stack: Stack) {
-  const rows: { to: string; latencyMs: number; simReadyMs: number; swapMs: number | null; managerReadyMs: number | null; clientOverheadMs: number; managerOverheadMs: number | null }[] = [];
+  const rows: {
+    to: string;
+    latencyMs: number;
+    simReadyMs: number;
+    swapMs: number | null;
+    managerReadyMs: number | null;
+    clientOverheadMs: number;
+    managerOverheadMs: number | null;
+  }[] = [];
   // Whatever is loaded now, start from B loaded so the first measured request (A) swaps.
-  await stack.client.chat.completions.create({ model: B, messages: [{ role: 'user', content: 'warm' }], max_tokens: 4 });
+  await stack.client.chat.completions.create({
+    model: B,
+    messages: [{ role: 'user', content: 'warm' }],
+    max_tokens: 4,
+  });
   for (let i = 0; i < SWAPS; i++) {
     const model = i % 2 === 0 ? A : B;
     const before = swapEvents(stack).length;
     await sleep(300); // the previous engine is idle, as between real requests
     const t0 = performance.now();
     const wall0 = Date.now();
-    const r = await stack.client.chat.completions.create({ model, messages: [{ role: 'user', content: `swap ${i}` }], max_tokens: 4 });
+    const r = await stack.client.chat.completions.create({
+      model,
+      messages: [{ role: 'user', content: `swap ${i}` }],
+      max_tokens: 4,
+    });
     if (process.env.BENCH_TRACE) {
-      for (const l of [...stack.worker!.jsonLines(), ...stack.api.jsonLines()].filter((l) => (l.time as number) >= wall0).sort((a, b) => (a.time as number) - (b.time as number)))
-        console.log(`  +${(l.time as number) - wall0} ${String(l.msg)} ${String(l.model ?? l.to ?? '')} ${l.pauseMs ?? ''}`);
+      for (const l of [...stack.worker!.jsonLines(), ...stack.api.jsonLines()]
+        .filter((l) => (l.time as number) >= wall0)
+        .sort((a, b) => (a.time as number) - (b.time as number)))
+        console.log(
+          `  +${(l.time as number) - wall0} ${String(l.msg)} ${String(l.model ?? l.to ?? '')} ${l.pauseMs ?? ''}`,
+        );
     }
     const latencyMs = performance.now() - t0;
     if (!r.choices[0]?.message.content) throw new Error('empty answer');
@@ -100,7 +139,9 @@ async function p8(stack: Stack) {
     const st = await simStats(url);
     let ev: SwapLog | undefined;
     for (let k = 0; k < 40 && !ev; k++) {
-      ev = swapEvents(stack).slice(before).find((s) => s.to === model);
+      ev = swapEvents(stack)
+        .slice(before)
+        .find((s) => s.to === model);
       if (!ev) await sleep(25);
     }
     const simReadyMs = st.readyAtMs ?? NaN;
@@ -122,10 +163,40 @@ async function p8(stack: Stack) {
   const client = rows.map((r) => r.clientOverheadMs);
   const manager = rows.map((r) => r.managerOverheadMs).filter((x): x is number => x !== null);
   const metrics: Metric[] = [
-    { id: 'P8', metric: `swap overhead p95, client-seen (${rows.length} swaps)`, value: round(percentile(client, 95), 0), unit: 'ms', must: 1000, better: 'lower', note: `request latency − sim readyAtMs; startup_ms ${STARTUP_MS}` },
-    { id: 'P8', metric: 'swap overhead p50, client-seen', value: round(percentile(client, 50), 0), unit: 'ms', target: 250, better: 'lower' },
-    { id: 'P8', metric: 'swap overhead p95, swap event', value: round(percentile(manager, 95), 0), unit: 'ms', must: 1000, better: 'lower', note: "ModelManager 'engine swap' ms − sim readyAtMs" },
-    { id: 'P8', metric: 'swap overhead p50, swap event', value: round(percentile(manager, 50), 0), unit: 'ms', target: 250, better: 'lower' },
+    {
+      id: 'P8',
+      metric: `swap overhead p95, client-seen (${rows.length} swaps)`,
+      value: round(percentile(client, 95), 0),
+      unit: 'ms',
+      must: 1000,
+      better: 'lower',
+      note: `request latency − sim readyAtMs; startup_ms ${STARTUP_MS}`,
+    },
+    {
+      id: 'P8',
+      metric: 'swap overhead p50, client-seen',
+      value: round(percentile(client, 50), 0),
+      unit: 'ms',
+      target: 250,
+      better: 'lower',
+    },
+    {
+      id: 'P8',
+      metric: 'swap overhead p95, swap event',
+      value: round(percentile(manager, 95), 0),
+      unit: 'ms',
+      must: 1000,
+      better: 'lower',
+      note: "ModelManager 'engine swap' ms − sim readyAtMs",
+    },
+    {
+      id: 'P8',
+      metric: 'swap overhead p50, swap event',
+      value: round(percentile(manager, 50), 0),
+      unit: 'ms',
+      target: 250,
+      better: 'lower',
+    },
   ];
   return { metrics, details: { startupMs: STARTUP_MS, rows } };
 }

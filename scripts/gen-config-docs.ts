@@ -40,7 +40,8 @@ interface JsonSchema {
 const FALLBACK_DESCRIPTIONS: Record<string, string> = {
   description: 'Free text returned as `description` by `GET /v1/models`; not sent to the engine.',
   owned_by: '`owned_by` of the model in `GET /v1/models`.',
-  options: 'Engine options. vLLM gets each set field as its flag; the simulator uses `max_num_seqs`, `max_model_len`, `extra_args` and `env`.',
+  options:
+    'Engine options. vLLM gets each set field as its flag; the simulator uses `max_num_seqs`, `max_model_len`, `extra_args` and `env`.',
   'options.quantization': 'vLLM `--quantization` (e.g. `awq`, `fp8`, `gptq`).',
   'options.dtype': 'vLLM `--dtype` (e.g. `auto`, `bfloat16`, `float16`).',
   'options.enforce_eager': 'vLLM `--enforce-eager` (no CUDA graphs: less memory, slower).',
@@ -62,7 +63,11 @@ function code(text: string): string {
 }
 
 function humanBytes(n: number): string | null {
-  for (const [unit, size] of [['GiB', 1024 ** 3], ['MiB', 1024 ** 2], ['KiB', 1024]] as const) {
+  for (const [unit, size] of [
+    ['GiB', 1024 ** 3],
+    ['MiB', 1024 ** 2],
+    ['KiB', 1024],
+  ] as const) {
     if (n >= size && n % size === 0) return `${n / size} ${unit}`;
   }
   return null;
@@ -89,9 +94,16 @@ function describeType(s: JsonSchema): string {
   if (s.anyOf) return s.anyOf.map(describeType).join(' or ');
   const t = typeName(s);
   if (t === 'integer' || t === 'number') {
-    const lo = s.exclusiveMinimum !== undefined ? `> ${s.exclusiveMinimum}` : s.minimum !== undefined ? `≥ ${s.minimum}` : null;
-    const hi = s.exclusiveMaximum !== undefined ? `< ${s.exclusiveMaximum}` : s.maximum !== undefined && s.maximum < MAX_SAFE ? `≤ ${s.maximum}` : null;
-    if (s.minimum !== undefined && s.maximum !== undefined && s.maximum < MAX_SAFE) return `${t}, ${s.minimum}–${s.maximum}`;
+    const lo =
+      s.exclusiveMinimum !== undefined ? `> ${s.exclusiveMinimum}` : s.minimum !== undefined ? `≥ ${s.minimum}` : null;
+    const hi =
+      s.exclusiveMaximum !== undefined
+        ? `< ${s.exclusiveMaximum}`
+        : s.maximum !== undefined && s.maximum < MAX_SAFE
+          ? `≤ ${s.maximum}`
+          : null;
+    if (s.minimum !== undefined && s.maximum !== undefined && s.maximum < MAX_SAFE)
+      return `${t}, ${s.minimum}–${s.maximum}`;
     const bounds = [lo, hi].filter(Boolean).join(', ');
     return bounds ? `${t}, ${bounds}` : t;
   }
@@ -105,7 +117,8 @@ function describeType(s: JsonSchema): string {
   if (t === 'array') return `list of ${s.items ? describeType(s.items) : 'any'}`;
   if (t === 'object') {
     if (s.properties) return 'mapping (fields below)';
-    if (s.additionalProperties && typeof s.additionalProperties === 'object') return `mapping of string → ${describeType(s.additionalProperties)}`;
+    if (s.additionalProperties && typeof s.additionalProperties === 'object')
+      return `mapping of string → ${describeType(s.additionalProperties)}`;
     return 'mapping';
   }
   return t;
@@ -128,12 +141,17 @@ function envTable(): string[] {
 
 function fieldTable(obj: JsonSchema, prefix: string): string[] {
   const required = new Set(obj.required ?? []);
-  const rows = ['| Field | Required | Default | Type / allowed values | Description |', '| --- | --- | --- | --- | --- |'];
+  const rows = [
+    '| Field | Required | Default | Type / allowed values | Description |',
+    '| --- | --- | --- | --- | --- |',
+  ];
   for (const [name, s] of Object.entries(obj.properties ?? {})) {
     const key = prefix ? `${prefix}.${name}` : name;
     const description = s.description ?? FALLBACK_DESCRIPTIONS[key] ?? '';
     const req = required.has(name) ? 'yes' : 'no';
-    rows.push(`| ${code(key)} | ${req} | ${cell(formatDefault(name, s))} | ${cell(describeType(s))} | ${cell(description)} |`);
+    rows.push(
+      `| ${code(key)} | ${req} | ${cell(formatDefault(name, s))} | ${cell(describeType(s))} | ${cell(description)} |`,
+    );
   }
   return rows;
 }

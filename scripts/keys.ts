@@ -14,13 +14,31 @@ const iso = (s: number | null) => (s === null ? '-' : new Date(s * 1000).toISOSt
 
 export function formatKeyTable(keys: readonly KeyInfo[]): string {
   const head = ['ID', 'NAME', 'PROJECT', 'PREFIX', 'ADMIN', 'CREATED', 'LAST USED', 'REVOKED'];
-  const rows = keys.map((k) => [k.id, k.name, k.project, `${k.prefix}…`, k.admin ? 'yes' : 'no', iso(k.createdAt), iso(k.lastUsedAt), iso(k.revokedAt)]);
+  const rows = keys.map((k) => [
+    k.id,
+    k.name,
+    k.project,
+    `${k.prefix}…`,
+    k.admin ? 'yes' : 'no',
+    iso(k.createdAt),
+    iso(k.lastUsedAt),
+    iso(k.revokedAt),
+  ]);
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
-  return [head, ...rows].map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n');
+  return [head, ...rows]
+    .map((r) =>
+      r
+        .map((c, i) => c.padEnd(widths[i]!))
+        .join('  ')
+        .trimEnd(),
+    )
+    .join('\n');
 }
 
 function program(open: () => Db): Command {
-  const cmd = new Command('keys').description('Create, list and revoke API keys of this batchwright server (DATA_DIR).').exitOverride();
+  const cmd = new Command('keys')
+    .description('Create, list and revoke API keys of this batchwright server (DATA_DIR).')
+    .exitOverride();
   cmd
     .command('create')
     .description('Create a key; prints its secret once (only a hash is stored).')
@@ -28,7 +46,11 @@ function program(open: () => Db): Command {
     .option('--project <project>', "the project whose files and batches the key sees (default: the key's own id)")
     .option('--admin', 'operator key: every project, /ops, /metrics and the dashboard', false)
     .action((o: { name: string; project?: string; admin: boolean }) => {
-      const { key, secret } = createKey(open(), { name: o.name, ...(o.project !== undefined && { project: o.project }), admin: o.admin });
+      const { key, secret } = createKey(open(), {
+        name: o.name,
+        ...(o.project !== undefined && { project: o.project }),
+        admin: o.admin,
+      });
       console.log(JSON.stringify({ ...key, secret }, null, 2));
       console.error('Store the secret now: it is not shown again. Use it as: Authorization: Bearer <secret>');
     });
@@ -38,7 +60,13 @@ function program(open: () => Db): Command {
     .option('--json', 'print JSON instead of a table', false)
     .action((o: { json: boolean }) => {
       const keys = listKeys(open());
-      console.log(o.json ? JSON.stringify(keys, null, 2) : keys.length ? formatKeyTable(keys) : 'No API keys: the server runs in open mode (loopback only).');
+      console.log(
+        o.json
+          ? JSON.stringify(keys, null, 2)
+          : keys.length
+            ? formatKeyTable(keys)
+            : 'No API keys: the server runs in open mode (loopback only).',
+      );
     });
   cmd
     .command('revoke')
@@ -63,7 +91,8 @@ async function main(): Promise<void> {
     await program(open).parseAsync(process.argv);
   } catch (e) {
     const code = (e as { code?: string }).code;
-    if (code === 'commander.helpDisplayed' || code === 'commander.help' || code === 'commander.version') process.exitCode = 0;
+    if (code === 'commander.helpDisplayed' || code === 'commander.help' || code === 'commander.version')
+      process.exitCode = 0;
     else if (code?.startsWith('commander.')) process.exitCode = 2;
     else if (e instanceof KeyAdminError || e instanceof ConfigError) {
       console.error(e.message);

@@ -33,11 +33,21 @@ let stopping = false;
 process.on('SIGINT', () => (stopping = true));
 try {
   for (let i = 0; i < TRIALS && !stopping; i++) {
-    const r = await runTrial(stack, i, SEED + i, N, KINDS, { cancel: CANCEL_EVERY > 0 && i % CANCEL_EVERY === CANCEL_EVERY - 1 });
+    const r = await runTrial(stack, i, SEED + i, N, KINDS, {
+      cancel: CANCEL_EVERY > 0 && i % CANCEL_EVERY === CANCEL_EVERY - 1,
+    });
     results.push(r);
     const faults = r.faults.map((f) => `${f.kind}@${f.landedAt ?? 'skip'}`).join(' ');
-    console.log(`trial ${i} seed ${r.seed} ${r.status} ${(r.durationMs / 1000).toFixed(1)} s (recovery ${r.recoveryMs === null ? '-' : (r.recoveryMs / 1000).toFixed(1) + ' s'}) redone ${r.redone}/${r.redoneBound} [${faults}]${r.cancelledAt !== null ? ` cancel@${r.cancelledAt}` : ''}${r.problems.length ? ' PROBLEMS: ' + r.problems.join('; ') : ''}`);
-    if (r.problems.length || process.env.VERBOSE) console.log(stack.log.filter((l) => l.includes(`trial ${i} `) || l.includes('inject')).slice(-6).join('\n'));
+    console.log(
+      `trial ${i} seed ${r.seed} ${r.status} ${(r.durationMs / 1000).toFixed(1)} s (recovery ${r.recoveryMs === null ? '-' : (r.recoveryMs / 1000).toFixed(1) + ' s'}) redone ${r.redone}/${r.redoneBound} [${faults}]${r.cancelledAt !== null ? ` cancel@${r.cancelledAt}` : ''}${r.problems.length ? ' PROBLEMS: ' + r.problems.join('; ') : ''}`,
+    );
+    if (r.problems.length || process.env.VERBOSE)
+      console.log(
+        stack.log
+          .filter((l) => l.includes(`trial ${i} `) || l.includes('inject'))
+          .slice(-6)
+          .join('\n'),
+      );
   }
 } finally {
   await stack.close();
@@ -68,16 +78,31 @@ const summary = {
   slots: SLOTS,
   ttftMs: TTFT_MS,
   faults: KINDS,
-  failedTrials: results.filter((r) => r.problems.length > 0).map((r) => ({ trial: r.trial, seed: r.seed, faults: r.faults, problems: r.problems })),
+  failedTrials: results
+    .filter((r) => r.problems.length > 0)
+    .map((r) => ({ trial: r.trial, seed: r.seed, faults: r.faults, problems: r.problems })),
   faultsLanded: results.reduce((s, r) => s + r.faults.filter((f) => f.landedAt !== null).length, 0),
   durationMs: { min: durations[0], median: durations[Math.floor(durations.length / 2)], max: durations.at(-1) },
   redone: {
     total: results.reduce((s, r) => s + r.redone, 0),
     max: Math.max(0, ...results.map((r) => r.redone)),
-    maxRatioToBound: Math.max(0, ...results.filter((r) => Number.isFinite(r.redoneBound) && r.redoneBound > 0).map((r) => r.redone / r.redoneBound)),
+    maxRatioToBound: Math.max(
+      0,
+      ...results
+        .filter((r) => Number.isFinite(r.redoneBound) && r.redoneBound > 0)
+        .map((r) => r.redone / r.redoneBound),
+    ),
   },
   singleFaultRedone: Object.fromEntries(
-    Object.entries(byKind).map(([k, v]) => [k, { landed: v.landed, singleFaultTrials: v.trials, max: Math.max(0, ...v.redone), mean: v.redone.length ? Math.round((v.redone.reduce((a, b) => a + b, 0) / v.redone.length) * 10) / 10 : 0 }]),
+    Object.entries(byKind).map(([k, v]) => [
+      k,
+      {
+        landed: v.landed,
+        singleFaultTrials: v.trials,
+        max: Math.max(0, ...v.redone),
+        mean: v.redone.length ? Math.round((v.redone.reduce((a, b) => a + b, 0) / v.redone.length) * 10) / 10 : 0,
+      },
+    ]),
   ),
   errorLines: results.reduce((s, r) => s + r.errorLines, 0),
   results,
@@ -86,6 +111,8 @@ const outDir = path.join(ROOT, 'bench/results');
 mkdirSync(outDir, { recursive: true });
 const file = path.join(outDir, `soak-${new Date(t0).toISOString().replace(/[:.]/g, '-')}.json`);
 writeFileSync(file, JSON.stringify(summary, null, 2) + '\n');
-console.log(`\n${results.length} trials, ${summary.failedTrials.length} with problems, ${summary.faultsLanded} faults landed, redone max ${summary.redone.max}; wrote ${path.relative(ROOT, file)}`);
+console.log(
+  `\n${results.length} trials, ${summary.failedTrials.length} with problems, ${summary.faultsLanded} faults landed, redone max ${summary.redone.max}; wrote ${path.relative(ROOT, file)}`,
+);
 rmSync(dir, { recursive: true, force: true });
 process.exit(summary.failedTrials.length > 0 ? 1 : 0);

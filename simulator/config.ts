@@ -97,7 +97,8 @@ export function parseArgs(argv: readonly string[]): SimConfig {
     else if (spec.kind === 'bool') raw = 'true';
     else {
       const next = argv[i + 1];
-      if (next === undefined || (next.startsWith('--') && spec.kind === 'str')) throw new UsageError(`--${flag} needs a value`);
+      if (next === undefined || (next.startsWith('--') && spec.kind === 'str'))
+        throw new UsageError(`--${flag} needs a value`);
       raw = next;
       i++;
     }

@@ -190,7 +190,9 @@ export class Job implements Slotted {
       this.roleSent = true;
       if (p.kind === 'chat') {
         for (let i = 0; i < p.n; i++) {
-          out += this.chunk([{ index: i, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null }]);
+          out += this.chunk([
+            { index: i, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null },
+          ]);
         }
       }
     }

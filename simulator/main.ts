@@ -48,7 +48,9 @@ setInterval(() => {
   if (process.ppid !== parentPid) shutdown('parent exited');
 }, 1000).unref();
 
-server.on('error', (err: NodeJS.ErrnoException) => fail(`cannot listen on ${cfg.host}:${cfg.port}: ${err.code ?? err.message}`, 1));
+server.on('error', (err: NodeJS.ErrnoException) =>
+  fail(`cannot listen on ${cfg.host}:${cfg.port}: ${err.code ?? err.message}`, 1),
+);
 
 server.listen({ port: cfg.port, host: cfg.host, backlog: 4096 }, () => {
   const port = (server.address() as AddressInfo).port;

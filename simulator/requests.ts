@@ -59,7 +59,8 @@ export function checkModel(body: Body, model: string): void {
 function optInt(body: Body, name: string, min: number): number | undefined {
   const v = body[name];
   if (v === undefined || v === null) return undefined;
-  if (typeof v !== 'number' || !Number.isInteger(v)) throw badRequest(`${name} must be an integer, got ${JSON.stringify(v)}.`);
+  if (typeof v !== 'number' || !Number.isInteger(v))
+    throw badRequest(`${name} must be an integer, got ${JSON.stringify(v)}.`);
   if (v < min) throw badRequest(`${name} must be at least ${min}, got ${v}.`);
   return v;
 }
@@ -67,7 +68,8 @@ function optInt(body: Body, name: string, min: number): number | undefined {
 function checkSampling(body: Body): void {
   const t = body.temperature;
   if (t !== undefined && t !== null) {
-    if (typeof t !== 'number' || !Number.isFinite(t)) throw badRequest(`temperature must be a number, got ${JSON.stringify(t)}.`);
+    if (typeof t !== 'number' || !Number.isFinite(t))
+      throw badRequest(`temperature must be a number, got ${JSON.stringify(t)}.`);
     if (t < 0 || t > 2) throw badRequest(`temperature must be in [0, 2], got ${t}.`);
   }
   const p = body.top_p;
@@ -193,7 +195,10 @@ export function planEmbedding(body: Body, cfg: SimConfig): EmbedPlan {
     } else if (Array.isArray(item) && item.every(isInt)) {
       t = item.length;
       keys.push(item.join(','));
-    } else throw badRequest('input must be a string, an array of strings, an array of token ids, or an array of arrays of token ids');
+    } else
+      throw badRequest(
+        'input must be a string, an array of strings, an array of token ids, or an array of arrays of token ids',
+      );
     if (t > cfg.maxModelLen) throw inputTooLong(cfg.maxModelLen, t);
     tokens += t;
   };

@@ -3,7 +3,15 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { SimConfig } from './config.js';
 import { ApiError, errorBody } from '../src/engines/vllm-error-shape.js';
 import { Job } from './job.js';
-import { checkModel, parseBody, planChat, planCompletion, planEmbedding, type EmbedPlan, type GenPlan } from './requests.js';
+import {
+  checkModel,
+  parseBody,
+  planChat,
+  planCompletion,
+  planEmbedding,
+  type EmbedPlan,
+  type GenPlan,
+} from './requests.js';
 import { SimState } from './state.js';
 
 const JSON_TYPE = 'application/json';
@@ -79,7 +87,12 @@ export function createSimServer(cfg: SimConfig): SimServer {
       try {
         const body = parseBody(raw);
         checkModel(body, cfg.model);
-        plan = kind === 'chat' ? planChat(body, cfg) : kind === 'completion' ? planCompletion(body, cfg) : planEmbedding(body, cfg);
+        plan =
+          kind === 'chat'
+            ? planChat(body, cfg)
+            : kind === 'completion'
+              ? planCompletion(body, cfg)
+              : planEmbedding(body, cfg);
       } catch (e) {
         state.rejected++;
         if (e instanceof ApiError) sendError(res, e.status, e.type, e.message);

@@ -65,7 +65,12 @@ export class SimState {
       metric('vllm:num_requests_running', 'gauge', 'Number of requests in model execution batches.', s.running) +
       metric('vllm:num_requests_waiting', 'gauge', 'Number of requests waiting to be processed.', s.waiting) +
       metric('vllm:prompt_tokens_total', 'counter', 'Number of prefill tokens processed.', this.promptTokens) +
-      metric('vllm:generation_tokens_total', 'counter', 'Number of generation tokens processed.', this.completionTokens) +
+      metric(
+        'vllm:generation_tokens_total',
+        'counter',
+        'Number of generation tokens processed.',
+        this.completionTokens,
+      ) +
       metric('vllm:request_success_total', 'counter', 'Count of successfully processed requests.', this.served)
     );
   }

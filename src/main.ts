@@ -34,7 +34,9 @@ export interface Running {
 async function pingWithin(redis: Redis, ms: number): Promise<string | null> {
   if (redis.status !== 'ready') return `redis connection is ${redis.status}`;
   let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<string>((r) => (timer = setTimeout(() => r(`redis did not answer PING within ${ms} ms`), ms)));
+  const timeout = new Promise<string>(
+    (r) => (timer = setTimeout(() => r(`redis did not answer PING within ${ms} ms`), ms)),
+  );
   try {
     return await Promise.race([redis.ping().then(() => null), timeout]);
   } catch (e) {
@@ -45,7 +47,11 @@ async function pingWithin(redis: Redis, ms: number): Promise<string | null> {
 }
 
 /** The control plane: HTTP API + batch runner. It alone opens SQLite and the file store. */
-export async function startApi(config: Config, log: Logger, redisUrl: string): Promise<Running & { url: string; app: FastifyInstance }> {
+export async function startApi(
+  config: Config,
+  log: Logger,
+  redisUrl: string,
+): Promise<Running & { url: string; app: FastifyInstance }> {
   const db = openDb(path.join(config.dataDir, 'db.sqlite'));
   try {
     assertListenAllowed(config.env.HOST, config.env.ALLOW_UNAUTHENTICATED, createApiKeysRepo(db));
@@ -58,7 +64,15 @@ export async function startApi(config: Config, log: Logger, redisUrl: string): P
   const batches = createBatchesRepo(db);
   const webhooks = setupWebhooks(config, db, batches, log.child({ component: 'webhooks' }));
   const redis = createRedis(redisUrl, 'api');
-  const runner = createBatchRunner({ config, log: log.child({ component: 'batches' }), redis, batches, files, storage, onEnded: webhooks.recordEnded });
+  const runner = createBatchRunner({
+    config,
+    log: log.child({ component: 'batches' }),
+    redis,
+    batches,
+    files,
+    storage,
+    onEnded: webhooks.recordEnded,
+  });
   const router = createEngineRouter({
     redis,
     subscriber: createRedis(redisUrl, 'api-events'),
@@ -80,8 +94,21 @@ export async function startApi(config: Config, log: Logger, redisUrl: string): P
     redis: () => pingWithin(redis, 1000),
   };
   const opsRepo = createOpsRepo(db);
-  const ops = createOpsService({ redis, prefix: config.env.QUEUE_PREFIX, repo: opsRepo, log: log.child({ component: 'ops' }), heartbeats: () => router.heartbeats(), checks: health });
-  const metrics = createMetrics({ redis, prefix: config.env.QUEUE_PREFIX, repo: opsRepo, ops, log: log.child({ component: 'metrics' }) });
+  const ops = createOpsService({
+    redis,
+    prefix: config.env.QUEUE_PREFIX,
+    repo: opsRepo,
+    log: log.child({ component: 'ops' }),
+    heartbeats: () => router.heartbeats(),
+    checks: health,
+  });
+  const metrics = createMetrics({
+    redis,
+    prefix: config.env.QUEUE_PREFIX,
+    repo: opsRepo,
+    ops,
+    log: log.child({ component: 'metrics' }),
+  });
   await metrics.start();
   const app = await buildApp({ config, log, files, storage, batches, batchService, router, health, db, ops, metrics });
   const url = await app.listen({ port: config.env.PORT, host: config.env.HOST });
@@ -119,7 +146,14 @@ export async function startWorker(config: Config, log: Logger, redisUrl: string)
   const node = createWorkerNode({ config, log: log.child({ component: 'worker' }), redisUrl, engines: manager });
   node.start();
   const opsRedis = createRedis(redisUrl, `worker-${node.workerId}-ops`);
-  const ops = startOpsPublisher({ redis: opsRedis, prefix: config.env.QUEUE_PREFIX, workerId: node.workerId, engines: manager, log: log.child({ component: 'ops', workerId: node.workerId }), gpuPollMs: config.env.GPU_POLL_MS });
+  const ops = startOpsPublisher({
+    redis: opsRedis,
+    prefix: config.env.QUEUE_PREFIX,
+    workerId: node.workerId,
+    engines: manager,
+    log: log.child({ component: 'ops', workerId: node.workerId }),
+    gpuPollMs: config.env.GPU_POLL_MS,
+  });
   return {
     async close() {
       await node.close();
@@ -160,7 +194,10 @@ async function main(): Promise<void> {
       parts.push({ close: async () => lock.release() });
     }
     if (!redisUrl) {
-      if (mode === 'worker') throw new RedisMissingError('A worker started on its own needs REDIS_URL: the Redis of the control plane it serves.');
+      if (mode === 'worker')
+        throw new RedisMissingError(
+          'A worker started on its own needs REDIS_URL: the Redis of the control plane it serves.',
+        );
       const privateRedis = await startPrivateRedis(config.dataDir, log.child({ component: 'redis' }));
       parts.push({ close: privateRedis.stop });
       redisUrl = privateRedis.url;

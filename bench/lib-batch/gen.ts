@@ -9,13 +9,19 @@ import { closeSync, fsyncSync, openSync, writeSync } from 'node:fs';
 export function writeChatBatch(file: string, n: number, model: string, lineBytes = 0, idPrefix = 'req'): number {
   const fd = openSync(file, 'w');
   let total = 0;
-  const words = 'lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor incididunt ut labore et dolore magna aliqua ';
+  const words =
+    'lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor incididunt ut labore et dolore magna aliqua ';
   let buf: string[] = [];
   let bufLen = 0;
   try {
     for (let i = 0; i < n; i++) {
       const mk = (pad: string) =>
-        JSON.stringify({ custom_id: `${idPrefix}-${i}`, method: 'POST', url: '/v1/chat/completions', body: { model, max_tokens: 16, messages: [{ role: 'user', content: `question ${i} ${pad}` }] } });
+        JSON.stringify({
+          custom_id: `${idPrefix}-${i}`,
+          method: 'POST',
+          url: '/v1/chat/completions',
+          body: { model, max_tokens: 16, messages: [{ role: 'user', content: `question ${i} ${pad}` }] },
+        });
       let line = mk('');
       if (lineBytes > 0) {
         const need = lineBytes - 1 - Buffer.byteLength(line);

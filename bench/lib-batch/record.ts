@@ -37,10 +37,19 @@ interface ResultsFile {
 const r1 = (v: number) => Math.round(v * 10) / 10;
 
 /** The runs one bench/batch.ts result file describes: P5 (throughput) and P9/P10 (a latency-bound batch). */
-export function runsFromResults(res: ResultsFile, source: string, models = { fast: 'bench-fast', lat: 'bench-lat' }): BenchmarkRunBody[] {
+export function runsFromResults(
+  res: ResultsFile,
+  source: string,
+  models = { fast: 'bench-fast', lat: 'bench-lat' },
+): BenchmarkRunBody[] {
   if (res.name !== 'batch') return [];
   const at = Math.floor(Date.parse(res.date) / 1000);
-  const common = { machine: res.machine ?? null, quick: res.quick ?? false, params: res.params ?? null, source: path.basename(source) };
+  const common = {
+    machine: res.machine ?? null,
+    quick: res.quick ?? false,
+    params: res.params ?? null,
+    source: path.basename(source),
+  };
   const runs: BenchmarkRunBody[] = [];
   const p5 = res.details?.p5;
   const p5m = res.metrics.find((m) => m.id === 'P5');
@@ -55,12 +64,19 @@ export function runsFromResults(res: ResultsFile, source: string, models = { fas
       latency_p50_ms: null,
       latency_p95_ms: null,
       created_at: at,
-      details: { ...common, metric: 'P5 whole batch, upload → completed', n: p5?.n ?? null, slots: res.params?.slots ?? null },
+      details: {
+        ...common,
+        metric: 'P5 whole batch, upload → completed',
+        n: p5?.n ?? null,
+        slots: res.params?.slots ?? null,
+      },
     });
   }
   const p9 = res.details?.p9p10;
   if (p9 && p9.runMs > 0) {
-    const metrics = Object.fromEntries(res.metrics.filter((m) => m.id === 'P9' || m.id === 'P10').map((m) => [m.id, `${m.value} ${m.unit}`]));
+    const metrics = Object.fromEntries(
+      res.metrics.filter((m) => m.id === 'P9' || m.id === 'P10').map((m) => [m.id, `${m.value} ${m.unit}`]),
+    );
     runs.push({
       model: models.lat,
       kind: 'batch-latency',
@@ -69,7 +85,13 @@ export function runsFromResults(res: ResultsFile, source: string, models = { fas
       latency_p50_ms: p9.latencyP50Ms ?? null,
       latency_p95_ms: p9.latencyP95Ms ?? null,
       created_at: at,
-      details: { ...common, metric: 'P9/P10 latency-bound batch (in_progress → last served)', n: p9.n, meanLatencyMsInSim: p9.meanLatencyMs ?? null, ...metrics },
+      details: {
+        ...common,
+        metric: 'P9/P10 latency-bound batch (in_progress → last served)',
+        n: p9.n,
+        meanLatencyMsInSim: p9.meanLatencyMs ?? null,
+        ...metrics,
+      },
     });
   }
   return runs;
@@ -94,7 +116,11 @@ export function readResults(file: string): ResultsFile {
 }
 
 /** Posts runs to `<url>/ops/benchmarks` (with an admin key when the server has keys). */
-export async function postRuns(url: string, runs: readonly BenchmarkRunBody[], apiKey: string | undefined): Promise<string[]> {
+export async function postRuns(
+  url: string,
+  runs: readonly BenchmarkRunBody[],
+  apiKey: string | undefined,
+): Promise<string[]> {
   const ids: string[] = [];
   for (const run of runs) {
     const res = await fetch(new URL('/ops/benchmarks', url), {
@@ -110,7 +136,10 @@ export async function postRuns(url: string, runs: readonly BenchmarkRunBody[], a
 }
 
 /** p50/p95 of the per-request latency the worker recorded for a batch (GET /ops/batches/:id/results). */
-export async function batchLatencies(baseUrl: string, batchId: string): Promise<{ p50: number; p95: number; n: number } | null> {
+export async function batchLatencies(
+  baseUrl: string,
+  batchId: string,
+): Promise<{ p50: number; p95: number; n: number } | null> {
   const values: number[] = [];
   for (let offset = 0; ; offset += 500) {
     const res = await fetch(`${baseUrl}/ops/batches/${batchId}/results?status=ok&limit=500&offset=${offset}`);

@@ -51,11 +51,19 @@ export function verdict(m: Metric): 'target' | 'must' | 'FAIL' | 'n/a' {
   return 'FAIL';
 }
 
-const fmt = (v: number | undefined, unit: string) => (v === undefined ? '-' : `${Number.isInteger(v) ? v : v.toFixed(v < 10 ? 3 : 1)}${unit ? ` ${unit}` : ''}`);
+const fmt = (v: number | undefined, unit: string) =>
+  v === undefined ? '-' : `${Number.isInteger(v) ? v : v.toFixed(v < 10 ? 3 : 1)}${unit ? ` ${unit}` : ''}`;
 
 export function printTable(title: string, metrics: Metric[]): void {
   const sym = (m: Metric) => (m.better === 'higher' ? '≥ ' : m.better === 'lower' ? '≤ ' : '= ');
-  const rows = metrics.map((m) => [m.id, m.metric, fmt(m.value, m.unit), m.must === undefined ? '-' : sym(m) + fmt(m.must, m.unit), m.target === undefined ? '-' : sym(m) + fmt(m.target, m.unit), verdict(m)]);
+  const rows = metrics.map((m) => [
+    m.id,
+    m.metric,
+    fmt(m.value, m.unit),
+    m.must === undefined ? '-' : sym(m) + fmt(m.must, m.unit),
+    m.target === undefined ? '-' : sym(m) + fmt(m.target, m.unit),
+    verdict(m),
+  ]);
   const head = ['id', 'metric', 'value', 'must', 'target', 'result'];
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
   const line = (r: string[]) => `| ${r.map((c, i) => c.padEnd(widths[i]!)).join(' | ')} |`;
@@ -67,8 +75,13 @@ export function printTable(title: string, metrics: Metric[]): void {
 }
 
 /** Writes bench/results/<name>-<date>.json (or under BENCH_RESULTS_DIR) and returns its path. */
-export function writeResults(name: string, data: { quick: boolean; params: Record<string, unknown>; metrics: Metric[]; details?: unknown }): string {
-  const dir = process.env.BENCH_RESULTS_DIR ? path.resolve(process.env.BENCH_RESULTS_DIR) : path.join(ROOT, 'bench/results');
+export function writeResults(
+  name: string,
+  data: { quick: boolean; params: Record<string, unknown>; metrics: Metric[]; details?: unknown },
+): string {
+  const dir = process.env.BENCH_RESULTS_DIR
+    ? path.resolve(process.env.BENCH_RESULTS_DIR)
+    : path.join(ROOT, 'bench/results');
   mkdirSync(dir, { recursive: true });
   const stamp = new Date().toISOString().replace(/[:.]/g, '-');
   const file = path.join(dir, `${name}${data.quick ? '-quick' : ''}-${stamp}.json`);

@@ -141,15 +141,26 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       ...opts.env,
     };
     // One folder per process: Node writes a profile per thread (tsx's loader thread too).
-    const flags = (name: string) => (opts.cpuProfDir ? ['--cpu-prof', '--cpu-prof-dir', path.join(opts.cpuProfDir, name)] : []);
-    const api = startProc('api', ['serve'], { ...env, PORT: String(port), LOG_LEVEL: opts.apiLogLevel ?? 'warn' }, flags('api'));
+    const flags = (name: string) =>
+      opts.cpuProfDir ? ['--cpu-prof', '--cpu-prof-dir', path.join(opts.cpuProfDir, name)] : [];
+    const api = startProc(
+      'api',
+      ['serve'],
+      { ...env, PORT: String(port), LOG_LEVEL: opts.apiLogLevel ?? 'warn' },
+      flags('api'),
+    );
     procs.push(api);
-    const worker = opts.worker === false ? undefined : startProc('worker', ['worker'], { ...env, LOG_LEVEL: opts.workerLogLevel ?? 'warn' }, flags('worker'));
+    const worker =
+      opts.worker === false
+        ? undefined
+        : startProc('worker', ['worker'], { ...env, LOG_LEVEL: opts.workerLogLevel ?? 'warn' }, flags('worker'));
     if (worker) procs.push(worker);
     const baseUrl = `http://127.0.0.1:${port}`;
     const deadline = Date.now() + 60_000;
     for (;;) {
-      for (const p of procs) if (p.proc.exitCode !== null) throw new Error(`${p.name} exited (${p.proc.exitCode}):\n${p.output().slice(-3000)}`);
+      for (const p of procs)
+        if (p.proc.exitCode !== null)
+          throw new Error(`${p.name} exited (${p.proc.exitCode}):\n${p.output().slice(-3000)}`);
       try {
         const r = await fetch(`${baseUrl}/readyz`);
         if (r.ok) break;
@@ -163,7 +174,9 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     const heartbeats = async () => {
       const keys = await rc.keys(`${prefix}:worker:*`);
       const vals = keys.length ? await rc.mget(...keys) : [];
-      return vals.filter((v): v is string => !!v).map((v) => JSON.parse(v) as { engines: { model: string; state: string; baseUrl: string | null }[] });
+      return vals
+        .filter((v): v is string => !!v)
+        .map((v) => JSON.parse(v) as { engines: { model: string; state: string; baseUrl: string | null }[] });
     };
     if (worker) {
       while ((await heartbeats()).length === 0) {
@@ -173,7 +186,8 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       }
     }
     const engineUrl = async (model: string) => {
-      for (const hb of await heartbeats()) for (const e of hb.engines) if (e.model === model && e.state === 'ready' && e.baseUrl) return e.baseUrl;
+      for (const hb of await heartbeats())
+        for (const e of hb.engines) if (e.model === model && e.state === 'ready' && e.baseUrl) return e.baseUrl;
       return null;
     };
     const r = redis;
@@ -220,7 +234,11 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
  * Uploads a file as multipart/form-data with undici, streaming it from disk in 1 MiB reads
  * (the file is never whole in this process's memory; fetch + FormData was about 2× slower).
  */
-export async function uploadFile(baseUrl: string, file: string, purpose = 'batch'): Promise<{ id: string; bytes: number }> {
+export async function uploadFile(
+  baseUrl: string,
+  file: string,
+  purpose = 'batch',
+): Promise<{ id: string; bytes: number }> {
   const boundary = `----bwbench${Math.random().toString(16).slice(2)}`;
   const head = Buffer.from(
     `--${boundary}\r\nContent-Disposition: form-data; name="purpose"\r\n\r\n${purpose}\r\n` +
@@ -235,7 +253,11 @@ export async function uploadFile(baseUrl: string, file: string, purpose = 'batch
   }
   const res = await request(`${baseUrl}/v1/files`, {
     method: 'POST',
-    headers: { authorization: 'Bearer bench', 'content-type': `multipart/form-data; boundary=${boundary}`, 'content-length': String(head.length + size + tail.length) },
+    headers: {
+      authorization: 'Bearer bench',
+      'content-type': `multipart/form-data; boundary=${boundary}`,
+      'content-length': String(head.length + size + tail.length),
+    },
     body: Readable.from(body()),
     headersTimeout: 0,
     bodyTimeout: 0,
@@ -260,7 +282,11 @@ export async function getBatch(baseUrl: string, id: string): Promise<BatchView> 
   return (await res.json()) as BatchView;
 }
 
-export async function createBatch(baseUrl: string, inputFileId: string, endpoint = '/v1/chat/completions'): Promise<BatchView> {
+export async function createBatch(
+  baseUrl: string,
+  inputFileId: string,
+  endpoint = '/v1/chat/completions',
+): Promise<BatchView> {
   const res = await fetch(`${baseUrl}/v1/batches`, {
     method: 'POST',
     headers: { authorization: 'Bearer bench', 'content-type': 'application/json' },
@@ -283,7 +309,8 @@ export async function waitStatus(
     const b = await getBatch(baseUrl, id);
     opts.onPoll?.(b, performance.now());
     if (statuses.includes(b.status)) return { batch: b, at: performance.now() };
-    if (['failed', 'expired', 'cancelled'].includes(b.status) && !statuses.includes(b.status)) throw new Error(`batch ${id} ended ${b.status}: ${JSON.stringify(b)}`);
+    if (['failed', 'expired', 'cancelled'].includes(b.status) && !statuses.includes(b.status))
+      throw new Error(`batch ${id} ended ${b.status}: ${JSON.stringify(b)}`);
     if (Date.now() > until) throw new Error(`batch ${id} still ${b.status} (${JSON.stringify(b.request_counts)})`);
     await sleep(opts.pollMs ?? 20);
   }

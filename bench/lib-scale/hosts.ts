@@ -42,7 +42,13 @@ export function cleanupHosts(): void {
 
 /** Creates `n` hosts; with `netns` false they are plain processes on loopback. */
 export function createHosts(n: number, netns: boolean): Host[] {
-  if (!netns) return Array.from({ length: n }, (_, i) => ({ index: i + 1, netns: null, redisHost: '127.0.0.1', advertise: null }));
+  if (!netns)
+    return Array.from({ length: n }, (_, i) => ({
+      index: i + 1,
+      netns: null,
+      redisHost: '127.0.0.1',
+      advertise: null,
+    }));
   cleanupHosts();
   const hosts: Host[] = [];
   for (let i = 1; i <= n; i++) {
@@ -82,7 +88,10 @@ export function canUseNetns(): boolean {
  * DATA_DIR, and (in a namespace) engines bound inside the namespace and advertised on its
  * address, as ENGINE_BIND_HOST / ENGINE_ADVERTISE_HOST would be set on a GPU node.
  */
-export function startWorkerOn(host: Host, opts: { redisPort: number; prefix: string; modelsFile: string; workerId: string; env?: Record<string, string> }): Proc & { dataDir: string } {
+export function startWorkerOn(
+  host: Host,
+  opts: { redisPort: number; prefix: string; modelsFile: string; workerId: string; env?: Record<string, string> },
+): Proc & { dataDir: string } {
   const dataDir = mkdtempSync(path.join(tmpdir(), `bw-scale-w${host.index}-`));
   const env: Record<string, string> = {
     REDIS_URL: `redis://${host.redisHost}:${opts.redisPort}`,

@@ -36,11 +36,20 @@ export interface PostOptions {
 const JSON_HEADERS = { 'content-type': 'application/json' };
 
 /** POSTs `body` to `path` on `dispatcher` (a Pool/Client bound to an origin, or an Agent with origin set in path's URL). */
-export function timedPost(dispatcher: Dispatcher, path: string, body: Buffer | string, opts: PostOptions = {}): Promise<Timed> {
+export function timedPost(
+  dispatcher: Dispatcher,
+  path: string,
+  body: Buffer | string,
+  opts: PostOptions = {},
+): Promise<Timed> {
   return timedRequest(dispatcher, { path, method: 'POST', body, headers: opts.headers ?? JSON_HEADERS }, opts);
 }
 
-export function timedRequest(dispatcher: Dispatcher, req: Dispatcher.DispatchOptions, opts: PostOptions = {}): Promise<Timed> {
+export function timedRequest(
+  dispatcher: Dispatcher,
+  req: Dispatcher.DispatchOptions,
+  opts: PostOptions = {},
+): Promise<Timed> {
   return new Promise<Timed>((resolve, reject) => {
     const t0 = performance.now();
     const r: Timed = { status: 0, headers: {}, totalMs: 0, headersMs: 0, firstByteMs: Number.NaN, bytes: 0 };
@@ -94,7 +103,16 @@ export interface LoadResult {
  * Closed-loop load: `concurrency` loops, each sending its next request when the previous one
  * completes, for `durationMs`. Requests still in flight at the end are awaited, not counted.
  */
-export async function closedLoop(dispatcher: Dispatcher, opts: { concurrency: number; durationMs: number; path: string; body: Buffer | string; headers?: Record<string, string> }): Promise<LoadResult> {
+export async function closedLoop(
+  dispatcher: Dispatcher,
+  opts: {
+    concurrency: number;
+    durationMs: number;
+    path: string;
+    body: Buffer | string;
+    headers?: Record<string, string>;
+  },
+): Promise<LoadResult> {
   const latencies: number[] = [];
   let errors = 0;
   let firstError: string | undefined;

@@ -41,7 +41,11 @@ export function formatTable(header: string[], rows: (string | number)[][]): stri
   const cells = [header, ...rows.map((r) => r.map((c) => (typeof c === 'number' ? fmtNum(c) : c)))];
   const widths = header.map((_, i) => Math.max(...cells.map((r) => (r[i] ?? '').length)));
   const numeric = header.map((_, i) => rows.length > 0 && rows.every((r) => typeof r[i] === 'number'));
-  const line = (r: string[]) => r.map((c, i) => (numeric[i] ? (c ?? '').padStart(widths[i]!) : (c ?? '').padEnd(widths[i]!))).join('  ').trimEnd();
+  const line = (r: string[]) =>
+    r
+      .map((c, i) => (numeric[i] ? (c ?? '').padStart(widths[i]!) : (c ?? '').padEnd(widths[i]!)))
+      .join('  ')
+      .trimEnd();
   return [line(cells[0]!), widths.map((w) => '-'.repeat(w)).join('  '), ...cells.slice(1).map(line)].join('\n');
 }
 
@@ -78,7 +82,10 @@ export function defaultResultsPath(name: string, d = new Date()): string {
  * Reads `--flag value`, `--flag=value` and boolean `--flag` from argv. Flags named in
  * `valued` take a value; any other known flag is boolean. Unknown flags throw.
  */
-export function parseFlags(argv: string[], spec: { valued: readonly string[]; boolean: readonly string[] }): Record<string, string | boolean> {
+export function parseFlags(
+  argv: string[],
+  spec: { valued: readonly string[]; boolean: readonly string[] },
+): Record<string, string | boolean> {
   const out: Record<string, string | boolean> = {};
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;

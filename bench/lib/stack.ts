@@ -38,7 +38,12 @@ export class GiveUp extends Error {
  * Polls `check` every `everyMs` until it returns true; throws after `timeoutMs`. Errors from
  * `check` count as "not yet", except GiveUp, which is rethrown.
  */
-export async function waitUntil(check: () => Promise<boolean> | boolean, timeoutMs: number, what: string, everyMs = 50): Promise<void> {
+export async function waitUntil(
+  check: () => Promise<boolean> | boolean,
+  timeoutMs: number,
+  what: string,
+  everyMs = 50,
+): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     try {
@@ -87,10 +92,19 @@ function installExitHook(): void {
 }
 
 /** Spawns a process with stdout+stderr appended to `logFile`. */
-export function spawnLogged(name: string, command: string, args: string[], opts: { env?: NodeJS.ProcessEnv; cwd?: string; logFile: string }): Child {
+export function spawnLogged(
+  name: string,
+  command: string,
+  args: string[],
+  opts: { env?: NodeJS.ProcessEnv; cwd?: string; logFile: string },
+): Child {
   installExitHook();
   const fd = openSync(opts.logFile, 'a');
-  const proc = spawn(command, args, { cwd: opts.cwd ?? REPO_ROOT, env: opts.env ?? process.env, stdio: ['ignore', fd, fd] });
+  const proc = spawn(command, args, {
+    cwd: opts.cwd ?? REPO_ROOT,
+    env: opts.env ?? process.env,
+    stdio: ['ignore', fd, fd],
+  });
   closeSync(fd);
   const child: Child = {
     name,
@@ -118,7 +132,12 @@ export function spawnLogged(name: string, command: string, args: string[], opts:
 }
 
 /** `node --import tsx <script> ...args`, with extra node flags first (e.g. --cpu-prof). */
-export function spawnTsNode(name: string, script: string, args: string[], opts: { env?: NodeJS.ProcessEnv; logFile: string; nodeArgs?: string[] }): Child {
+export function spawnTsNode(
+  name: string,
+  script: string,
+  args: string[],
+  opts: { env?: NodeJS.ProcessEnv; logFile: string; nodeArgs?: string[] },
+): Child {
   return spawnLogged(name, process.execPath, [...(opts.nodeArgs ?? []), '--import', 'tsx', script, ...args], opts);
 }
 
@@ -131,9 +150,27 @@ export interface RedisServer {
 /** A private redis-server on a free port, persistence off (a benchmark needs none). */
 export async function startRedis(opts: { dir: string }): Promise<RedisServer> {
   const port = await freePort();
-  const child = spawnLogged('redis', 'redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--dir', opts.dir, '--save', '', '--appendonly', 'no', '--loglevel', 'warning'], {
-    logFile: path.join(opts.dir, 'redis.log'),
-  });
+  const child = spawnLogged(
+    'redis',
+    'redis-server',
+    [
+      '--port',
+      String(port),
+      '--bind',
+      '127.0.0.1',
+      '--dir',
+      opts.dir,
+      '--save',
+      '',
+      '--appendonly',
+      'no',
+      '--loglevel',
+      'warning',
+    ],
+    {
+      logFile: path.join(opts.dir, 'redis.log'),
+    },
+  );
   const url = `redis://127.0.0.1:${port}`;
   await waitUntil(
     async () => {
@@ -228,7 +265,12 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
   try {
     const workers = opts.workers.map((models, i) => {
       const w = spawnTsNode(`worker${i + 1}`, main, ['worker'], {
-        env: baseEnv(path.join(dir, `worker${i + 1}`), { WORKER_MODELS: models.join(','), WORKER_ID: `bench-w${i + 1}`, LOG_LEVEL: 'warn', PORT: '0' }),
+        env: baseEnv(path.join(dir, `worker${i + 1}`), {
+          WORKER_MODELS: models.join(','),
+          WORKER_ID: `bench-w${i + 1}`,
+          LOG_LEVEL: 'warn',
+          PORT: '0',
+        }),
         logFile: path.join(dir, `worker${i + 1}.log`),
       });
       children.push(w);
@@ -244,7 +286,8 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     const apiUrl = `http://127.0.0.1:${port}`;
     await waitUntil(
       async () => {
-        for (const c of children) if (c.proc.exitCode !== null) throw new GiveUp(`${c.name} exited with ${c.proc.exitCode}:\n${c.tail()}`);
+        for (const c of children)
+          if (c.proc.exitCode !== null) throw new GiveUp(`${c.name} exited with ${c.proc.exitCode}:\n${c.tail()}`);
         return httpOk(`${apiUrl}/healthz`);
       },
       60_000,
@@ -292,10 +335,19 @@ export interface SimProcess {
 }
 
 /** A bare simulator (`simulator/main.ts`) on a free port; `args` are its flags besides --port/--model. */
-export async function startSimulator(model: string, args: string[] = [], opts: { logFile?: string } = {}): Promise<SimProcess> {
+export async function startSimulator(
+  model: string,
+  args: string[] = [],
+  opts: { logFile?: string } = {},
+): Promise<SimProcess> {
   const port = await freePort();
   const logFile = opts.logFile ?? path.join(mkdtempSync(path.join(tmpdir(), 'bw-sim-')), 'sim.log');
-  const child = spawnTsNode('sim', path.join(REPO_ROOT, 'simulator', 'main.ts'), ['--port', String(port), '--model', model, ...args], { logFile });
+  const child = spawnTsNode(
+    'sim',
+    path.join(REPO_ROOT, 'simulator', 'main.ts'),
+    ['--port', String(port), '--model', model, ...args],
+    { logFile },
+  );
   const url = `http://127.0.0.1:${port}`;
   await waitUntil(
     async () => {
@@ -352,7 +404,8 @@ export function treeCpuMs(pid: number): number {
     }
     for (const tid of tids) {
       try {
-        for (const c of readFileSync(`/proc/${p}/task/${tid}/children`, 'utf8').trim().split(/\s+/)) if (c) visit(Number(c));
+        for (const c of readFileSync(`/proc/${p}/task/${tid}/children`, 'utf8').trim().split(/\s+/))
+          if (c) visit(Number(c));
       } catch {
         // gone, or no CONFIG_PROC_CHILDREN
       }
@@ -366,7 +419,9 @@ export function treeCpuMs(pid: number): number {
  * Measures what else ran on the machine during `fn`: CPU the rest of the machine used besides
  * this process tree, and hypervisor steal, each as a share of all cores over the elapsed time.
  */
-export async function withMachineLoad<T>(fn: () => Promise<T>): Promise<{ result: T; otherCpuPct: number; stealPct: number }> {
+export async function withMachineLoad<T>(
+  fn: () => Promise<T>,
+): Promise<{ result: T; otherCpuPct: number; stealPct: number }> {
   const cores = os.cpus().length;
   const t0 = performance.now();
   const m0 = machineCpuMs();

@@ -96,7 +96,10 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   // Before every route and every plugin that adds routes: auth (request.principal, 401s), then
   // the per-key rate limit, which reads the principal.
   const { env } = deps.config;
-  await app.register(authPlugin, { keys: createApiKeysRepo(deps.db), allowOpen: openModeAllowed(env.HOST, env.ALLOW_UNAUTHENTICATED) });
+  await app.register(authPlugin, {
+    keys: createApiKeysRepo(deps.db),
+    allowOpen: openModeAllowed(env.HOST, env.ALLOW_UNAUTHENTICATED),
+  });
   await registerRateLimit(app, env.RATE_LIMIT_PER_MIN);
 
   await app.register(multipart, {
@@ -115,7 +118,14 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       req.log.error({ err }, 'unhandled error');
       return reply
         .status(500)
-        .send(toOpenAIError(`The server had an error while processing your request (request id ${req.id}). Retry, and report the id if it persists.`, 'server_error', null, 'internal_error'));
+        .send(
+          toOpenAIError(
+            `The server had an error while processing your request (request id ${req.id}). Retry, and report the id if it persists.`,
+            'server_error',
+            null,
+            'internal_error',
+          ),
+        );
     }
     const code = fastifyCodeToOurs(fe.code, status);
     const type = errorCatalogue[code]?.type ?? 'invalid_request_error';
@@ -125,7 +135,14 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   app.setNotFoundHandler((req, reply) => {
     reply
       .status(404)
-      .send(toOpenAIError(`Unknown route ${req.method} ${req.url.split('?')[0]!.slice(0, 300)}. See the API reference in README.md.`, 'invalid_request_error', null, 'route_not_found'));
+      .send(
+        toOpenAIError(
+          `Unknown route ${req.method} ${req.url.split('?')[0]!.slice(0, 300)}. See the API reference in README.md.`,
+          'invalid_request_error',
+          null,
+          'route_not_found',
+        ),
+      );
   });
 
   await app.register(healthRoutes);

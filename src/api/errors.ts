@@ -56,6 +56,11 @@ export class ApiError extends Error {
   }
 }
 
-export function toOpenAIError(message: string, type: string, param: string | null, code: string | null): OpenAIErrorBody {
+export function toOpenAIError(
+  message: string,
+  type: string,
+  param: string | null,
+  code: string | null,
+): OpenAIErrorBody {
   return { error: { message, type, param, code } };
 }

@@ -12,7 +12,11 @@ export function readIdempotencyKey(req: FastifyRequest): string | undefined {
   const key = req.headers['idempotency-key'];
   if (key === undefined) return undefined;
   if (typeof key !== 'string' || !IDEMPOTENCY_KEY_RE.test(key)) {
-    throw new ApiError('invalid_request', 'The Idempotency-Key header must be 1 to 255 printable ASCII characters.', 'Idempotency-Key');
+    throw new ApiError(
+      'invalid_request',
+      'The Idempotency-Key header must be 1 to 255 printable ASCII characters.',
+      'Idempotency-Key',
+    );
   }
   return key;
 }
@@ -27,7 +31,11 @@ async function sha256Of(storage: FileStorage, id: string): Promise<string> {
  * An upload that reused the Idempotency-Key of `prior`: a true retry (same purpose, name and
  * bytes) gets `prior` back; anything else is a 409. Only this rare path reads both files.
  */
-export async function matchRetriedUpload(storage: FileStorage, prior: FileRow, upload: { id: string; filename: string; bytes: number; purpose: string }): Promise<FileRow> {
+export async function matchRetriedUpload(
+  storage: FileStorage,
+  prior: FileRow,
+  upload: { id: string; filename: string; bytes: number; purpose: string },
+): Promise<FileRow> {
   const same =
     prior.purpose === upload.purpose &&
     prior.filename === upload.filename &&

@@ -9,7 +9,10 @@ import { ApiError } from './errors.js';
  */
 export function invalidUtf8Body(buf: Buffer): ApiError | null {
   if (isUtf8(buf)) return null;
-  return new ApiError('invalid_json', 'The request body is not valid UTF-8. Encode the JSON as UTF-8 (RFC 8259) and send it with Content-Type: application/json.');
+  return new ApiError(
+    'invalid_json',
+    'The request body is not valid UTF-8. Encode the JSON as UTF-8 (RFC 8259) and send it with Content-Type: application/json.',
+  );
 }
 
 type Done = (err: Error | null, body?: unknown) => void;

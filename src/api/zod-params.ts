@@ -16,12 +16,18 @@ export function parseOr400<S extends z.ZodType>(schema: S, value: unknown, param
   const param = path ? `${paramPrefix}${path}` : null;
   if (issue.code === 'unrecognized_keys') {
     const key = clip(issue.keys[0] ?? '');
-    throw new ApiError('invalid_request', `Unknown parameter: '${paramPrefix}${path ? `${path}.` : ''}${key}'.`, `${paramPrefix}${path ? `${path}.` : ''}${key}`);
+    throw new ApiError(
+      'invalid_request',
+      `Unknown parameter: '${paramPrefix}${path ? `${path}.` : ''}${key}'.`,
+      `${paramPrefix}${path ? `${path}.` : ''}${key}`,
+    );
   }
   const missing = issue.code === 'invalid_type' && issue.input === undefined;
   throw new ApiError(
     missing ? 'missing_required_parameter' : 'invalid_request',
-    missing ? `Missing required parameter: '${param}'.` : `Invalid value for '${param ?? 'body'}': ${clip(issue.message, 300)}.`,
+    missing
+      ? `Missing required parameter: '${param}'.`
+      : `Invalid value for '${param ?? 'body'}': ${clip(issue.message, 300)}.`,
     param,
   );
 }

@@ -75,11 +75,17 @@ const nowS = () => Math.floor(Date.now() / 1000);
  * Creates a key. The secret is returned here once and never stored: only its hash is.
  * `project` defaults to the key's own id (a project of one key).
  */
-export function createKey(db: Db, opts: { name: string; project?: string; admin?: boolean }): { key: KeyInfo; secret: string } {
+export function createKey(
+  db: Db,
+  opts: { name: string; project?: string; admin?: boolean },
+): { key: KeyInfo; secret: string } {
   const name = opts.name.trim();
-  if (!name || name.length > 200) throw new KeyAdminError('A key needs a name of 1 to 200 characters (what uses it, e.g. "ci").');
+  if (!name || name.length > 200)
+    throw new KeyAdminError('A key needs a name of 1 to 200 characters (what uses it, e.g. "ci").');
   if (opts.project !== undefined && !PROJECT_RE.test(opts.project)) {
-    throw new KeyAdminError(`Invalid project "${opts.project.slice(0, 80)}": use 1 to 64 letters, digits, ".", "_" or "-".`);
+    throw new KeyAdminError(
+      `Invalid project "${opts.project.slice(0, 80)}": use 1 to 64 letters, digits, ".", "_" or "-".`,
+    );
   }
   const repo = createApiKeysRepo(db);
   const id = `key_${randomBase62(16)}`;
@@ -108,8 +114,14 @@ export function listKeys(db: Db): KeyInfo[] {
 export function revokeKey(db: Db, idOrPrefix: string): KeyInfo {
   const repo = createApiKeysRepo(db);
   const found = repo.findByIdOrPrefix(idOrPrefix);
-  if (found.length === 0) throw new KeyAdminError(`No key with id or prefix "${idOrPrefix.slice(0, 80)}". List keys with: npm run keys -- list`);
-  if (found.length > 1) throw new KeyAdminError(`The prefix "${idOrPrefix}" matches ${found.length} keys (${found.map((k) => k.id).join(', ')}); pass the key's id.`);
+  if (found.length === 0)
+    throw new KeyAdminError(
+      `No key with id or prefix "${idOrPrefix.slice(0, 80)}". List keys with: npm run keys -- list`,
+    );
+  if (found.length > 1)
+    throw new KeyAdminError(
+      `The prefix "${idOrPrefix}" matches ${found.length} keys (${found.map((k) => k.id).join(', ')}); pass the key's id.`,
+    );
   const key = found[0]!;
   repo.revoke(key.id, nowS());
   return toInfo(repo.findByIdOrPrefix(key.id).find((k) => k.id === key.id)!);

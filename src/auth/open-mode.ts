@@ -22,7 +22,11 @@ export function openModeAllowed(host: string, allowUnauthenticated: boolean): bo
 }
 
 /** Called before listen: refuses open mode on a non-loopback interface. The message is one line. */
-export function assertListenAllowed(host: string, allowUnauthenticated: boolean, keys: Pick<ApiKeysRepo, 'hasActive'>): void {
+export function assertListenAllowed(
+  host: string,
+  allowUnauthenticated: boolean,
+  keys: Pick<ApiKeysRepo, 'hasActive'>,
+): void {
   if (openModeAllowed(host, allowUnauthenticated) || keys.hasActive()) return;
   throw new UnauthenticatedListenError(
     `refusing to listen on HOST=${host} with no API keys: anyone who can reach it could use it. Create a key first (npm run keys -- create --name NAME), or set ALLOW_UNAUTHENTICATED=1 to run open on purpose.`,

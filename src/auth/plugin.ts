@@ -93,14 +93,20 @@ async function authPlugin(app: FastifyInstance, opts: AuthOptions): Promise<void
     if (auth.mode === 'open') {
       if (opts.allowOpen) return;
       // Every key was revoked while the server listens on a public interface: fail closed.
-      throw new ApiError('invalid_api_key', `This server has no active API keys and does not accept unauthenticated requests on this interface. ${CREATE_HINT}`);
+      throw new ApiError(
+        'invalid_api_key',
+        `This server has no active API keys and does not accept unauthenticated requests on this interface. ${CREATE_HINT}`,
+      );
     }
     const r = auth.check;
     if (r === null || secret === undefined) throw missingKey();
     if (!r.ok) {
       req.log.info({ key: maskSecret(secret), reason: r.reason }, 'api key refused');
       const why = r.reason === 'revoked' ? 'This key was revoked.' : 'No such key.';
-      throw new ApiError('invalid_api_key', `Incorrect API key provided: ${maskSecret(secret)}. ${why} Check the key you use, or ask an operator for a new one. ${CREATE_HINT}`);
+      throw new ApiError(
+        'invalid_api_key',
+        `Incorrect API key provided: ${maskSecret(secret)}. ${why} Check the key you use, or ask an operator for a new one. ${CREATE_HINT}`,
+      );
     }
     req.principal = r.principal;
     // The key id (never the secret) on every later log line of this request, for auditing.

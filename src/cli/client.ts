@@ -27,7 +27,11 @@ export function makeClient(env: CliEnv): OpenAI {
  * A call to the operator API (/ops/...), which the OpenAI SDK does not know. Errors become the
  * SDK's own APIError classes, so `explain()` words them the same way.
  */
-export async function opsFetch(env: CliEnv, pathAndQuery: string, init: { signal?: AbortSignal; accept?: string } = {}): Promise<Response> {
+export async function opsFetch(
+  env: CliEnv,
+  pathAndQuery: string,
+  init: { signal?: AbortSignal; accept?: string } = {},
+): Promise<Response> {
   const url = `${env.rootUrl}${pathAndQuery}`;
   const headers: Record<string, string> = { accept: init.accept ?? 'application/json' };
   if (env.apiKey) headers.authorization = `Bearer ${env.apiKey}`;
@@ -58,7 +62,8 @@ export async function opsJson<T>(env: CliEnv, pathAndQuery: string): Promise<T> 
 export function parsePositiveInt(name: string) {
   return (v: string): number => {
     const n = Number(v);
-    if (!Number.isInteger(n) || n < 1) throw new CliError(`${name} must be a positive integer, got "${v}".`, EXIT.usage);
+    if (!Number.isInteger(n) || n < 1)
+      throw new CliError(`${name} must be a positive integer, got "${v}".`, EXIT.usage);
     return n;
   };
 }

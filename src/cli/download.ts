@@ -38,7 +38,10 @@ async function saveFile(client: OpenAI, fileId: string, dest: string): Promise<n
 export async function downloadResults(client: OpenAI, batch: Batch, outDir: string): Promise<Downloaded[]> {
   await mkdir(outDir, { recursive: true });
   const done: Downloaded[] = [];
-  for (const [kind, id] of [['output', batch.output_file_id], ['error', batch.error_file_id]] as const) {
+  for (const [kind, id] of [
+    ['output', batch.output_file_id],
+    ['error', batch.error_file_id],
+  ] as const) {
     if (!id) continue;
     const dest = path.join(outDir, `${batch.id}_${kind}.jsonl`);
     done.push({ kind, path: dest, lines: await saveFile(client, id, dest) });

@@ -64,7 +64,10 @@ function serverMessage(e: { error?: unknown; message: string }): string {
 export function explain(e: unknown, baseUrl: string): { line: string; exitCode: number } {
   if (e instanceof CliError) return { line: e.message, exitCode: e.exitCode };
   if (e instanceof OpenAI.APIConnectionTimeoutError) {
-    return { line: `the server at ${baseUrl} did not answer in time: check that it is up (GET /healthz) and that OPENAI_BASE_URL points at it.`, exitCode: EXIT.unreachable };
+    return {
+      line: `the server at ${baseUrl} did not answer in time: check that it is up (GET /healthz) and that OPENAI_BASE_URL points at it.`,
+      exitCode: EXIT.unreachable,
+    };
   }
   if (e instanceof OpenAI.APIConnectionError || isFetchFailure(e)) {
     const why = causeCode(e) ?? innermostMessage(e) ?? 'connection failed';
@@ -75,17 +78,35 @@ export function explain(e: unknown, baseUrl: string): { line: string; exitCode: 
   }
   if (e instanceof OpenAI.APIError && e.status !== undefined) {
     const msg = serverMessage(e);
-    if (e.status === 401) return { line: `the server refused the API key (401): set OPENAI_API_KEY to a valid key (an operator creates one with "batchwright keys create"). Server said: ${msg}`, exitCode: EXIT.unreachable };
-    if (e.status === 403) return { line: `this API key may not do that (403): operator commands need an admin key. Server said: ${msg}`, exitCode: EXIT.unreachable };
+    if (e.status === 401)
+      return {
+        line: `the server refused the API key (401): set OPENAI_API_KEY to a valid key (an operator creates one with "batchwright keys create"). Server said: ${msg}`,
+        exitCode: EXIT.unreachable,
+      };
+    if (e.status === 403)
+      return {
+        line: `this API key may not do that (403): operator commands need an admin key. Server said: ${msg}`,
+        exitCode: EXIT.unreachable,
+      };
     const code = e.code ? ` ${e.code}` : '';
     return { line: `the server answered ${e.status}${code}: ${msg}`, exitCode: EXIT.apiError };
   }
   const err = e as NodeJS.ErrnoException;
   if (err?.code === 'ENOENT' || err?.code === 'EACCES' || err?.code === 'EISDIR') {
-    return { line: `cannot use ${err.path ?? 'the file'}: ${err.code === 'ENOENT' ? 'no such file or directory' : err.code === 'EACCES' ? 'permission denied' : 'it is a directory'}.`, exitCode: EXIT.usage };
+    return {
+      line: `cannot use ${err.path ?? 'the file'}: ${err.code === 'ENOENT' ? 'no such file or directory' : err.code === 'EACCES' ? 'permission denied' : 'it is a directory'}.`,
+      exitCode: EXIT.usage,
+    };
   }
-  if (err?.code === 'ENOSPC') return { line: `the local disk is full: free space where the files are written (--out) and download again.`, exitCode: EXIT.usage };
-  return { line: `unexpected error (a bug in the CLI; please report it): ${(e as Error)?.message ?? String(e)}`, exitCode: EXIT.internal };
+  if (err?.code === 'ENOSPC')
+    return {
+      line: `the local disk is full: free space where the files are written (--out) and download again.`,
+      exitCode: EXIT.usage,
+    };
+  return {
+    line: `unexpected error (a bug in the CLI; please report it): ${(e as Error)?.message ?? String(e)}`,
+    exitCode: EXIT.internal,
+  };
 }
 
 function isFetchFailure(e: unknown): boolean {

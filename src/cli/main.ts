@@ -20,13 +20,16 @@ export function buildProgram(ctx: () => Ctx, setExit: (p: Promise<number>) => Pr
     .version('0.1.0')
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride();
-  const interval = () => new Option('--interval <ms>', 'poll period in milliseconds').default(1000).argParser(parsePositiveInt('--interval'));
+  const interval = () =>
+    new Option('--interval <ms>', 'poll period in milliseconds')
+      .default(1000)
+      .argParser(parsePositiveInt('--interval'));
 
   program
     .command('submit')
     .description('upload a JSONL file of requests, create a batch, watch it and download its results')
     .argument('<file>', 'JSONL file, one request per line')
-    .option('--endpoint <path>', 'batch endpoint (default: the first line\'s url, else /v1/chat/completions)')
+    .option('--endpoint <path>', "batch endpoint (default: the first line's url, else /v1/chat/completions)")
     .option('--metadata <key=value>', 'batch metadata (repeatable)', collect, [])
     .option('--no-watch', 'print the batch id and exit once the batch is created')
     .option('--out <dir>', 'where to write <batch>_output.jsonl and <batch>_error.jsonl', '.')
@@ -44,7 +47,7 @@ export function buildProgram(ctx: () => Ctx, setExit: (p: Promise<number>) => Pr
 
   program
     .command('download')
-    .description('write a finished batch\'s output and error files')
+    .description("write a finished batch's output and error files")
     .argument('<batch_id>')
     .option('--out <dir>', 'target directory', '.')
     .action((id: string, o) => setExit(download(ctx(), id, o.out)));
@@ -63,20 +66,24 @@ export function buildProgram(ctx: () => Ctx, setExit: (p: Promise<number>) => Pr
 
   program
     .command('models')
-    .description('the server\'s models and their state (unloaded, loading, ready, sleeping, failed)')
+    .description("the server's models and their state (unloaded, loading, ready, sleeping, failed)")
     .action(() => setExit(models(ctx())));
 
   program
     .command('logs')
-    .description('an engine\'s log, from the operator API (admin key when keys are on)')
+    .description("an engine's log, from the operator API (admin key when keys are on)")
     .argument('<worker_id>')
     .argument('<model>')
     .option('-f, --follow', 'keep printing new lines until Ctrl-C')
     .option('--tail <n>', 'lines of backlog', parsePositiveInt('--tail'), 100)
     .action((w: string, m: string, o) => setExit(logs(ctx(), w, m, { follow: Boolean(o.follow), tail: o.tail })));
 
-  const dataDir = () => new Option('--data-dir <dir>', 'the server\'s DATA_DIR').default(process.env.DATA_DIR?.trim() || './data', '$DATA_DIR or ./data');
-  const keys = program.command('keys').description('manage API keys in the server\'s database (run where DATA_DIR is)');
+  const dataDir = () =>
+    new Option('--data-dir <dir>', "the server's DATA_DIR").default(
+      process.env.DATA_DIR?.trim() || './data',
+      '$DATA_DIR or ./data',
+    );
+  const keys = program.command('keys').description("manage API keys in the server's database (run where DATA_DIR is)");
   keys
     .command('create')
     .description('create a key and print its secret (once)')
@@ -85,7 +92,16 @@ export function buildProgram(ctx: () => Ctx, setExit: (p: Promise<number>) => Pr
     .option('--admin', 'an operator key: /ops, /metrics, every project')
     .option('--create-db', 'create the database if DATA_DIR has none yet (first key, before the first start)')
     .addOption(dataDir())
-    .action((o) => setExit(keysCreate(ctx(), o.dataDir, { name: o.name, project: o.project, admin: Boolean(o.admin), createDb: Boolean(o.createDb) })));
+    .action((o) =>
+      setExit(
+        keysCreate(ctx(), o.dataDir, {
+          name: o.name,
+          project: o.project,
+          admin: Boolean(o.admin),
+          createDb: Boolean(o.createDb),
+        }),
+      ),
+    );
   keys
     .command('list')
     .description('every key (never the secrets)')
@@ -129,7 +145,12 @@ export async function runCli(argv: string[]): Promise<number> {
   } catch (e) {
     if (e instanceof CommanderError) {
       // commander has printed the message (or the help / version) already.
-      return e.exitCode === 0 || e.code === 'commander.helpDisplayed' || e.code === 'commander.version' || e.code === 'commander.help' ? EXIT.ok : EXIT.usage;
+      return e.exitCode === 0 ||
+        e.code === 'commander.helpDisplayed' ||
+        e.code === 'commander.version' ||
+        e.code === 'commander.help'
+        ? EXIT.ok
+        : EXIT.usage;
     }
     const { line, exitCode } = explain(e, env.baseUrl);
     process.stderr.write(`batchwright: ${line}\n`);

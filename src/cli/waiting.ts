@@ -8,7 +8,8 @@ export function reasonText(v: unknown): string | null {
   if (typeof v === 'string') return v;
   if (typeof v === 'object') {
     const o = v as Record<string, unknown>;
-    for (const k of ['message', 'text', 'reason', 'detail']) if (typeof o[k] === 'string' && o[k]) return o[k] as string;
+    for (const k of ['message', 'text', 'reason', 'detail'])
+      if (typeof o[k] === 'string' && o[k]) return o[k] as string;
     if (typeof o.code === 'string') return o.code;
   }
   return JSON.stringify(v);
@@ -47,7 +48,10 @@ export class WaitingExplainer {
   async explain(batch: Batch): Promise<string | null> {
     if (this.opsUsable) {
       try {
-        const ops = await opsJson<{ waiting_reason?: unknown }>(this.env, `/ops/batches/${encodeURIComponent(batch.id)}`);
+        const ops = await opsJson<{ waiting_reason?: unknown }>(
+          this.env,
+          `/ops/batches/${encodeURIComponent(batch.id)}`,
+        );
         const text = reasonText(ops.waiting_reason);
         if (text) return text;
       } catch (e) {

@@ -34,10 +34,19 @@ function counts(b: Batch) {
 }
 
 /** One plain-text status line: `batch_… in_progress 40/100 (2 failed) 12.5 req/s ETA 5s`. */
-export function statusLine(b: Batch, rate: { perSecond: number | null; etaSeconds: number | null }, reason: string | null): string {
+export function statusLine(
+  b: Batch,
+  rate: { perSecond: number | null; etaSeconds: number | null },
+  reason: string | null,
+): string {
   const c = counts(b);
   const parts = [`${b.id} ${b.status}`];
-  if (c.total > 0) parts.push(`${c.done}/${c.total}${c.failed ? ` (${c.failed} failed)` : ''}`, formatRate(rate.perSecond), `ETA ${formatDuration(rate.etaSeconds)}`);
+  if (c.total > 0)
+    parts.push(
+      `${c.done}/${c.total}${c.failed ? ` (${c.failed} failed)` : ''}`,
+      formatRate(rate.perSecond),
+      `ETA ${formatDuration(rate.etaSeconds)}`,
+    );
   let line = parts.join(' ');
   if (reason) line += ` | waiting: ${reason}`;
   return line;
@@ -82,28 +91,30 @@ export async function watchBatch(env: CliEnv, client: OpenAI, id: string, opts: 
 
   let interrupted = false;
   let wake: (() => void) | null = null;
-  const sleep = (ms: number) => new Promise<void>((r) => {
-    const t = setTimeout(r, ms);
-    wake = () => {
-      clearTimeout(t);
-      r();
-    };
-  });
-  const prompt = opts.tty && process.stdin.isTTY
-    ? new KeyPrompt({
-        say,
-        details: () => `${JSON.stringify(batch, null, 2)}\nwaiting reason: ${reason ?? 'none (the batch is moving)'}`,
-        cancel: async () => {
-          batch = await client.batches.cancel(id);
-          say(`cancel requested: ${batch.id} is ${batch.status}; results so far are kept`);
-        },
-        batchId: id,
-        interrupt: () => {
-          interrupted = true;
-          wake?.();
-        },
-      })
-    : null;
+  const sleep = (ms: number) =>
+    new Promise<void>((r) => {
+      const t = setTimeout(r, ms);
+      wake = () => {
+        clearTimeout(t);
+        r();
+      };
+    });
+  const prompt =
+    opts.tty && process.stdin.isTTY
+      ? new KeyPrompt({
+          say,
+          details: () => `${JSON.stringify(batch, null, 2)}\nwaiting reason: ${reason ?? 'none (the batch is moving)'}`,
+          cancel: async () => {
+            batch = await client.batches.cancel(id);
+            say(`cancel requested: ${batch.id} is ${batch.status}; results so far are kept`);
+          },
+          batchId: id,
+          interrupt: () => {
+            interrupted = true;
+            wake?.();
+          },
+        })
+      : null;
   const onSigint = () => {
     interrupted = true;
     wake?.();
@@ -113,7 +124,11 @@ export async function watchBatch(env: CliEnv, client: OpenAI, id: string, opts: 
 
   try {
     for (;;) {
-      if (interrupted) throw new CliError(`stopped watching; ${id} keeps running on the server. Watch it again with: batchwright watch ${id}`, EXIT.interrupted);
+      if (interrupted)
+        throw new CliError(
+          `stopped watching; ${id} keeps running on the server. Watch it again with: batchwright watch ${id}`,
+          EXIT.interrupted,
+        );
       const now = Date.now();
       const c = counts(batch);
       meter.add({ at: now, done: c.done });
@@ -129,7 +144,11 @@ export async function watchBatch(env: CliEnv, client: OpenAI, id: string, opts: 
       }
       if (bar) {
         bar.setTotal(Math.max(1, c.total));
-        bar.update(c.done, { tput: formatRate(rate.perSecond), left: formatDuration(rate.etaSeconds), status: reason ? `waiting: ${reason}` : batch.status });
+        bar.update(c.done, {
+          tput: formatRate(rate.perSecond),
+          left: formatDuration(rate.etaSeconds),
+          status: reason ? `waiting: ${reason}` : batch.status,
+        });
       } else {
         const line = statusLine(batch, rate, reason);
         const changed = line.replace(/ [\d.-]+ req\/s ETA \S+/, '') !== lastLine.replace(/ [\d.-]+ req\/s ETA \S+/, '');
@@ -163,7 +182,8 @@ export async function watchBatch(env: CliEnv, client: OpenAI, id: string, opts: 
       bar.setTotal(Math.max(1, c.total));
       bar.update(c.done, { status: batch.status, left: '0s' });
     } else {
-      const rate = batch.status === 'completed' ? meter.rate(counts(batch).total) : { perSecond: null, etaSeconds: null };
+      const rate =
+        batch.status === 'completed' ? meter.rate(counts(batch).total) : { perSecond: null, etaSeconds: null };
       process.stderr.write(`${statusLine(batch, rate, null)}\n`);
     }
     return batch;

@@ -62,7 +62,9 @@ export function loadModels(file: string): ModelConfig[] {
   try {
     text = readFileSync(file, 'utf8');
   } catch (err) {
-    throw new ConfigError([`MODELS_FILE ${file}: cannot read it (${(err as NodeJS.ErrnoException).code ?? 'error'}). Set MODELS_FILE to your models.yaml.`]);
+    throw new ConfigError([
+      `MODELS_FILE ${file}: cannot read it (${(err as NodeJS.ErrnoException).code ?? 'error'}). Set MODELS_FILE to your models.yaml.`,
+    ]);
   }
   return parseModelsYaml(text, file);
 }

@@ -4,7 +4,12 @@ const engineOptions = z
   .object({
     gpu_memory_utilization: z.number().gt(0).lte(1).optional().describe('Fraction of TOTAL GPU memory vLLM may use.'),
     max_model_len: z.number().int().positive().optional().describe('Context length (prompt + output tokens).'),
-    max_num_seqs: z.number().int().positive().optional().describe('Sequences the engine runs at once; batch dispatch keeps this many in flight.'),
+    max_num_seqs: z
+      .number()
+      .int()
+      .positive()
+      .optional()
+      .describe('Sequences the engine runs at once; batch dispatch keeps this many in flight.'),
     quantization: z.string().optional(),
     dtype: z.string().optional(),
     enforce_eager: z.boolean().optional(),
@@ -16,7 +21,14 @@ const engineOptions = z
       .describe(
         'vLLM only. Unset or "off": an evicted engine is stopped. "level1"/"level2": it is put to sleep instead and woken up (seconds, not a cold start) when its model is needed again; "level1" keeps the weights in host RAM while HOST_RAM_BUDGET_MB allows (else level 2), "level2" drops them. Adds --enable-sleep-mode and VLLM_SERVER_DEV_MODE=1, which open unauthenticated dev endpoints: such an engine always listens on 127.0.0.1, whatever ENGINE_BIND_HOST says, and a --host in extra_args is dropped.',
       ),
-    host_ram_mb: z.number().int().positive().optional().describe('Host RAM (MiB) the weights take while sleeping at level 1, counted against HOST_RAM_BUDGET_MB. Default: gpu_memory_utilization × the total memory of its GPUs.'),
+    host_ram_mb: z
+      .number()
+      .int()
+      .positive()
+      .optional()
+      .describe(
+        'Host RAM (MiB) the weights take while sleeping at level 1, counted against HOST_RAM_BUDGET_MB. Default: gpu_memory_utilization × the total memory of its GPUs.',
+      ),
   })
   .strict();
 
@@ -40,7 +52,9 @@ const embeddedOptions = z
       .int()
       .min(1)
       .default(1)
-      .describe('CPU threads llama.cpp uses. Keep 1 on small machines: more threads than free cores collapses throughput.'),
+      .describe(
+        'CPU threads llama.cpp uses. Keep 1 on small machines: more threads than free cores collapses throughput.',
+      ),
   })
   .strict();
 
@@ -52,7 +66,12 @@ const llamacppOptions = z
       .min(1)
       .default(1)
       .describe('CPU threads llama-server uses (-t and -tb). Keep 1 on small machines.'),
-    parallel: z.number().int().min(1).optional().describe('Slots (-np): requests served at once. Default: options.max_num_seqs, else 4.'),
+    parallel: z
+      .number()
+      .int()
+      .min(1)
+      .optional()
+      .describe('Slots (-np): requests served at once. Default: options.max_num_seqs, else 4.'),
   })
   .strict();
 
@@ -63,23 +82,85 @@ const llamacppOptions = z
  */
 export const launcherSchema = z
   .object({
-    kind: z.enum(['slurm', 'pbs']).describe('The batch system: `slurm` (sbatch/squeue/sinfo/scancel) or `pbs` (qsub/qstat/pbsnodes/qdel).'),
-    partition: z.string().min(1).optional().describe('SLURM partition (`--partition`) or PBS queue (`-q`). Default: the cluster\'s default.'),
+    kind: z
+      .enum(['slurm', 'pbs'])
+      .describe('The batch system: `slurm` (sbatch/squeue/sinfo/scancel) or `pbs` (qsub/qstat/pbsnodes/qdel).'),
+    partition: z
+      .string()
+      .min(1)
+      .optional()
+      .describe("SLURM partition (`--partition`) or PBS queue (`-q`). Default: the cluster's default."),
     account: z.string().min(1).optional().describe('Account/project to charge (`--account`, PBS `-A`).'),
     qos: z.string().min(1).optional().describe('SLURM quality of service (`--qos`).'),
-    time: z.string().regex(/^(\d+-)?\d+(:\d{1,2}){0,2}$/, 'a time limit like 30, 1:30:00 or 2-00:00:00').optional().describe('Time limit (`--time`, PBS `walltime`): minutes, H:MM:SS or D-HH:MM:SS. Needed for SLURM start estimates and for replacing a job before it ends.'),
-    gpus: z.union([z.string().min(1), z.number().int().min(0)]).optional().describe('GPUs per node: `--gpus-per-node=<value>` (`4`, `A40:1`, `h100:4`); PBS `ngpus=` (a number).'),
+    time: z
+      .string()
+      .regex(/^(\d+-)?\d+(:\d{1,2}){0,2}$/, 'a time limit like 30, 1:30:00 or 2-00:00:00')
+      .optional()
+      .describe(
+        'Time limit (`--time`, PBS `walltime`): minutes, H:MM:SS or D-HH:MM:SS. Needed for SLURM start estimates and for replacing a job before it ends.',
+      ),
+    gpus: z
+      .union([z.string().min(1), z.number().int().min(0)])
+      .optional()
+      .describe('GPUs per node: `--gpus-per-node=<value>` (`4`, `A40:1`, `h100:4`); PBS `ngpus=` (a number).'),
     cpus: z.number().int().positive().optional().describe('CPUs for the engine (`--cpus-per-task`, PBS `ncpus`).'),
-    mem: z.string().regex(/^\d+[KMGT]?B?$/i, 'a size like 64G or 16000M').optional().describe('Memory per node (`--mem`, PBS `mem`).'),
-    nodes: z.number().int().positive().default(1).describe('Nodes. More than 1 starts one vLLM spanning them (Ray head on the first, workers on the others).'),
-    tensor_parallel_size: z.number().int().positive().optional().describe('vLLM `--tensor-parallel-size` in the job. Default for nodes > 1: the GPUs per node.'),
-    pipeline_parallel_size: z.number().int().positive().optional().describe('vLLM `--pipeline-parallel-size` in the job. Default for nodes > 1: the number of nodes.'),
-    setup: z.array(z.string()).default([]).describe('Shell lines run in the job before the engine (module load, source venv/bin/activate).'),
-    submit_args: z.array(z.string()).default([]).describe('Extra sbatch/qsub options, one per item, e.g. `--constraint=a40` or `-l place=scatter`.'),
-    engine_command: z.string().min(1).optional().describe('Shell command that starts the engine in the job, instead of the one built from the model. `{port}`, `{host}`, `{model}` and `{path}` are replaced.'),
-    bind_host: z.string().default('0.0.0.0').describe('Interface the engine listens on in the job (it must be reachable from the worker, or through the tunnel).'),
-    port: z.number().int().min(1).max(65535).optional().describe('Port the engine listens on. Default: a free one, chosen on the node.'),
-    monitor_url: z.string().optional().describe('Job-monitoring page shown while the job waits and runs; `{job_id}`, `{user}`, `{partition}` and `{node}` are replaced, e.g. https://job.c3se.chalmers.se/alvis/{job_id}.'),
+    mem: z
+      .string()
+      .regex(/^\d+[KMGT]?B?$/i, 'a size like 64G or 16000M')
+      .optional()
+      .describe('Memory per node (`--mem`, PBS `mem`).'),
+    nodes: z
+      .number()
+      .int()
+      .positive()
+      .default(1)
+      .describe('Nodes. More than 1 starts one vLLM spanning them (Ray head on the first, workers on the others).'),
+    tensor_parallel_size: z
+      .number()
+      .int()
+      .positive()
+      .optional()
+      .describe('vLLM `--tensor-parallel-size` in the job. Default for nodes > 1: the GPUs per node.'),
+    pipeline_parallel_size: z
+      .number()
+      .int()
+      .positive()
+      .optional()
+      .describe('vLLM `--pipeline-parallel-size` in the job. Default for nodes > 1: the number of nodes.'),
+    setup: z
+      .array(z.string())
+      .default([])
+      .describe('Shell lines run in the job before the engine (module load, source venv/bin/activate).'),
+    submit_args: z
+      .array(z.string())
+      .default([])
+      .describe('Extra sbatch/qsub options, one per item, e.g. `--constraint=a40` or `-l place=scatter`.'),
+    engine_command: z
+      .string()
+      .min(1)
+      .optional()
+      .describe(
+        'Shell command that starts the engine in the job, instead of the one built from the model. `{port}`, `{host}`, `{model}` and `{path}` are replaced.',
+      ),
+    bind_host: z
+      .string()
+      .default('0.0.0.0')
+      .describe(
+        'Interface the engine listens on in the job (it must be reachable from the worker, or through the tunnel).',
+      ),
+    port: z
+      .number()
+      .int()
+      .min(1)
+      .max(65535)
+      .optional()
+      .describe('Port the engine listens on. Default: a free one, chosen on the node.'),
+    monitor_url: z
+      .string()
+      .optional()
+      .describe(
+        'Job-monitoring page shown while the job waits and runs; `{job_id}`, `{user}`, `{partition}` and `{node}` are replaced, e.g. https://job.c3se.chalmers.se/alvis/{job_id}.',
+      ),
     tunnel: z
       .object({
         host: z.string().min(1).describe('The ssh host that reaches the compute nodes (a login node).'),
@@ -90,16 +171,26 @@ export const launcherSchema = z
       })
       .strict()
       .optional()
-      .describe('Reach the engine through `ssh -N -L` via this host when compute nodes are not directly reachable from the worker. Fields: `host`, `user`, `port`, `identity_file`, `options` (see docs/hpc.md).'),
+      .describe(
+        'Reach the engine through `ssh -N -L` via this host when compute nodes are not directly reachable from the worker. Fields: `host`, `user`, `port`, `identity_file`, `options` (see docs/hpc.md).',
+      ),
     stage: z
       .object({
         from: z.string().min(1).describe('Model weights on shared storage (a folder or a file).'),
-        to: z.string().min(1).describe('Node-local destination, e.g. `$TMPDIR/models/llama` (shell variables are expanded on the node).'),
-        method: z.enum(['copy', 'rsync', 'sbcast']).default('copy').describe('`copy` (cp -r), `rsync -a`, or `sbcast` (SLURM, a single file, to every node of the job).'),
+        to: z
+          .string()
+          .min(1)
+          .describe('Node-local destination, e.g. `$TMPDIR/models/llama` (shell variables are expanded on the node).'),
+        method: z
+          .enum(['copy', 'rsync', 'sbcast'])
+          .default('copy')
+          .describe('`copy` (cp -r), `rsync -a`, or `sbcast` (SLURM, a single file, to every node of the job).'),
       })
       .strict()
       .optional()
-      .describe('Copy the weights to node-local storage before the engine starts; the engine then loads them from `to`. Fields: `from`, `to`, `method` (`copy`, `rsync`, `sbcast`; see docs/hpc.md).'),
+      .describe(
+        'Copy the weights to node-local storage before the engine starts; the engine then loads them from `to`. Fields: `from`, `to`, `method` (`copy`, `rsync`, `sbcast`; see docs/hpc.md).',
+      ),
     cache: z
       .object({
         hf_home: z.string().optional().describe('HF_HOME (Hugging Face hub cache).'),
@@ -109,14 +200,42 @@ export const launcherSchema = z
       })
       .strict()
       .default({})
-      .describe('Cache folders exported in the job: `hf_home` (HF_HOME), `triton_cache_dir` (TRITON_CACHE_DIR), `vllm_cache_root` (VLLM_CACHE_ROOT), `xdg_cache_home` (XDG_CACHE_HOME).'),
+      .describe(
+        'Cache folders exported in the job: `hf_home` (HF_HOME), `triton_cache_dir` (TRITON_CACHE_DIR), `vllm_cache_root` (VLLM_CACHE_ROOT), `xdg_cache_home` (XDG_CACHE_HOME).',
+      ),
     env: z.record(z.string(), z.string()).default({}).describe('Extra environment variables exported in the job.'),
-    poll_s: z.number().positive().default(5).describe('How often the job\'s state is read while it waits and runs.'),
-    command_timeout_s: z.number().positive().default(30).describe('Give up on one sbatch/squeue/sinfo/scancel call after this long (a down controller takes ~10-20 s to fail).'),
-    queue_timeout_s: z.number().min(0).default(0).describe('Cancel a job still waiting in the queue after this long (0: wait as long as it takes). startup_timeout_s counts from when the job runs.'),
-    replace_before_s: z.number().min(0).default(300).describe('Start a replacement job when the running one has less than this left of its time limit, then move to it and cancel the old one (0: never; the job just ends and its requests are retried).'),
-    on_shutdown: z.enum(['cancel', 'keep']).default('cancel').describe('On worker shutdown: `cancel` the job (release the allocation), or `keep` it so the next worker start reconnects to it. A crashed worker always reconnects.'),
-    bin_dir: z.string().optional().describe('Folder of the sbatch/squeue/... (or qsub/qstat/...) commands. Default: PATH.'),
+    poll_s: z.number().positive().default(5).describe("How often the job's state is read while it waits and runs."),
+    command_timeout_s: z
+      .number()
+      .positive()
+      .default(30)
+      .describe(
+        'Give up on one sbatch/squeue/sinfo/scancel call after this long (a down controller takes ~10-20 s to fail).',
+      ),
+    queue_timeout_s: z
+      .number()
+      .min(0)
+      .default(0)
+      .describe(
+        'Cancel a job still waiting in the queue after this long (0: wait as long as it takes). startup_timeout_s counts from when the job runs.',
+      ),
+    replace_before_s: z
+      .number()
+      .min(0)
+      .default(300)
+      .describe(
+        'Start a replacement job when the running one has less than this left of its time limit, then move to it and cancel the old one (0: never; the job just ends and its requests are retried).',
+      ),
+    on_shutdown: z
+      .enum(['cancel', 'keep'])
+      .default('cancel')
+      .describe(
+        'On worker shutdown: `cancel` the job (release the allocation), or `keep` it so the next worker start reconnects to it. A crashed worker always reconnects.',
+      ),
+    bin_dir: z
+      .string()
+      .optional()
+      .describe('Folder of the sbatch/squeue/... (or qsub/qstat/...) commands. Default: PATH.'),
   })
   .strict();
 
@@ -129,25 +248,40 @@ export const modelSchema = z
     id: z.string().min(1).max(256).describe('The id clients send as `model`.'),
     engine: z
       .enum(['sim', 'vllm', 'embedded', 'llamacpp'])
-      .describe('Engine kind: `vllm`, `embedded` (llama.cpp in Node, CPU, GGUF files), `llamacpp` (llama.cpp\'s llama-server, CPU, GGUF files) or `sim`.'),
+      .describe(
+        "Engine kind: `vllm`, `embedded` (llama.cpp in Node, CPU, GGUF files), `llamacpp` (llama.cpp's llama-server, CPU, GGUF files) or `sim`.",
+      ),
     path: z
       .string()
       .min(1)
       .optional()
-      .describe('Model path or hub id the engine loads. Default: the id. `embedded`: a GGUF file, or `builtin:tiny-cycle` (a tiny generated model).'),
+      .describe(
+        'Model path or hub id the engine loads. Default: the id. `embedded`: a GGUF file, or `builtin:tiny-cycle` (a tiny generated model).',
+      ),
     description: z.string().optional(),
     owned_by: z.string().default('batchwright'),
     options: engineOptions.default({ extra_args: [], env: {} }),
     sim: simOptions.optional().describe('Simulator behaviour (engine: sim only).'),
     embedded: embeddedOptions.optional().describe('llama.cpp settings (engine: embedded only).'),
     llamacpp: llamacppOptions.optional().describe('llama-server settings (engine: llamacpp only).'),
-    startup_timeout_s: z.number().positive().default(900).describe('Give up on a start that is not ready in this time.'),
+    startup_timeout_s: z
+      .number()
+      .positive()
+      .default(900)
+      .describe('Give up on a start that is not ready in this time.'),
     idle_ttl_s: z.number().min(0).default(0).describe('Stop the engine after this long without requests (0: keep it).'),
-    command: z.string().optional().describe('Executable to run instead of the default (`vllm` for vllm; for llamacpp: $LLAMA_SERVER, else the binary scripts/build-llama-server.sh caches, else `llama-server` on PATH).'),
+    command: z
+      .string()
+      .optional()
+      .describe(
+        'Executable to run instead of the default (`vllm` for vllm; for llamacpp: $LLAMA_SERVER, else the binary scripts/build-llama-server.sh caches, else `llama-server` on PATH).',
+      ),
     launcher: z
       .union([z.string().min(1), launcherSchema])
       .optional()
-      .describe('Run the engine as a SLURM/PBS job instead of a child of the worker: a `profiles:` name, or a launcher block (optionally `profile: name` plus overrides). Unset: a local child process.'),
+      .describe(
+        'Run the engine as a SLURM/PBS job instead of a child of the worker: a `profiles:` name, or a launcher block (optionally `profile: name` plus overrides). Unset: a local child process.',
+      ),
   })
   .strict();
 
@@ -156,7 +290,10 @@ export const modelsFileSchema = z
     resolveProfiles,
     z
       .object({
-        profiles: z.record(z.string(), z.unknown()).optional().describe('Named launcher blocks that models refer to with `launcher: <name>`.'),
+        profiles: z
+          .record(z.string(), z.unknown())
+          .optional()
+          .describe('Named launcher blocks that models refer to with `launcher: <name>`.'),
         models: z.array(modelSchema).min(1),
       })
       .strict(),
@@ -165,19 +302,55 @@ export const modelsFileSchema = z
     const seen = new Set<string>();
     const profiles = Object.keys(file.profiles ?? {});
     file.models.forEach((m, i) => {
-      if (typeof m.launcher === 'string') ctx.addIssue({ code: 'custom', path: ['models', i, 'launcher'], message: `unknown launcher profile "${m.launcher}" (profiles: ${profiles.join(', ') || 'none'})` });
-      if (seen.has(m.id)) ctx.addIssue({ code: 'custom', path: ['models', i, 'id'], message: `duplicate model id "${m.id}"` });
+      if (typeof m.launcher === 'string')
+        ctx.addIssue({
+          code: 'custom',
+          path: ['models', i, 'launcher'],
+          message: `unknown launcher profile "${m.launcher}" (profiles: ${profiles.join(', ') || 'none'})`,
+        });
+      if (seen.has(m.id))
+        ctx.addIssue({ code: 'custom', path: ['models', i, 'id'], message: `duplicate model id "${m.id}"` });
       seen.add(m.id);
-      if (m.sim && m.engine !== 'sim') ctx.addIssue({ code: 'custom', path: ['models', i, 'sim'], message: 'only allowed with engine: sim' });
-      if (m.embedded && m.engine !== 'embedded') ctx.addIssue({ code: 'custom', path: ['models', i, 'embedded'], message: 'only allowed with engine: embedded' });
-      if (m.llamacpp && m.engine !== 'llamacpp') ctx.addIssue({ code: 'custom', path: ['models', i, 'llamacpp'], message: 'only allowed with engine: llamacpp' });
-      if (m.engine === 'llamacpp' && !m.path) ctx.addIssue({ code: 'custom', path: ['models', i, 'path'], message: 'engine: llamacpp needs path: a GGUF file or builtin:tiny-cycle' });
-      if (m.engine === 'embedded' && !m.path) ctx.addIssue({ code: 'custom', path: ['models', i, 'path'], message: 'engine: embedded needs path: a GGUF file or builtin:tiny-cycle' });
+      if (m.sim && m.engine !== 'sim')
+        ctx.addIssue({ code: 'custom', path: ['models', i, 'sim'], message: 'only allowed with engine: sim' });
+      if (m.embedded && m.engine !== 'embedded')
+        ctx.addIssue({
+          code: 'custom',
+          path: ['models', i, 'embedded'],
+          message: 'only allowed with engine: embedded',
+        });
+      if (m.llamacpp && m.engine !== 'llamacpp')
+        ctx.addIssue({
+          code: 'custom',
+          path: ['models', i, 'llamacpp'],
+          message: 'only allowed with engine: llamacpp',
+        });
+      if (m.engine === 'llamacpp' && !m.path)
+        ctx.addIssue({
+          code: 'custom',
+          path: ['models', i, 'path'],
+          message: 'engine: llamacpp needs path: a GGUF file or builtin:tiny-cycle',
+        });
+      if (m.engine === 'embedded' && !m.path)
+        ctx.addIssue({
+          code: 'custom',
+          path: ['models', i, 'path'],
+          message: 'engine: embedded needs path: a GGUF file or builtin:tiny-cycle',
+        });
       if (m.path?.startsWith(BUILTIN_PREFIX)) {
         const name = m.path.slice(BUILTIN_PREFIX.length);
-        if (m.engine !== 'embedded' && m.engine !== 'llamacpp') ctx.addIssue({ code: 'custom', path: ['models', i, 'path'], message: `${BUILTIN_PREFIX} paths need engine: embedded or llamacpp` });
+        if (m.engine !== 'embedded' && m.engine !== 'llamacpp')
+          ctx.addIssue({
+            code: 'custom',
+            path: ['models', i, 'path'],
+            message: `${BUILTIN_PREFIX} paths need engine: embedded or llamacpp`,
+          });
         else if (!(BUILTIN_MODELS as readonly string[]).includes(name)) {
-          ctx.addIssue({ code: 'custom', path: ['models', i, 'path'], message: `unknown builtin model "${name}" (known: ${BUILTIN_MODELS.join(', ')})` });
+          ctx.addIssue({
+            code: 'custom',
+            path: ['models', i, 'path'],
+            message: `unknown builtin model "${name}" (known: ${BUILTIN_MODELS.join(', ')})`,
+          });
         }
       }
     });
@@ -195,14 +368,21 @@ function resolveProfiles(raw: unknown): unknown {
   const models = file.models.map((m) => {
     if (typeof m !== 'object' || m === null) return m;
     const launcher = (m as { launcher?: unknown }).launcher;
-    const ref = typeof launcher === 'string' ? launcher : typeof launcher === 'object' && launcher !== null ? (launcher as { profile?: unknown }).profile : undefined;
+    const ref =
+      typeof launcher === 'string'
+        ? launcher
+        : typeof launcher === 'object' && launcher !== null
+          ? (launcher as { profile?: unknown }).profile
+          : undefined;
     if (typeof ref !== 'string') return m;
     const base = profiles[ref];
     if (typeof base !== 'object' || base === null) return typeof launcher === 'string' ? m : { ...m, launcher: ref };
     const { profile: _p, ...own } = (typeof launcher === 'object' ? launcher : {}) as Record<string, unknown>;
     const b = base as Record<string, unknown>;
     const merged: Record<string, unknown> = { ...b, ...own };
-    for (const k of ['env', 'cache'] as const) if (typeof b[k] === 'object' && typeof own[k] === 'object') merged[k] = { ...(b[k] as object), ...(own[k] as object) };
+    for (const k of ['env', 'cache'] as const)
+      if (typeof b[k] === 'object' && typeof own[k] === 'object')
+        merged[k] = { ...(b[k] as object), ...(own[k] as object) };
     return { ...m, launcher: merged };
   });
   return { ...file, models };

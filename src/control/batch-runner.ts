@@ -62,7 +62,8 @@ export function createBatchRunner(deps: BatchRunnerDeps) {
   /** validating → failed, with the end event (webhooks) in the same transaction. */
   const failBatch = (batchId: string, errors: unknown[]) =>
     deps.batches.transaction(() => {
-      if (deps.batches.transition(batchId, ['validating'], 'failed', nowS(), { errors: JSON.stringify(errors) })) deps.onEnded?.(batchId);
+      if (deps.batches.transition(batchId, ['validating'], 'failed', nowS(), { errors: JSON.stringify(errors) }))
+        deps.onEnded?.(batchId);
     });
 
   const validate = async (batch: BatchRow) => {
@@ -82,7 +83,13 @@ export function createBatchRunner(deps: BatchRunnerDeps) {
         file?.bytes ?? 0,
         batch.endpoint,
         new Set(models.keys()),
-        { maxRequests: env.MAX_BATCH_REQUESTS, maxBytes: env.MAX_BATCH_FILE_BYTES, maxLineBytes: MAX_LINE_BYTES, maxErrors: DEFAULT_MAX_ERRORS, maxEmbeddingInputs: 50_000 },
+        {
+          maxRequests: env.MAX_BATCH_REQUESTS,
+          maxBytes: env.MAX_BATCH_FILE_BYTES,
+          maxLineBytes: MAX_LINE_BYTES,
+          maxErrors: DEFAULT_MAX_ERRORS,
+          maxEmbeddingInputs: 50_000,
+        },
         () => stopped || deps.batches.get(batch.id)?.status !== 'validating',
       );
       if ('cancelled' in result) return;
@@ -96,14 +103,24 @@ export function createBatchRunner(deps: BatchRunnerDeps) {
         // Both or neither: a batch cancelled meanwhile must not get request rows.
         if (deps.batches.get(batch.id)?.status !== 'validating') return false;
         deps.batches.insertRequests(batch.id, result.requests);
-        return deps.batches.transition(batch.id, ['validating'], 'in_progress', nowS(), { model: result.model, total: result.requests.length });
+        return deps.batches.transition(batch.id, ['validating'], 'in_progress', nowS(), {
+          model: result.model,
+          total: result.requests.length,
+        });
       });
       if (!started) return;
       const ms = { readMs: Math.round(t1 - t0), insertMs: Math.round(performance.now() - t1) };
       log.info({ batchId: batch.id, requests: result.requests.length, model: result.model, ...ms }, 'batch validated');
     } catch (e) {
       log.error({ err: e, batchId: batch.id }, 'batch validation failed unexpectedly');
-      failBatch(batch.id, [{ code: 'input_file_unreadable', message: `The input file could not be read (${(e as Error).message}). Upload it again and create a new batch.`, param: 'input_file_id', line: null }]);
+      failBatch(batch.id, [
+        {
+          code: 'input_file_unreadable',
+          message: `The input file could not be read (${(e as Error).message}). Upload it again and create a new batch.`,
+          param: 'input_file_id',
+          line: null,
+        },
+      ]);
     } finally {
       validating.delete(batch.id);
       wake();
@@ -114,21 +131,31 @@ export function createBatchRunner(deps: BatchRunnerDeps) {
     // A batch already finalizing is one whose finalize was cut short (a crash, a full disk):
     // it is finalized again, not skipped (the in_progress → finalizing step cannot happen twice).
     const resumed = batch.status === 'finalizing';
-    if (ending === 'completed' && !resumed && !deps.batches.transition(batch.id, ['in_progress'], 'finalizing', nowS())) return;
+    if (ending === 'completed' && !resumed && !deps.batches.transition(batch.id, ['in_progress'], 'finalizing', nowS()))
+      return;
     await finalizeBatch(finalizeDeps, batch, ending, nowS);
     await dispatcher.release(batch.id);
     await deps.redis.del(k.cancel(batch.id)).catch(() => undefined);
   };
 
   /** Requests whose chunk could not be run after every retry get an error line naming why. */
-  const failExhausted = (batch: BatchRow, chunkNo: number, reason: string, requests: { idx: number; customId: string }[]) => {
+  const failExhausted = (
+    batch: BatchRow,
+    chunkNo: number,
+    reason: string,
+    requests: { idx: number; customId: string }[],
+  ) => {
     deps.batches.transaction(() => {
       deps.batches.storeResults(
         requests.map((r) => ({
           batchId: batch.id,
           idx: r.idx,
           isError: true,
-          line: errorOnlyLine(r.customId, 'engine_unavailable', `The request could not be run: ${reason}. Check the engine log of model ${batch.model}.`),
+          line: errorOnlyLine(
+            r.customId,
+            'engine_unavailable',
+            `The request could not be run: ${reason}. Check the engine log of model ${batch.model}.`,
+          ),
         })),
       );
       deps.batches.finishChunk(batch.id, chunkNo);
@@ -144,16 +171,19 @@ export function createBatchRunner(deps: BatchRunnerDeps) {
 
   const step = async (batch: BatchRow, reconcile: boolean) => {
     if (batch.status === 'validating') {
-      if (batch.ending) return finalizeBatch(finalizeDeps, batch, batch.ending === 'expire' ? 'expired' : 'cancelled', nowS);
+      if (batch.ending)
+        return finalizeBatch(finalizeDeps, batch, batch.ending === 'expire' ? 'expired' : 'cancelled', nowS);
       void validate(batch);
       return;
     }
     if (batch.status === 'finalizing') return finalize(batch, 'completed'); // resumed after a crash
     if (batch.ending) {
-      if (reconcile) for (const x of await dispatcher.reconcile(batch)) failExhausted(batch, x.chunkNo, x.reason, x.requests);
+      if (reconcile)
+        for (const x of await dispatcher.reconcile(batch)) failExhausted(batch, x.chunkNo, x.reason, x.requests);
       return drainAndEnd(batch);
     }
-    if (reconcile) for (const x of await dispatcher.reconcile(batch)) failExhausted(batch, x.chunkNo, x.reason, x.requests);
+    if (reconcile)
+      for (const x of await dispatcher.reconcile(batch)) failExhausted(batch, x.chunkNo, x.reason, x.requests);
     if (await dispatcher.fill(batch)) await finalize(batch, 'completed');
   };
 
@@ -203,7 +233,13 @@ export function createBatchRunner(deps: BatchRunnerDeps) {
       });
   };
 
-  const consumer = startResultsConsumer({ redis: deps.redis, batches: deps.batches, log, prefix: env.QUEUE_PREFIX, onApplied: () => wake() });
+  const consumer = startResultsConsumer({
+    redis: deps.redis,
+    batches: deps.batches,
+    log,
+    prefix: env.QUEUE_PREFIX,
+    onApplied: () => wake(),
+  });
 
   return {
     start() {

@@ -41,17 +41,35 @@ export function createBatchService(deps: BatchServiceDeps) {
     const url = body.metadata?.[WEBHOOK_METADATA_KEY];
     if (url === undefined) return;
     const r = checkWebhookUrl(url, webhookAllow);
-    if (!r.ok) throw new ApiError('invalid_webhook_url', `metadata.webhook_url is refused: ${r.reason}. Give a public http(s) URL of your receiver.`, `metadata.${WEBHOOK_METADATA_KEY}`);
+    if (!r.ok)
+      throw new ApiError(
+        'invalid_webhook_url',
+        `metadata.webhook_url is refused: ${r.reason}. Give a public http(s) URL of your receiver.`,
+        `metadata.${WEBHOOK_METADATA_KEY}`,
+      );
   };
   const fingerprintOf = (body: CreateBatchBody) =>
     createHash('sha256')
-      .update(JSON.stringify([body.input_file_id, body.endpoint, body.completion_window, body.metadata ?? null, body.output_expires_after ?? null]))
+      .update(
+        JSON.stringify([
+          body.input_file_id,
+          body.endpoint,
+          body.completion_window,
+          body.metadata ?? null,
+          body.output_expires_after ?? null,
+        ]),
+      )
       .digest('hex');
 
   /** Another project's batch answers exactly like a missing one: its id must not leak. */
   const getOr404 = (id: string, principal: Principal | null): BatchRow => {
     const b = BATCH_ID_RE.test(id) ? deps.batches.get(id) : undefined;
-    if (!b || !canSee(principal, b.owner)) throw new ApiError('batch_not_found', `No batch with id ${id}. List your batches with GET /v1/batches.`, 'batch_id');
+    if (!b || !canSee(principal, b.owner))
+      throw new ApiError(
+        'batch_not_found',
+        `No batch with id ${id}. List your batches with GET /v1/batches.`,
+        'batch_id',
+      );
     return b;
   };
 
@@ -71,7 +89,11 @@ export function createBatchService(deps: BatchServiceDeps) {
         const prior = deps.batches.findByIdempotencyKey(ctx.idempotencyKey, owner);
         if (prior) {
           if (prior.fingerprint !== fingerprint) {
-            throw new ApiError('idempotency_conflict', 'This Idempotency-Key was used for a different batch request. Use a new key for new parameters.', 'Idempotency-Key');
+            throw new ApiError(
+              'idempotency_conflict',
+              'This Idempotency-Key was used for a different batch request. Use a new key for new parameters.',
+              'Idempotency-Key',
+            );
           }
           return prior;
         }
@@ -81,10 +103,18 @@ export function createBatchService(deps: BatchServiceDeps) {
       }
       const file = deps.files.get(body.input_file_id);
       if (!file || !canSee(ctx.principal, file.owner)) {
-        throw new ApiError('file_not_found', `No file with id ${body.input_file_id}. Upload the input with POST /v1/files (purpose "batch").`, 'input_file_id');
+        throw new ApiError(
+          'file_not_found',
+          `No file with id ${body.input_file_id}. Upload the input with POST /v1/files (purpose "batch").`,
+          'input_file_id',
+        );
       }
       if (file.purpose !== 'batch') {
-        throw new ApiError('invalid_file_for_batch', `File ${file.id} has purpose "${file.purpose}"; a batch input file must be uploaded with purpose "batch".`, 'input_file_id');
+        throw new ApiError(
+          'invalid_file_for_batch',
+          `File ${file.id} has purpose "${file.purpose}"; a batch input file must be uploaded with purpose "batch".`,
+          'input_file_id',
+        );
       }
       const max = deps.config.env.MAX_ACTIVE_BATCHES;
       // No await from here to the insert: two concurrent creates cannot both take the last place.
@@ -128,7 +158,11 @@ export function createBatchService(deps: BatchServiceDeps) {
       if (!deps.batches.transition(id, ['validating', 'in_progress'], 'cancelling', nowS(), { ending: 'cancel' })) {
         const now = deps.batches.get(id)!;
         if (now.status === 'cancelling') return now;
-        throw new ApiError('batch_not_cancellable', `Batch ${id} is ${now.status}; only a validating or in_progress batch can be cancelled.`, 'batch_id');
+        throw new ApiError(
+          'batch_not_cancellable',
+          `Batch ${id} is ${now.status}; only a validating or in_progress batch can be cancelled.`,
+          'batch_id',
+        );
       }
       await deps.runner.requestCancel(id);
       deps.log.info({ batchId: id }, 'batch cancelling');

@@ -3,7 +3,15 @@ import { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from '../log/logger.js';
 import { readJsonKeys } from '../queue/connection.js';
-import { chunkJobId, chunkPlan, chunkQueueName, keys, type ChunkJob, type ChunkRequest, type WorkerHeartbeat } from '../queue/jobs.js';
+import {
+  chunkJobId,
+  chunkPlan,
+  chunkQueueName,
+  keys,
+  type ChunkJob,
+  type ChunkRequest,
+  type WorkerHeartbeat,
+} from '../queue/jobs.js';
 import type { BatchesRepo, BatchRow, RequestSlice } from '../store/batches-repo.js';
 import type { FileStorage } from '../store/file-storage.js';
 
@@ -53,7 +61,8 @@ export function createDispatcher(deps: DispatcherDeps) {
     for (const m of new Set([...serving.keys(), ...next.keys()])) {
       const before = serving.get(m) ?? 0;
       const now = next.get(m) ?? 0;
-      if (servingAt > 0 && before !== now) deps.log.info({ model: m, workers: now, before }, 'workers serving the model changed; batch dispatch follows');
+      if (servingAt > 0 && before !== now)
+        deps.log.info({ model: m, workers: now, before }, 'workers serving the model changed; batch dispatch follows');
     }
     serving = next;
     servingAt = Date.now();
@@ -76,7 +85,11 @@ export function createDispatcher(deps: DispatcherDeps) {
       q = new Queue<ChunkJob>(chunkQueueName(model), {
         connection: deps.redis,
         prefix: deps.prefix,
-        defaultJobOptions: { attempts: 1, removeOnComplete: { age: 3600, count: 5000 }, removeOnFail: { age: 7 * 24 * 3600 } },
+        defaultJobOptions: {
+          attempts: 1,
+          removeOnComplete: { age: 3600, count: 5000 },
+          removeOnFail: { age: 7 * 24 * 3600 },
+        },
       });
       queues.set(model, q);
     }
@@ -109,7 +122,14 @@ export function createDispatcher(deps: DispatcherDeps) {
 
   const send = async (batch: BatchRow, chunkNo: number, attempt: number, slices: RequestSlice[]) => {
     const requests = await readBodies(batch, slices);
-    const job: ChunkJob = { batchId: batch.id, chunkNo, attempt, model: batch.model!, endpoint: batch.endpoint, requests };
+    const job: ChunkJob = {
+      batchId: batch.id,
+      chunkNo,
+      attempt,
+      model: batch.model!,
+      endpoint: batch.endpoint,
+      requests,
+    };
     await queueFor(batch.model!).add('chunk', job, { jobId: chunkJobId(batch.id, chunkNo, attempt) });
   };
 
@@ -146,7 +166,10 @@ export function createDispatcher(deps: DispatcherDeps) {
         if (Date.now() - chunk.sentAt < LOST_GRACE_MS) continue;
         const job = await q.getJob(chunkJobId(batch.id, chunk.chunkNo, chunk.attempt));
         const state = job ? await job.getState() : 'unknown';
-        const lost = state === 'unknown' || state === 'failed' || (state === 'completed' && Date.now() - (job?.finishedOn ?? 0) > LOST_GRACE_MS);
+        const lost =
+          state === 'unknown' ||
+          state === 'failed' ||
+          (state === 'completed' && Date.now() - (job?.finishedOn ?? 0) > LOST_GRACE_MS);
         if (!lost) continue;
         const unfinished = deps.batches.unfinishedInChunk(batch.id, chunk.chunkNo);
         const reason = job?.failedReason || `the chunk's job was ${state === 'unknown' ? 'lost from Redis' : state}`;
@@ -159,7 +182,10 @@ export function createDispatcher(deps: DispatcherDeps) {
           continue;
         }
         const attempt = deps.batches.bumpChunkAttempt(batch.id, chunk.chunkNo, Date.now());
-        deps.log.warn({ batchId: batch.id, chunkNo: chunk.chunkNo, attempt, state, reason, requests: unfinished.length }, 're-sending a lost chunk');
+        deps.log.warn(
+          { batchId: batch.id, chunkNo: chunk.chunkNo, attempt, state, reason, requests: unfinished.length },
+          're-sending a lost chunk',
+        );
         await send(batch, chunk.chunkNo, attempt, unfinished);
       }
       return exhausted;

@@ -85,11 +85,16 @@ export function createEngineRouter(deps: EngineRouterDeps): EngineRouter {
     for (const d of demand.values()) {
       const key = demandKey(d.model);
       if (d.waiting === 0 && d.inflight === 0) {
-        if (d.dirty) m.del(key), (any = true);
+        if (d.dirty) (m.del(key), (any = true));
         demand.delete(d.model);
         continue;
       }
-      const rec: DemandRecord = { model: d.model, waiting: d.waiting, inflight: d.inflight, waitingSince: d.waitingSince };
+      const rec: DemandRecord = {
+        model: d.model,
+        waiting: d.waiting,
+        inflight: d.inflight,
+        waitingSince: d.waitingSince,
+      };
       m.set(key, JSON.stringify(rec), 'PX', DEMAND_TTL_MS);
       any = true;
       d.dirty = false;
@@ -126,7 +131,9 @@ export function createEngineRouter(deps: EngineRouterDeps): EngineRouter {
     void writeDemand().catch((err) => deps.log.warn({ err }, 'writing demand failed'));
   }, REFRESH_MS);
   timer.unref();
-  void deps.subscriber.subscribe(k.events).catch((err) => deps.log.warn({ err }, 'subscribing to worker events failed'));
+  void deps.subscriber
+    .subscribe(k.events)
+    .catch((err) => deps.log.warn({ err }, 'subscribing to worker events failed'));
   deps.subscriber.on('message', (_channel, message) => {
     if (message === 'engines') void refresh().catch(() => undefined);
   });
@@ -242,7 +249,7 @@ export function createEngineRouter(deps: EngineRouterDeps): EngineRouter {
     async close() {
       clearInterval(timer);
       clearTimeout(flushTimer);
-      for (const d of demand.values()) (d.waiting = 0), (d.inflight = 0);
+      for (const d of demand.values()) ((d.waiting = 0), (d.inflight = 0));
       await writeDemand().catch(() => undefined);
       await Promise.all([...pools.values()].map((p) => p.close().catch(() => undefined)));
       deps.subscriber.disconnect();

@@ -18,7 +18,10 @@ export type Ending = 'completed' | 'cancelled' | 'expired';
 
 const NOT_RUN = {
   cancelled: { code: 'batch_cancelled', message: 'The batch was cancelled before this request ran.' },
-  expired: { code: 'batch_expired', message: 'The batch expired (its completion window passed) before this request ran.' },
+  expired: {
+    code: 'batch_expired',
+    message: 'The batch expired (its completion window passed) before this request ran.',
+  },
   completed: { code: 'request_not_run', message: 'This request was not run.' },
 } as const;
 
@@ -50,7 +53,12 @@ class LineSink {
  * requests that never ran), then records them and the final status in one transaction.
  * Safe to run again after a crash: nothing is visible until that transaction commits.
  */
-export async function finalizeBatch(deps: FinalizeDeps, batch: BatchRow, ending: Ending, nowS: () => number): Promise<void> {
+export async function finalizeBatch(
+  deps: FinalizeDeps,
+  batch: BatchRow,
+  ending: Ending,
+  nowS: () => number,
+): Promise<void> {
   const outId = newFileId();
   const errId = newFileId();
   const out = new LineSink(deps.storage.createWriter(outId));
@@ -79,9 +87,32 @@ export async function finalizeBatch(deps: FinalizeDeps, batch: BatchRow, ending:
   const expiresAt = batch.outputExpiresAfter ? now + batch.outputExpiresAfter : null;
   const base = batch.id;
   deps.batches.transaction(() => {
-    if (out.lines > 0) deps.files.insert({ id: outId, bytes: outBytes, createdAt: now, expiresAt, filename: `${base}_output.jsonl`, purpose: 'batch_output', deletedAt: null, owner: batch.owner });
-    if (err.lines > 0) deps.files.insert({ id: errId, bytes: errBytes, createdAt: now, expiresAt, filename: `${base}_error.jsonl`, purpose: 'batch_output', deletedAt: null, owner: batch.owner });
-    const from = ending === 'completed' ? (['finalizing'] as const) : (['in_progress', 'validating', 'cancelling', 'finalizing'] as const);
+    if (out.lines > 0)
+      deps.files.insert({
+        id: outId,
+        bytes: outBytes,
+        createdAt: now,
+        expiresAt,
+        filename: `${base}_output.jsonl`,
+        purpose: 'batch_output',
+        deletedAt: null,
+        owner: batch.owner,
+      });
+    if (err.lines > 0)
+      deps.files.insert({
+        id: errId,
+        bytes: errBytes,
+        createdAt: now,
+        expiresAt,
+        filename: `${base}_error.jsonl`,
+        purpose: 'batch_output',
+        deletedAt: null,
+        owner: batch.owner,
+      });
+    const from =
+      ending === 'completed'
+        ? (['finalizing'] as const)
+        : (['in_progress', 'validating', 'cancelling', 'finalizing'] as const);
     const ended = deps.batches.transition(batch.id, from, ending, now, {
       outputFileId: out.lines > 0 ? outId : null,
       errorFileId: err.lines > 0 ? errId : null,
@@ -90,5 +121,8 @@ export async function finalizeBatch(deps: FinalizeDeps, batch: BatchRow, ending:
     });
     if (ended) deps.onEnded?.(batch.id);
   });
-  deps.log.info({ batchId: batch.id, ending, outputLines: out.lines, errorLines: err.lines, notRun }, 'batch finalized');
+  deps.log.info(
+    { batchId: batch.id, ending, outputLines: out.lines, errorLines: err.lines, notRun },
+    'batch finalized',
+  );
 }

@@ -52,8 +52,18 @@ export function startResultsConsumer(deps: ResultsConsumerDeps): { stop(): Promi
       if (msg.t === 'c') done.push({ batchId: msg.batchId, chunkNo: msg.chunkNo, attempt: msg.attempt });
       else {
         const customId = msg.customId;
-        const line = msg.status === 0 ? errorOnlyLine(customId, 'engine_unavailable', safeMessage(msg.body)) : responseLine(customId, msg.status, msg.requestId, msg.body);
-        results.push({ batchId: msg.batchId, idx: msg.idx, line, isError: !isSuccess(msg.status), usage: msg.usage, latencyMs: msg.latencyMs });
+        const line =
+          msg.status === 0
+            ? errorOnlyLine(customId, 'engine_unavailable', safeMessage(msg.body))
+            : responseLine(customId, msg.status, msg.requestId, msg.body);
+        results.push({
+          batchId: msg.batchId,
+          idx: msg.idx,
+          line,
+          isError: !isSuccess(msg.status),
+          usage: msg.usage,
+          latencyMs: msg.latencyMs,
+        });
       }
     }
     deps.batches.transaction(() => {
@@ -69,14 +79,27 @@ export function startResultsConsumer(deps: ResultsConsumerDeps): { stop(): Promi
     let cursor = '0'; // first our own pending entries (unacknowledged before a crash), then new ones
     while (running) {
       try {
-        const res = (await reader.xreadgroup('GROUP', k.resultsGroup, CONSUMER, 'COUNT', 2000, 'BLOCK', 500, 'STREAMS', k.results, cursor)) as
-          | [string, [string, string[]][]][]
-          | null;
+        const res = (await reader.xreadgroup(
+          'GROUP',
+          k.resultsGroup,
+          CONSUMER,
+          'COUNT',
+          2000,
+          'BLOCK',
+          500,
+          'STREAMS',
+          k.results,
+          cursor,
+        )) as [string, [string, string[]][]][] | null;
         const entries = res?.[0]?.[1] ?? [];
         if (cursor === '0' && entries.length === 0) cursor = '>';
         if (entries.length === 0) continue;
         const ids = apply(entries);
-        await reader.multi().xack(k.results, k.resultsGroup, ...ids).xdel(k.results, ...ids).exec();
+        await reader
+          .multi()
+          .xack(k.results, k.resultsGroup, ...ids)
+          .xdel(k.results, ...ids)
+          .exec();
       } catch (e) {
         if (!running) break;
         const msg = (e as Error).message;

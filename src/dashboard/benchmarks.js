@@ -4,7 +4,18 @@ import { clear, fmt, h } from './ui.js';
 
 export function benchmarksView(root) {
   const box = h('div#benchmarks');
-  clear(root, h('section.card.wide', h('h2', 'Benchmark runs per model'), h('p.muted', 'Recorded with node --import tsx bench/batch.ts --record URL (or --import-results). Newest first; bars compare runs of one model.'), box));
+  clear(
+    root,
+    h(
+      'section.card.wide',
+      h('h2', 'Benchmark runs per model'),
+      h(
+        'p.muted',
+        'Recorded with node --import tsx bench/batch.ts --record URL (or --import-results). Newest first; bars compare runs of one model.',
+      ),
+      box,
+    ),
+  );
   void (async () => {
     let r;
     try {
@@ -26,7 +37,18 @@ export function benchmarksView(root) {
           h('h3', model, h('span.sub', ` ${runs.length} run${runs.length === 1 ? '' : 's'}`)),
           h(
             'table.bench',
-            h('thead', h('tr', h('th', 'When'), h('th', 'Kind'), h('th.grow', 'Requests/s'), h('th.grow', 'Tokens/s'), h('th.num', 'p50'), h('th.num', 'p95'))),
+            h(
+              'thead',
+              h(
+                'tr',
+                h('th', 'When'),
+                h('th', 'Kind'),
+                h('th.grow', 'Requests/s'),
+                h('th.grow', 'Tokens/s'),
+                h('th.num', 'p50'),
+                h('th.num', 'p95'),
+              ),
+            ),
             h(
               'tbody',
               runs.map((x) =>

@@ -17,7 +17,14 @@ export function compareView(root, ids) {
     root,
     h(
       'section.card.wide',
-      h('div.card-head', h('h2', `Compare ${batchIds.length} batches`), h('div.actions', h('button', { type: 'button', onclick: () => exportStarred(batchIds.join(',')) }, '★ Export starred (JSONL)'))),
+      h(
+        'div.card-head',
+        h('h2', `Compare ${batchIds.length} batches`),
+        h(
+          'div.actions',
+          h('button', { type: 'button', onclick: () => exportStarred(batchIds.join(',')) }, '★ Export starred (JSONL)'),
+        ),
+      ),
       head,
       table,
       pager,
@@ -30,12 +37,35 @@ export function compareView(root, ids) {
     } catch (e) {
       return clear(table, h('p.bad', e.message));
     }
-    clear(head, h('div.legend', r.batches.map((b) => h('span.legend-item', h('strong', b.model ?? '–'), ' ', h('a.mono', { href: `#/results/${b.id}` }, b.id), ' ', statusBadge(b.status)))));
+    clear(
+      head,
+      h(
+        'div.legend',
+        r.batches.map((b) =>
+          h(
+            'span.legend-item',
+            h('strong', b.model ?? '–'),
+            ' ',
+            h('a.mono', { href: `#/results/${b.id}` }, b.id),
+            ' ',
+            statusBadge(b.status),
+          ),
+        ),
+      ),
+    );
     clear(
       table,
       h(
         'table.compare',
-        h('thead', h('tr', h('th', 'custom_id'), h('th', 'Input'), r.batches.map((b) => h('th', { dataset: { batch: b.id } }, b.model ?? b.id)))),
+        h(
+          'thead',
+          h(
+            'tr',
+            h('th', 'custom_id'),
+            h('th', 'Input'),
+            r.batches.map((b) => h('th', { dataset: { batch: b.id } }, b.model ?? b.id)),
+          ),
+        ),
         h(
           'tbody',
           r.data.map((row) =>
@@ -51,7 +81,11 @@ export function compareView(root, ids) {
                       'td',
                       { dataset: { batch: r.batches[i].id } },
                       outputCell(x),
-                      h('div.cell-foot', starButton(x.batch_id, { ...x, custom_id: row.custom_id }), h('span.sub', `${tokensText(x)} tokens · ${fmt.ms(x.latency_ms)}`)),
+                      h(
+                        'div.cell-foot',
+                        starButton(x.batch_id, { ...x, custom_id: row.custom_id }),
+                        h('span.sub', `${tokensText(x)} tokens · ${fmt.ms(x.latency_ms)}`),
+                      ),
                     ),
               ),
             ),
@@ -61,9 +95,24 @@ export function compareView(root, ids) {
     );
     clear(
       pager,
-      h('span.muted', `${fmt.int(r.offset + 1)}–${fmt.int(r.offset + r.data.length)} of ${fmt.int(r.total)} custom_ids`),
-      h('button', { type: 'button', disabled: offset === 0 || undefined, onclick: () => ((offset = Math.max(0, offset - PAGE)), load()) }, '← Previous'),
-      h('button', { type: 'button', disabled: !r.has_more || undefined, onclick: () => ((offset += PAGE), load()) }, 'Next →'),
+      h(
+        'span.muted',
+        `${fmt.int(r.offset + 1)}–${fmt.int(r.offset + r.data.length)} of ${fmt.int(r.total)} custom_ids`,
+      ),
+      h(
+        'button',
+        {
+          type: 'button',
+          disabled: offset === 0 || undefined,
+          onclick: () => ((offset = Math.max(0, offset - PAGE)), load()),
+        },
+        '← Previous',
+      ),
+      h(
+        'button',
+        { type: 'button', disabled: !r.has_more || undefined, onclick: () => ((offset += PAGE), load()) },
+        'Next →',
+      ),
     );
   };
   void load();
@@ -72,7 +121,11 @@ export function compareView(root, ids) {
 
 function comparePicker(root) {
   const chosen = new Set();
-  const go = h('button.primary', { type: 'button', disabled: true, onclick: () => (location.hash = `#/compare/${[...chosen].join(',')}`) }, 'Compare');
+  const go = h(
+    'button.primary',
+    { type: 'button', disabled: true, onclick: () => (location.hash = `#/compare/${[...chosen].join(',')}`) },
+    'Compare',
+  );
   const box = h('div');
   const draw = () => {
     clear(
@@ -84,7 +137,17 @@ function comparePicker(root) {
           live.batchList().map((b) =>
             h(
               'tr',
-              h('td', h('input', { type: 'checkbox', checked: chosen.has(b.id) || undefined, onchange: (e) => (e.target.checked ? chosen.add(b.id) : chosen.delete(b.id), (go.disabled = chosen.size < 2)) })),
+              h(
+                'td',
+                h('input', {
+                  type: 'checkbox',
+                  checked: chosen.has(b.id) || undefined,
+                  onchange: (e) => (
+                    e.target.checked ? chosen.add(b.id) : chosen.delete(b.id),
+                    (go.disabled = chosen.size < 2)
+                  ),
+                }),
+              ),
               h('td.mono', b.id),
               h('td', b.model ?? '–'),
               h('td', statusBadge(b.status)),
@@ -95,7 +158,18 @@ function comparePicker(root) {
       ),
     );
   };
-  clear(root, h('section.card', h('div.card-head', h('h2', 'Compare batches'), h('div.actions', go)), h('p.muted', 'Pick two or more batches run over the same inputs (one per model); their answers are joined by custom_id.'), box));
+  clear(
+    root,
+    h(
+      'section.card',
+      h('div.card-head', h('h2', 'Compare batches'), h('div.actions', go)),
+      h(
+        'p.muted',
+        'Pick two or more batches run over the same inputs (one per model); their answers are joined by custom_id.',
+      ),
+      box,
+    ),
+  );
   draw();
   return live.subscribe(draw);
 }

@@ -50,8 +50,17 @@ export const live = {
       this.fleet = { workers: null, engines: [], gpus: [], errors: [] };
       return changed();
     }
-    const get = (p) => json(p).then((r) => r.data, () => undefined);
-    const [workers, engines, gpus, errors] = await Promise.all([get('/ops/workers'), get('/ops/engines'), get('/ops/gpus'), get('/ops/errors?limit=20')]);
+    const get = (p) =>
+      json(p).then(
+        (r) => r.data,
+        () => undefined,
+      );
+    const [workers, engines, gpus, errors] = await Promise.all([
+      get('/ops/workers'),
+      get('/ops/engines'),
+      get('/ops/gpus'),
+      get('/ops/errors?limit=20'),
+    ]);
     this.fleet = {
       workers: workers === undefined ? null : workers,
       engines: engines ?? [],
@@ -68,9 +77,9 @@ export const live = {
     followEvents(
       '/ops/events',
       (event, data) => {
-        if (event === 'batches') onActiveBatches(Array.isArray(data) ? data : data.data ?? []);
+        if (event === 'batches') onActiveBatches(Array.isArray(data) ? data : (data.data ?? []));
         else if (event === 'engines') {
-          this.fleet.engines = Array.isArray(data) ? data : data.data ?? [];
+          this.fleet.engines = Array.isArray(data) ? data : (data.data ?? []);
           changed();
         }
       },

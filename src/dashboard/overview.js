@@ -9,7 +9,11 @@ const CANCELLABLE = new Set(['validating', 'in_progress']);
 export function overviewView(root) {
   const selected = new Set();
   const drop = dropZone();
-  const batchesBox = h('section.card.wide', h('div.card-head', h('h2', 'Batches'), h('div.actions', compareButton())), h('div#batches-table'));
+  const batchesBox = h(
+    'section.card.wide',
+    h('div.card-head', h('h2', 'Batches'), h('div.actions', compareButton())),
+    h('div#batches-table'),
+  );
   const fleetBox = h('section.card', h('h2', 'Workers and engines'), h('div#fleet'));
   const gpuBox = h('section.card', h('h2', 'GPUs'), h('div#gpus'));
   const errorsBox = h('section.card.wide', h('h2', 'Recent errors'), h('div#errors'));
@@ -17,7 +21,11 @@ export function overviewView(root) {
   clear(root, h('div.grid', drop.el, detail, batchesBox, fleetBox, gpuBox, errorsBox));
 
   function compareButton() {
-    return h('button#compare-selected', { type: 'button', disabled: true, onclick: () => (location.hash = `#/compare/${[...selected].join(',')}`) }, 'Compare selected');
+    return h(
+      'button#compare-selected',
+      { type: 'button', disabled: true, onclick: () => (location.hash = `#/compare/${[...selected].join(',')}`) },
+      'Compare selected',
+    );
   }
 
   const renderBatches = () => {
@@ -37,17 +45,38 @@ export function overviewView(root) {
       box,
       h(
         'table.batches',
-        h('thead', h('tr', h('th', ''), h('th', 'Batch'), h('th', 'Model'), h('th', 'Status'), h('th.grow', 'Progress'), h('th.num', 'Done'), h('th.num', 'Failed'), h('th.num', 'Rate'), h('th.num', 'ETA'), h('th', 'Created'))),
+        h(
+          'thead',
+          h(
+            'tr',
+            h('th', ''),
+            h('th', 'Batch'),
+            h('th', 'Model'),
+            h('th', 'Status'),
+            h('th.grow', 'Progress'),
+            h('th.num', 'Done'),
+            h('th.num', 'Failed'),
+            h('th.num', 'Rate'),
+            h('th.num', 'ETA'),
+            h('th', 'Created'),
+          ),
+        ),
         h(
           'tbody',
           list.map((b) => {
             const c = b.request_counts ?? { total: 0, completed: 0, failed: 0 };
             const progress = b.progress ?? (c.total ? (c.completed + c.failed) / c.total : 0);
-            const check = h('input', { type: 'checkbox', 'aria-label': `select ${b.id} to compare`, checked: selected.has(b.id) || undefined, onclick: (e) => e.stopPropagation(), onchange: (e) => {
-              if (e.target.checked) selected.add(b.id);
-              else selected.delete(b.id);
-              renderBatches();
-            } });
+            const check = h('input', {
+              type: 'checkbox',
+              'aria-label': `select ${b.id} to compare`,
+              checked: selected.has(b.id) || undefined,
+              onclick: (e) => e.stopPropagation(),
+              onchange: (e) => {
+                if (e.target.checked) selected.add(b.id);
+                else selected.delete(b.id);
+                renderBatches();
+              },
+            });
             return h(
               'tr',
               {
@@ -61,7 +90,11 @@ export function overviewView(root) {
               h('td.mono', b.id, b.metadata?.name ? h('div.sub', b.metadata.name) : null),
               h('td', b.model ?? '–'),
               h('td', statusBadge(b.status)),
-              h('td.grow', progressBar(progress, b.status), b.waiting_reason ? h('div.sub.warn', b.waiting_reason) : null),
+              h(
+                'td.grow',
+                progressBar(progress, b.status),
+                b.waiting_reason ? h('div.sub.warn', b.waiting_reason) : null,
+              ),
               h('td.num', `${fmt.int(c.completed)} / ${fmt.int(c.total)}`),
               h('td.num', c.failed ? h('span.bad', fmt.int(c.failed)) : '0'),
               h('td.num', ACTIVE.has(b.status) && b.throughput_rps ? `${fmt.num(b.throughput_rps)}/s` : '–'),
@@ -81,7 +114,8 @@ export function overviewView(root) {
   /** What the detail panel shows, to redraw it when the live state of that batch moves. */
   let shown = null;
   let refreshing = null;
-  const stamp = (b) => `${b.status}:${b.request_counts?.completed}:${b.request_counts?.failed}:${b.request_counts?.total}`;
+  const stamp = (b) =>
+    `${b.status}:${b.request_counts?.completed}:${b.request_counts?.failed}:${b.request_counts?.total}`;
   const followDetail = () => {
     const b = shown && live.batches.get(shown.id);
     if (!b || detail.hidden || stamp(b) === shown.stamp || refreshing) return;
@@ -108,19 +142,60 @@ export function overviewView(root) {
     // The row shows the newer of the two readings (the event stream ticks once a second).
     const cur = live.batches.get(id);
     const doneOf = (x) => (x?.request_counts ? x.request_counts.completed + x.request_counts.failed : -1);
-    if (!cur || doneOf(b) > doneOf(cur) || cur.status !== b.status) live.upsert({ id, status: b.status, request_counts: b.request_counts, model: b.model, ...(b.request_counts.total > 0 && { progress: doneOf(b) / b.request_counts.total }) });
+    if (!cur || doneOf(b) > doneOf(cur) || cur.status !== b.status)
+      live.upsert({
+        id,
+        status: b.status,
+        request_counts: b.request_counts,
+        model: b.model,
+        ...(b.request_counts.total > 0 && { progress: doneOf(b) / b.request_counts.total }),
+      });
     const errors = b.errors?.data ?? [];
     const buttons = [
       h('a.button', { href: `#/results/${b.id}` }, 'Results'),
-      b.output_file_id && h('button', { type: 'button', dataset: { action: 'download-output' }, onclick: () => dl(b.output_file_id, `${b.id}-output.jsonl`) }, 'Download output'),
-      b.error_file_id && h('button', { type: 'button', dataset: { action: 'download-errors' }, onclick: () => dl(b.error_file_id, `${b.id}-errors.jsonl`) }, 'Download errors'),
-      CANCELLABLE.has(b.status) && h('button.danger', { type: 'button', dataset: { action: 'cancel' }, onclick: () => cancel(b.id) }, 'Cancel batch'),
-      h('button.link', { type: 'button', onclick: () => ((detail.hidden = true), (live.selected = null), (shown = null), renderBatches()) }, 'Close'),
+      b.output_file_id &&
+        h(
+          'button',
+          {
+            type: 'button',
+            dataset: { action: 'download-output' },
+            onclick: () => dl(b.output_file_id, `${b.id}-output.jsonl`),
+          },
+          'Download output',
+        ),
+      b.error_file_id &&
+        h(
+          'button',
+          {
+            type: 'button',
+            dataset: { action: 'download-errors' },
+            onclick: () => dl(b.error_file_id, `${b.id}-errors.jsonl`),
+          },
+          'Download errors',
+        ),
+      CANCELLABLE.has(b.status) &&
+        h(
+          'button.danger',
+          { type: 'button', dataset: { action: 'cancel' }, onclick: () => cancel(b.id) },
+          'Cancel batch',
+        ),
+      h(
+        'button.link',
+        {
+          type: 'button',
+          onclick: () => ((detail.hidden = true), (live.selected = null), (shown = null), renderBatches()),
+        },
+        'Close',
+      ),
     ];
     const c = b.request_counts;
     clear(
       detail,
-      h('div.card-head', h('h2', 'Batch ', h('span.mono', b.id), ' ', statusBadge(b.status)), h('div.actions', buttons)),
+      h(
+        'div.card-head',
+        h('h2', 'Batch ', h('span.mono', b.id), ' ', statusBadge(b.status)),
+        h('div.actions', buttons),
+      ),
       h(
         'dl.facts',
         fact('Model', b.model ?? '–'),
@@ -161,7 +236,12 @@ export function overviewView(root) {
       const b = await json(`/v1/batches/${id}`).catch(() => null);
       if (b && b.status !== 'validating') {
         live.upsert(b);
-        if (b.status !== 'failed') drop.showMessage(['Batch ', h('span.mono', id), ` accepted: ${b.request_counts.total} requests, ${b.status.replace('_', ' ')}.`]);
+        if (b.status !== 'failed')
+          drop.showMessage([
+            'Batch ',
+            h('span.mono', id),
+            ` accepted: ${b.request_counts.total} requests, ${b.status.replace('_', ' ')}.`,
+          ]);
         if (b.status === 'failed') {
           drop.showErrors(b.errors?.data ?? [], `Batch ${id} failed validation`);
           await showDetail(id);
@@ -189,12 +269,25 @@ export function overviewView(root) {
         ? h('p.muted', 'No live worker. Start one with npm run start:worker.')
         : h(
             'table',
-            h('thead', h('tr', h('th', 'Worker'), h('th', 'Model'), h('th', 'Engine'), h('th', 'Since'), h('th', 'Last error'))),
+            h(
+              'thead',
+              h('tr', h('th', 'Worker'), h('th', 'Model'), h('th', 'Engine'), h('th', 'Since'), h('th', 'Last error')),
+            ),
             h(
               'tbody',
               workers.flatMap((w) => {
                 const es = engines.filter((e) => e.worker_id === w.id);
-                if (es.length === 0) return [h('tr', h('td.mono', w.id, w.alive === false ? h('span.bad', ' (gone)') : null), h('td', w.active_model ?? '–'), h('td.muted', 'no engine'), h('td', ''), h('td', ''))];
+                if (es.length === 0)
+                  return [
+                    h(
+                      'tr',
+                      h('td.mono', w.id, w.alive === false ? h('span.bad', ' (gone)') : null),
+                      h('td', w.active_model ?? '–'),
+                      h('td.muted', 'no engine'),
+                      h('td', ''),
+                      h('td', ''),
+                    ),
+                  ];
                 return es.map((e) =>
                   h(
                     'tr',
@@ -218,7 +311,17 @@ export function overviewView(root) {
         ? h('p.muted', 'No GPU readings (workers without nvidia-smi report none).')
         : h(
             'table',
-            h('thead', h('tr', h('th', 'Worker'), h('th', 'GPU'), h('th.num', 'Util'), h('th.grow', 'Memory'), h('th.num', 'Temp'))),
+            h(
+              'thead',
+              h(
+                'tr',
+                h('th', 'Worker'),
+                h('th', 'GPU'),
+                h('th.num', 'Util'),
+                h('th.grow', 'Memory'),
+                h('th.num', 'Temp'),
+              ),
+            ),
             h(
               'tbody',
               gpus.map((x) =>
@@ -227,7 +330,11 @@ export function overviewView(root) {
                   h('td.mono', x.worker_id),
                   h('td', `${x.index}: ${x.name}`),
                   h('td.num', x.utilization_pct === null ? '–' : `${x.utilization_pct}%`),
-                  h('td.grow', progressBar(x.memory_total_mib ? x.memory_used_mib / x.memory_total_mib : 0, 'in_progress'), h('div.sub', `${fmt.int(x.memory_used_mib)} / ${fmt.int(x.memory_total_mib)} MiB`)),
+                  h(
+                    'td.grow',
+                    progressBar(x.memory_total_mib ? x.memory_used_mib / x.memory_total_mib : 0, 'in_progress'),
+                    h('div.sub', `${fmt.int(x.memory_used_mib)} / ${fmt.int(x.memory_total_mib)} MiB`),
+                  ),
                   h('td.num', x.temperature_c === null ? '–' : `${x.temperature_c} °C`),
                 ),
               ),
@@ -240,7 +347,22 @@ export function overviewView(root) {
       er,
       errs.length === 0
         ? h('p.muted', 'No recent errors.')
-        : h('table', h('tbody', errs.slice(0, 20).map((x) => h('tr', h('td.nowrap', fmt.when(x.at > 1e11 ? x.at / 1000 : x.at)), h('td', h('span.tag', x.source)), h('td.sub', x.message))))),
+        : h(
+            'table',
+            h(
+              'tbody',
+              errs
+                .slice(0, 20)
+                .map((x) =>
+                  h(
+                    'tr',
+                    h('td.nowrap', fmt.when(x.at > 1e11 ? x.at / 1000 : x.at)),
+                    h('td', h('span.tag', x.source)),
+                    h('td.sub', x.message),
+                  ),
+                ),
+            ),
+          ),
     );
   };
 
@@ -263,18 +385,34 @@ function validationErrors(errors) {
   return h(
     'div.validation',
     h('h3', `${errors.length} problem${errors.length === 1 ? '' : 's'} in the input file`),
-    h('ul', errors.slice(0, 50).map((e) => h('li', e.line ? h('span.tag', `line ${e.line}`) : null, ' ', e.message))),
+    h(
+      'ul',
+      errors.slice(0, 50).map((e) => h('li', e.line ? h('span.tag', `line ${e.line}`) : null, ' ', e.message)),
+    ),
   );
 }
 
 /** The drop target: upload the file (POST /v1/files), then create the batch (POST /v1/batches). */
 function dropZone() {
-  const input = h('input#file-input', { type: 'file', accept: '.jsonl,.json,application/jsonl,text/plain', hidden: true });
+  const input = h('input#file-input', {
+    type: 'file',
+    accept: '.jsonl,.json,application/jsonl,text/plain',
+    hidden: true,
+  });
   const status = h('div.drop-status');
   const el = h(
     'section.card.wide.drop#drop',
     { tabindex: 0, 'aria-label': 'Drop a JSONL batch file here' },
-    h('div.drop-inner', h('strong', 'Drop a JSONL batch file here'), h('span.muted', ' or '), h('button.link', { type: 'button', onclick: () => input.click() }, 'choose a file'), h('div.sub', 'One request per line: {"custom_id", "method": "POST", "url", "body"}. The endpoint is read from the first line.')),
+    h(
+      'div.drop-inner',
+      h('strong', 'Drop a JSONL batch file here'),
+      h('span.muted', ' or '),
+      h('button.link', { type: 'button', onclick: () => input.click() }, 'choose a file'),
+      h(
+        'div.sub',
+        'One request per line: {"custom_id", "method": "POST", "url", "body"}. The endpoint is read from the first line.',
+      ),
+    ),
     input,
     status,
   );
@@ -285,7 +423,17 @@ function dropZone() {
       clear(status, h('p.ok', text));
     },
     showErrors(errors, title) {
-      clear(status, h('div.validation', h('h3', title), h('ul', errors.slice(0, 50).map((e) => h('li', e.line ? h('span.tag', `line ${e.line}`) : null, ' ', e.message)))));
+      clear(
+        status,
+        h(
+          'div.validation',
+          h('h3', title),
+          h(
+            'ul',
+            errors.slice(0, 50).map((e) => h('li', e.line ? h('span.tag', `line ${e.line}`) : null, ' ', e.message)),
+          ),
+        ),
+      );
     },
   };
   const submit = async (file) => {
@@ -298,7 +446,15 @@ function dropZone() {
       form.append('purpose', 'batch');
       form.append('file', file, file.name);
       const uploaded = await json('/v1/files', { method: 'POST', body: form });
-      const batch = await json('/v1/batches', { method: 'POST', body: { input_file_id: uploaded.id, endpoint, completion_window: '24h', metadata: { name: file.name.slice(0, 500) } } });
+      const batch = await json('/v1/batches', {
+        method: 'POST',
+        body: {
+          input_file_id: uploaded.id,
+          endpoint,
+          completion_window: '24h',
+          metadata: { name: file.name.slice(0, 500) },
+        },
+      });
       clear(status, h('p.ok', 'Batch ', h('span.mono', batch.id), ` created from ${file.name}; validating…`));
       Object.assign(status.dataset, { batch: batch.id, file: file.name });
       zone.onSubmitted(batch);

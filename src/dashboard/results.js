@@ -13,7 +13,21 @@ export function batchPicker(root, title, hint, hrefOf) {
       box,
       list.length === 0
         ? h('p.muted', 'No batches yet.')
-        : h('table', h('tbody', list.map((b) => h('tr', h('td', h('a.mono', { href: hrefOf(b) }, b.id)), h('td', b.model ?? '–'), h('td', statusBadge(b.status)), h('td', fmt.ago(b.created_at)))))),
+        : h(
+            'table',
+            h(
+              'tbody',
+              list.map((b) =>
+                h(
+                  'tr',
+                  h('td', h('a.mono', { href: hrefOf(b) }, b.id)),
+                  h('td', b.model ?? '–'),
+                  h('td', statusBadge(b.status)),
+                  h('td', fmt.ago(b.created_at)),
+                ),
+              ),
+            ),
+          ),
     );
   };
   clear(root, h('section.card', h('h2', title), h('p.muted', hint), box));
@@ -22,16 +36,36 @@ export function batchPicker(root, title, hint, hrefOf) {
 }
 
 export function resultsView(root, batchId) {
-  if (!batchId) return batchPicker(root, 'Results', 'Pick a batch to see its answers next to their inputs.', (b) => `#/results/${b.id}`);
+  if (!batchId)
+    return batchPicker(
+      root,
+      'Results',
+      'Pick a batch to see its answers next to their inputs.',
+      (b) => `#/results/${b.id}`,
+    );
   const state = { q: '', status: '', starred: false, offset: 0 };
-  const search = h('input#results-search', { type: 'search', placeholder: 'Search custom_id, input and output…', 'aria-label': 'Search results' });
-  const status = h('select#results-status', { 'aria-label': 'Filter by status' }, h('option', { value: '' }, 'All results'), h('option', { value: 'ok' }, 'Answers only'), h('option', { value: 'error' }, 'Errors only'));
+  const search = h('input#results-search', {
+    type: 'search',
+    placeholder: 'Search custom_id, input and output…',
+    'aria-label': 'Search results',
+  });
+  const status = h(
+    'select#results-status',
+    { 'aria-label': 'Filter by status' },
+    h('option', { value: '' }, 'All results'),
+    h('option', { value: 'ok' }, 'Answers only'),
+    h('option', { value: 'error' }, 'Errors only'),
+  );
   const starred = h('input#results-starred', { type: 'checkbox' });
   const title = h('h2', 'Results of ', h('span.mono', batchId));
   const meta = h('div.sub');
   const table = h('div#results-table');
   const pager = h('div.pager');
-  const exportBtn = h('button.primary#export-starred', { type: 'button', onclick: () => exportStarred(batchId) }, '★ Export starred (JSONL)');
+  const exportBtn = h(
+    'button.primary#export-starred',
+    { type: 'button', onclick: () => exportStarred(batchId) },
+    '★ Export starred (JSONL)',
+  );
   clear(
     root,
     h(
@@ -57,7 +91,10 @@ export function resultsView(root, batchId) {
     const b = r.batch;
     active = ['validating', 'in_progress', 'finalizing', 'cancelling'].includes(b.status);
     clear(title, 'Results of ', h('span.mono', b.id), ' ', statusBadge(b.status));
-    clear(meta, `${b.model ?? '–'} · ${b.endpoint} · ${fmt.int(b.request_counts.completed)} completed, ${fmt.int(b.request_counts.failed)} failed of ${fmt.int(b.request_counts.total)}`);
+    clear(
+      meta,
+      `${b.model ?? '–'} · ${b.endpoint} · ${fmt.int(b.request_counts.completed)} completed, ${fmt.int(b.request_counts.failed)} failed of ${fmt.int(b.request_counts.total)}`,
+    );
     table.dataset.total = String(r.total);
     clear(
       table,
@@ -65,15 +102,44 @@ export function resultsView(root, batchId) {
         ? h('p.muted', state.q || state.status || state.starred ? 'Nothing matches these filters.' : 'No results yet.')
         : h(
             'table.results',
-            h('thead', h('tr', h('th', '★'), h('th', 'custom_id'), h('th.half', 'Input'), h('th.half', 'Output'), h('th.num', { title: 'prompt tokens → completion tokens' }, 'Tokens in → out'), h('th.num', 'Latency'))),
-            h('tbody', r.data.map((row) => resultRow(batchId, row))),
+            h(
+              'thead',
+              h(
+                'tr',
+                h('th', '★'),
+                h('th', 'custom_id'),
+                h('th.half', 'Input'),
+                h('th.half', 'Output'),
+                h('th.num', { title: 'prompt tokens → completion tokens' }, 'Tokens in → out'),
+                h('th.num', 'Latency'),
+              ),
+            ),
+            h(
+              'tbody',
+              r.data.map((row) => resultRow(batchId, row)),
+            ),
           ),
     );
     clear(
       pager,
-      h('span.muted', r.total === 0 ? '' : `${fmt.int(r.offset + 1)}–${fmt.int(r.offset + r.data.length)} of ${fmt.int(r.total)}`),
-      h('button', { type: 'button', disabled: state.offset === 0 || undefined, onclick: () => ((state.offset = Math.max(0, state.offset - PAGE)), load()) }, '← Previous'),
-      h('button', { type: 'button', disabled: !r.has_more || undefined, onclick: () => ((state.offset += PAGE), load()) }, 'Next →'),
+      h(
+        'span.muted',
+        r.total === 0 ? '' : `${fmt.int(r.offset + 1)}–${fmt.int(r.offset + r.data.length)} of ${fmt.int(r.total)}`,
+      ),
+      h(
+        'button',
+        {
+          type: 'button',
+          disabled: state.offset === 0 || undefined,
+          onclick: () => ((state.offset = Math.max(0, state.offset - PAGE)), load()),
+        },
+        '← Previous',
+      ),
+      h(
+        'button',
+        { type: 'button', disabled: !r.has_more || undefined, onclick: () => ((state.offset += PAGE), load()) },
+        'Next →',
+      ),
     );
   };
   const reload = () => ((state.offset = 0), load());
@@ -82,7 +148,10 @@ export function resultsView(root, batchId) {
   const timer = setInterval(() => {
     if (active && document.visibilityState === 'visible') void load();
   }, 3000);
-  search.addEventListener('input', debounce(() => ((state.q = search.value.trim()), reload()), 250));
+  search.addEventListener(
+    'input',
+    debounce(() => ((state.q = search.value.trim()), reload()), 250),
+  );
   status.addEventListener('change', () => ((state.status = status.value), reload()));
   starred.addEventListener('change', () => ((state.starred = starred.checked), reload()));
   void load();
@@ -90,11 +159,22 @@ export function resultsView(root, batchId) {
 }
 
 export function starButton(batchId, row) {
-  const btn = h('button.star', { type: 'button', 'aria-pressed': String(row.starred), title: row.starred ? 'Unstar' : 'Star this answer', dataset: { customId: row.custom_id } }, row.starred ? '★' : '☆');
+  const btn = h(
+    'button.star',
+    {
+      type: 'button',
+      'aria-pressed': String(row.starred),
+      title: row.starred ? 'Unstar' : 'Star this answer',
+      dataset: { customId: row.custom_id },
+    },
+    row.starred ? '★' : '☆',
+  );
   btn.addEventListener('click', async () => {
     const on = btn.getAttribute('aria-pressed') !== 'true';
     try {
-      await json(`/ops/batches/${batchId}/stars/${encodeURIComponent(row.custom_id)}`, { method: on ? 'PUT' : 'DELETE' });
+      await json(`/ops/batches/${batchId}/stars/${encodeURIComponent(row.custom_id)}`, {
+        method: on ? 'PUT' : 'DELETE',
+      });
       btn.setAttribute('aria-pressed', String(on));
       btn.textContent = on ? '★' : '☆';
       btn.title = on ? 'Unstar' : 'Star this answer';
@@ -108,10 +188,15 @@ export function starButton(batchId, row) {
 export function outputCell(row) {
   if (row.status === 'pending') return h('span.muted', 'not run yet');
   if (row.error) return h('div.err', h('span.tag.bad', row.error.code), ' ', row.error.message);
-  return h('div.out', row.output ?? h('span.muted', '(empty)'), row.finish_reason && row.finish_reason !== 'stop' ? h('span.tag', row.finish_reason) : null);
+  return h(
+    'div.out',
+    row.output ?? h('span.muted', '(empty)'),
+    row.finish_reason && row.finish_reason !== 'stop' ? h('span.tag', row.finish_reason) : null,
+  );
 }
 
-export const tokensText = (row) => (row.usage ? `${fmt.int(row.usage.prompt_tokens)} → ${fmt.int(row.usage.completion_tokens)}` : '–');
+export const tokensText = (row) =>
+  row.usage ? `${fmt.int(row.usage.prompt_tokens)} → ${fmt.int(row.usage.completion_tokens)}` : '–';
 
 function resultRow(batchId, row) {
   return h(

@@ -45,7 +45,8 @@ export function toast(message, kind = 'info') {
 
 export const fmt = {
   int: (n) => (n === null || n === undefined ? '–' : Math.round(n).toLocaleString('en-US')),
-  num: (n, d = 1) => (n === null || n === undefined ? '–' : Number(n).toLocaleString('en-US', { maximumFractionDigits: d })),
+  num: (n, d = 1) =>
+    n === null || n === undefined ? '–' : Number(n).toLocaleString('en-US', { maximumFractionDigits: d }),
   ms: (n) => (n === null || n === undefined ? '–' : n >= 10_000 ? `${(n / 1000).toFixed(1)} s` : `${Math.round(n)} ms`),
   duration(s) {
     if (s === null || s === undefined) return '–';
@@ -72,7 +73,11 @@ export function statusBadge(status) {
 export function progressBar(fraction, status) {
   const fill = h(`div.fill.s-${status}`);
   fill.style.width = `${Math.max(0, Math.min(1, fraction)) * 100}%`;
-  return h('div.progress', { role: 'progressbar', 'aria-valuenow': Math.round(fraction * 100), 'aria-valuemin': 0, 'aria-valuemax': 100 }, fill);
+  return h(
+    'div.progress',
+    { role: 'progressbar', 'aria-valuenow': Math.round(fraction * 100), 'aria-valuemin': 0, 'aria-valuemax': 100 },
+    fill,
+  );
 }
 
 /** A chat input as role-labelled blocks; a prompt or embedding input as one block. */
@@ -83,7 +88,11 @@ export function renderInput(input) {
     'div.msgs',
     input.map((m) =>
       m && typeof m === 'object' && 'role' in m
-        ? h(`div.msg.r-${String(m.role).replace(/[^a-z]/g, '')}`, h('span.role', m.role), h('span.text', contentText(m.content)))
+        ? h(
+            `div.msg.r-${String(m.role).replace(/[^a-z]/g, '')}`,
+            h('span.role', m.role),
+            h('span.text', contentText(m.content)),
+          )
         : h('div.msg', h('span.text', typeof m === 'string' ? m : JSON.stringify(m))),
     ),
   );
@@ -91,7 +100,8 @@ export function renderInput(input) {
 
 function contentText(c) {
   if (typeof c === 'string') return c;
-  if (Array.isArray(c)) return c.map((p) => (p && typeof p.text === 'string' ? p.text : p && p.type ? `[${p.type}]` : '')).join(' ');
+  if (Array.isArray(c))
+    return c.map((p) => (p && typeof p.text === 'string' ? p.text : p && p.type ? `[${p.type}]` : '')).join(' ');
   return c === null || c === undefined ? '' : JSON.stringify(c);
 }
 

@@ -46,7 +46,9 @@ export function contentText(content: unknown): string {
   if (typeof content === 'string') return content;
   if (Array.isArray(content)) {
     return content
-      .map((p) => (isObj(p) && typeof p.text === 'string' ? p.text : isObj(p) && typeof p.type === 'string' ? `[${p.type}]` : ''))
+      .map((p) =>
+        isObj(p) && typeof p.text === 'string' ? p.text : isObj(p) && typeof p.type === 'string' ? `[${p.type}]` : '',
+      )
       .filter(Boolean)
       .join(' ');
   }
@@ -57,7 +59,9 @@ export function contentText(content: unknown): string {
 export function inputText(input: RequestInput): string {
   if (input === null) return '';
   if (typeof input === 'string') return input;
-  return input.map((m) => (isObj(m) && 'content' in m ? contentText(m.content) : typeof m === 'string' ? m : JSON.stringify(m))).join('\n');
+  return input
+    .map((m) => (isObj(m) && 'content' in m ? contentText(m.content) : typeof m === 'string' ? m : JSON.stringify(m)))
+    .join('\n');
 }
 
 /** What a stored result line (output or error file line) says. */
@@ -76,23 +80,43 @@ export function viewResult(resultLine: string | null): ResultView {
   const body = response && isObj(response.body) ? response.body : null;
   if (!response || !body) return none;
   const status = num(response.status_code);
-  if (status < 200 || status >= 300) return { ...none, error: errorOf(isObj(body.error) ? body.error : { message: `HTTP ${status}` }) };
-  const usage = isObj(body.usage) ? { prompt_tokens: num(body.usage.prompt_tokens), completion_tokens: num(body.usage.completion_tokens) } : null;
+  if (status < 200 || status >= 300)
+    return { ...none, error: errorOf(isObj(body.error) ? body.error : { message: `HTTP ${status}` }) };
+  const usage = isObj(body.usage)
+    ? { prompt_tokens: num(body.usage.prompt_tokens), completion_tokens: num(body.usage.completion_tokens) }
+    : null;
   const choice = Array.isArray(body.choices) && isObj(body.choices[0]) ? body.choices[0] : null;
   if (choice) {
-    const text = isObj(choice.message) ? contentText(choice.message.content) : typeof choice.text === 'string' ? choice.text : null;
-    return { output: text, finishReason: typeof choice.finish_reason === 'string' ? choice.finish_reason : null, usage, error: null };
+    const text = isObj(choice.message)
+      ? contentText(choice.message.content)
+      : typeof choice.text === 'string'
+        ? choice.text
+        : null;
+    return {
+      output: text,
+      finishReason: typeof choice.finish_reason === 'string' ? choice.finish_reason : null,
+      usage,
+      error: null,
+    };
   }
   if (Array.isArray(body.data)) {
     const first = isObj(body.data[0]) ? body.data[0].embedding : undefined;
     const dims = Array.isArray(first) ? first.length : typeof first === 'string' ? 'base64' : '?';
-    return { output: `${body.data.length} embedding${body.data.length === 1 ? '' : 's'} × ${dims} dims`, finishReason: null, usage, error: null };
+    return {
+      output: `${body.data.length} embedding${body.data.length === 1 ? '' : 's'} × ${dims} dims`,
+      finishReason: null,
+      usage,
+      error: null,
+    };
   }
   return { ...none, usage };
 }
 
 function errorOf(e: Record<string, unknown>): { code: string; message: string } {
-  return { code: typeof e.code === 'string' ? e.code : typeof e.type === 'string' ? e.type : 'error', message: typeof e.message === 'string' ? e.message : '' };
+  return {
+    code: typeof e.code === 'string' ? e.code : typeof e.type === 'string' ? e.type : 'error',
+    message: typeof e.message === 'string' ? e.message : '',
+  };
 }
 
 /**
@@ -104,7 +128,10 @@ export function fineTuningLine(input: RequestInput, output: string | null, endpo
   if (output === null || input === null || endpoint === '/v1/embeddings') return null;
   let messages: unknown[];
   if (typeof input === 'string') messages = [{ role: 'user', content: input }];
-  else if (endpoint === '/v1/completions') messages = [{ role: 'user', content: input.map((p) => (typeof p === 'string' ? p : JSON.stringify(p))).join('\n') }];
+  else if (endpoint === '/v1/completions')
+    messages = [
+      { role: 'user', content: input.map((p) => (typeof p === 'string' ? p : JSON.stringify(p))).join('\n') },
+    ];
   else messages = input;
   return JSON.stringify({ messages: [...messages, { role: 'assistant', content: output }] });
 }

@@ -24,7 +24,11 @@ export class SerialQueue {
  * goes on (it may be shared); if it resolves after the caller has gone, `onOrphan` gets the
  * value so a resource taken for that caller (an in-flight slot) can be given back.
  */
-export function abortable<T>(work: Promise<T>, signal: AbortSignal | undefined, onOrphan?: (value: T) => void): Promise<T> {
+export function abortable<T>(
+  work: Promise<T>,
+  signal: AbortSignal | undefined,
+  onOrphan?: (value: T) => void,
+): Promise<T> {
   if (!signal) return work;
   return new Promise<T>((resolve, reject) => {
     let settled = false;

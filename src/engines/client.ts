@@ -65,7 +65,11 @@ export class EngineClient {
   }
 
   /** A POST whose body the caller consumes (SSE passthrough). The caller must read or dump the body. */
-  async stream(path: string, body: EngineRequestBody, opts: EngineRequestOptions = {}): Promise<Dispatcher.ResponseData> {
+  async stream(
+    path: string,
+    body: EngineRequestBody,
+    opts: EngineRequestOptions = {},
+  ): Promise<Dispatcher.ResponseData> {
     try {
       return await this.send('POST', path, body, opts);
     } catch (err) {
@@ -94,9 +98,16 @@ export class EngineClient {
   }
 
   private send(method: 'GET' | 'POST', path: string, body: EngineRequestBody | undefined, opts: EngineRequestOptions) {
-    const signals = [opts.signal, opts.timeoutMs === undefined ? undefined : AbortSignal.timeout(opts.timeoutMs)].filter((s) => s !== undefined);
-    const payload = body === undefined || typeof body === 'string' || Buffer.isBuffer(body) ? body : JSON.stringify(body);
-    const headers: Record<string, string> = { ...(payload === undefined ? {} : { 'content-type': 'application/json' }), ...opts.headers };
+    const signals = [
+      opts.signal,
+      opts.timeoutMs === undefined ? undefined : AbortSignal.timeout(opts.timeoutMs),
+    ].filter((s) => s !== undefined);
+    const payload =
+      body === undefined || typeof body === 'string' || Buffer.isBuffer(body) ? body : JSON.stringify(body);
+    const headers: Record<string, string> = {
+      ...(payload === undefined ? {} : { 'content-type': 'application/json' }),
+      ...opts.headers,
+    };
     return this.pool.request({
       method,
       path,

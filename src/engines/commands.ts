@@ -30,8 +30,19 @@ export function buildVllmCommand(model: ModelConfig, port: number, bindHost: str
   // extra_args (argparse: the last one wins) is dropped. VLLM_SERVER_DEV_MODE is an int to vLLM.
   const devModeEnv = o.env['VLLM_SERVER_DEV_MODE'];
   const devMode = sleep || (devModeEnv !== undefined && devModeEnv.trim() !== '' && Number(devModeEnv) !== 0);
-  const extra = devMode ? o.extra_args.filter((a, i) => a !== '--host' && !a.startsWith('--host=') && o.extra_args[i - 1] !== '--host') : o.extra_args;
-  const args = ['serve', model.path ?? model.id, '--host', devMode ? ENGINE_HOST : bindHost, '--port', String(port), '--served-model-name', model.id];
+  const extra = devMode
+    ? o.extra_args.filter((a, i) => a !== '--host' && !a.startsWith('--host=') && o.extra_args[i - 1] !== '--host')
+    : o.extra_args;
+  const args = [
+    'serve',
+    model.path ?? model.id,
+    '--host',
+    devMode ? ENGINE_HOST : bindHost,
+    '--port',
+    String(port),
+    '--served-model-name',
+    model.id,
+  ];
   if (o.gpu_memory_utilization !== undefined) args.push('--gpu-memory-utilization', String(o.gpu_memory_utilization));
   if (o.max_model_len !== undefined) args.push('--max-model-len', String(o.max_model_len));
   if (o.max_num_seqs !== undefined) args.push('--max-num-seqs', String(o.max_num_seqs));
@@ -49,8 +60,25 @@ export function buildVllmCommand(model: ModelConfig, port: number, bindHost: str
  */
 export function buildSimCommand(model: ModelConfig, port: number, bindHost: string = ENGINE_HOST): EngineCommand {
   const s = { ...simDefaults, ...model.sim };
-  const args = ['--import', tsxLoaderUrl(), simulatorEntry(), '--port', String(port), '--host', bindHost, '--model', model.id];
-  args.push('--startup-ms', String(s.startup_ms), '--ttft-ms', String(s.ttft_ms), '--output-tokens', String(s.output_tokens));
+  const args = [
+    '--import',
+    tsxLoaderUrl(),
+    simulatorEntry(),
+    '--port',
+    String(port),
+    '--host',
+    bindHost,
+    '--model',
+    model.id,
+  ];
+  args.push(
+    '--startup-ms',
+    String(s.startup_ms),
+    '--ttft-ms',
+    String(s.ttft_ms),
+    '--output-tokens',
+    String(s.output_tokens),
+  );
   // 0 means "off" for these in models.yaml; only pass them when set, so the flag never
   // changes meaning (the simulator's --crash-after 0 would crash on the first request).
   if (s.tokens_per_second > 0) args.push('--tokens-per-second', String(s.tokens_per_second));
@@ -83,7 +111,17 @@ export function buildEmbeddedCommand(model: ModelConfig, port: number, bindHost:
   const o = model.options;
   const e = { ...embeddedDefaults, ...model.embedded };
   const gguf = model.path ?? model.id;
-  const args = ['--import', tsxLoaderUrl(), embeddedEntry(), '--port', String(port), '--host', bindHost, '--model', model.id];
+  const args = [
+    '--import',
+    tsxLoaderUrl(),
+    embeddedEntry(),
+    '--port',
+    String(port),
+    '--host',
+    bindHost,
+    '--model',
+    model.id,
+  ];
   args.push('--gguf', gguf.startsWith('builtin:') ? gguf : path.resolve(gguf));
   args.push('--threads', String(e.threads), '--parallel', String(o.max_num_seqs ?? EMBEDDED_DEFAULT_PARALLEL));
   if (o.max_model_len !== undefined) args.push('--ctx', String(o.max_model_len));

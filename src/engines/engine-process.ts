@@ -106,7 +106,10 @@ export class EngineProcess extends EventEmitter<{ exit: [EngineExit] }> {
   /** Spawns the engine and resolves with the start-to-ready time in ms. Call once. */
   async start(): Promise<number> {
     if (this.child) throw new Error('EngineProcess.start() called twice');
-    if (this.stopRequested) throw new EngineError('ENGINE_EXITED', `engine for model ${this.model} was stopped before it started`, { model: this.model });
+    if (this.stopRequested)
+      throw new EngineError('ENGINE_EXITED', `engine for model ${this.model} was stopped before it started`, {
+        model: this.model,
+      });
     const t0 = performance.now();
     this.spawnChild();
     const outcome = await this.waitReady(Date.now() + this.opts.startupTimeoutMs);
@@ -122,10 +125,19 @@ export class EngineProcess extends EventEmitter<{ exit: [EngineExit] }> {
     this.signalGroup('SIGKILL'); // the leader is gone; reap anything it left in its group
     await Promise.race([this.streamsClosed, sleep(500, undefined, { ref: false })]);
     if (this.stopRequested) {
-      throw new EngineError('ENGINE_EXITED', `engine for model ${this.model} was stopped during start-up`, { model: this.model, logFile: this.logFile });
+      throw new EngineError('ENGINE_EXITED', `engine for model ${this.model} was stopped during start-up`, {
+        model: this.model,
+        logFile: this.logFile,
+      });
     }
     const info = this.exitInfo ?? { code: null, signal: null };
-    throw startFailedError({ model: this.model, logFile: this.logFile, outputTail: this.outputTail(), exitCode: info.code, signal: info.signal });
+    throw startFailedError({
+      model: this.model,
+      logFile: this.logFile,
+      outputTail: this.outputTail(),
+      exitCode: info.code,
+      signal: info.signal,
+    });
   }
 
   /**
@@ -141,7 +153,11 @@ export class EngineProcess extends EventEmitter<{ exit: [EngineExit] }> {
     const { command, args, env } = this.opts.command;
     this.logOut.write(`--- ${new Date().toISOString()} starting ${command} ${redactArgs(args).join(' ')}\n`);
     // Inherit the parent's environment (PATH, CUDA_VISIBLE_DEVICES, HF_HOME…) like spawn's default.
-    const child = spawn(command, args, { detached: true, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+    const child = spawn(command, args, {
+      detached: true,
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, ...env },
+    });
     this.child = child;
     this.log = this.log.child({ enginePid: child.pid });
     this.exited = new Promise((resolve) => {
@@ -152,7 +168,10 @@ export class EngineProcess extends EventEmitter<{ exit: [EngineExit] }> {
         if (child.pid === undefined) this.onExit({ code: null, signal: null }, resolve);
       });
     });
-    this.streamsClosed = Promise.all([this.pipeLines(child.stdout!, 'stdout'), this.pipeLines(child.stderr!, 'stderr')]).then(() => undefined);
+    this.streamsClosed = Promise.all([
+      this.pipeLines(child.stdout!, 'stdout'),
+      this.pipeLines(child.stderr!, 'stderr'),
+    ]).then(() => undefined);
     this.log.info({ port: this.port, logFile: this.logFile }, 'engine spawned');
   }
 
@@ -191,7 +210,8 @@ export class EngineProcess extends EventEmitter<{ exit: [EngineExit] }> {
       const wait = Math.max(0, Math.min(delay, deadline - Date.now()));
       const r = await Promise.race([this.exited.then(() => 'exited' as const), sleep(wait, 'tick' as const)]);
       if (r === 'exited' || this.stopRequested) return 'exited';
-      if (await checkHealth(url, Math.max(250, Math.min(2000, deadline - Date.now())))) return this.exitInfo ? 'exited' : 'ready';
+      if (await checkHealth(url, Math.max(250, Math.min(2000, deadline - Date.now()))))
+        return this.exitInfo ? 'exited' : 'ready';
       if (this.exitInfo) return 'exited';
       if (Date.now() >= deadline) return 'timeout';
       delay = this.opts.readyPollMs ?? 250;
@@ -231,7 +251,8 @@ export class EngineProcess extends EventEmitter<{ exit: [EngineExit] }> {
     this.signalGroup('SIGKILL'); // members of the group that outlived the leader
     await Promise.race([this.streamsClosed, sleep(500, undefined, { ref: false })]);
     // vLLM sets SO_REUSEPORT: confirm nobody is left listening before the port is reused.
-    if (!(await waitPortClosed(this.port, 5_000))) this.log.warn({ port: this.port }, 'engine port still open after stop');
+    if (!(await waitPortClosed(this.port, 5_000)))
+      this.log.warn({ port: this.port }, 'engine port still open after stop');
     this.logOut.close();
     this.log.info({ code: this.exitInfo?.code, signal: this.exitInfo?.signal }, 'engine stopped');
   }
@@ -242,7 +263,8 @@ export class EngineProcess extends EventEmitter<{ exit: [EngineExit] }> {
     try {
       process.kill(-pid, signal);
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ESRCH') this.log.warn({ err, signal }, 'cannot signal engine process group');
+      if ((err as NodeJS.ErrnoException).code !== 'ESRCH')
+        this.log.warn({ err, signal }, 'cannot signal engine process group');
     }
   }
 }

@@ -50,7 +50,9 @@ export class EngineError extends Error {
 export function isEngineError(err: unknown, code?: EngineErrorCode): err is EngineError {
   if (typeof err !== 'object' || err === null) return false;
   const c = (err as { code?: unknown }).code;
-  return (err as { name?: unknown }).name === 'EngineError' && typeof c === 'string' && (code === undefined || c === code);
+  return (
+    (err as { name?: unknown }).name === 'EngineError' && typeof c === 'string' && (code === undefined || c === code)
+  );
 }
 
 /** Formats the tail for a message: at most `n` lines, each clipped, joined with " | ". */
@@ -62,7 +64,10 @@ export function formatTail(lines: readonly string[], n = 8): string {
     .join(' | ');
 }
 
-export function startFailedError(d: Required<Pick<EngineErrorDetails, 'model' | 'logFile' | 'outputTail'>> & EngineErrorDetails, cause?: unknown): EngineError {
+export function startFailedError(
+  d: Required<Pick<EngineErrorDetails, 'model' | 'logFile' | 'outputTail'>> & EngineErrorDetails,
+  cause?: unknown,
+): EngineError {
   const how = d.signal ? `was killed by ${d.signal}` : `exited with code ${d.exitCode ?? 'unknown'}`;
   return new EngineError(
     'ENGINE_START_FAILED',
@@ -72,7 +77,12 @@ export function startFailedError(d: Required<Pick<EngineErrorDetails, 'model' | 
   );
 }
 
-export function healthTimeoutError(model: string, timeoutMs: number, logFile: string, outputTail: readonly string[]): EngineError {
+export function healthTimeoutError(
+  model: string,
+  timeoutMs: number,
+  logFile: string,
+  outputTail: readonly string[],
+): EngineError {
   return new EngineError(
     'ENGINE_HEALTH_TIMEOUT',
     `engine for model ${model} was not healthy within ${Math.round(timeoutMs / 1000)} s and was killed; last output: ${formatTail(outputTail)} — raise startup_timeout_s if loading is just slow, or check the engine log at ${logFile}`,
@@ -96,7 +106,13 @@ export function shutdownError(model?: string): EngineError {
   );
 }
 
-export function restartLimitError(model: string, failures: number, windowMs: number, lastError: string | null, logFile: string): EngineError {
+export function restartLimitError(
+  model: string,
+  failures: number,
+  windowMs: number,
+  lastError: string | null,
+  logFile: string,
+): EngineError {
   return new EngineError(
     'ENGINE_RESTART_LIMIT',
     `engine for model ${model} failed ${failures} times in ${Math.round(windowMs / 60_000)} min and will not be restarted; last error: ${lastError ?? 'unknown'} — fix the cause (engine log at ${logFile}), then stop the engine to reset it or wait for the window to pass`,

@@ -78,7 +78,8 @@ const str = (v: unknown): string | null => (typeof v === 'string' && v.length > 
 export function toOpenAIErrorBody(status: number, body: Buffer): OpenAIErrorEnvelope {
   const parsed = parseJson(body);
   const obj = typeof parsed === 'object' && parsed !== null ? (parsed as Record<string, unknown>) : undefined;
-  const inner = obj && typeof obj.error === 'object' && obj.error !== null ? (obj.error as Record<string, unknown>) : obj;
+  const inner =
+    obj && typeof obj.error === 'object' && obj.error !== null ? (obj.error as Record<string, unknown>) : obj;
   const text = body.toString('utf8').trim();
   const message =
     str(inner?.message) ??

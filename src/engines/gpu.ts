@@ -36,7 +36,10 @@ const num = (s: string | undefined): number | null => {
  * outputs. Driver failures print a sentence instead of CSV: that becomes { ok: false, reason }.
  */
 export function parseNvidiaSmi(stdout: string, at: number): GpuQuery {
-  const lines = stdout.split('\n').map((l) => l.trim()).filter(Boolean);
+  const lines = stdout
+    .split('\n')
+    .map((l) => l.trim())
+    .filter(Boolean);
   if (lines.length === 0) return { ok: true, gpus: [] };
   const gpus: GpuReading[] = [];
   for (const line of lines) {
@@ -48,7 +51,17 @@ export function parseNvidiaSmi(stdout: string, at: number): GpuQuery {
     if (f.length < 8 || index === null || total === null || used === null || free === null) {
       return { ok: false, reason: `nvidia-smi: ${lines.join(' ').slice(0, 300)}` };
     }
-    gpus.push({ index, uuid: f[1]!, name: f[2]!, memoryTotalMiB: total, memoryUsedMiB: used, memoryFreeMiB: free, utilizationPct: num(f[6]), temperatureC: num(f[7]), at });
+    gpus.push({
+      index,
+      uuid: f[1]!,
+      name: f[2]!,
+      memoryTotalMiB: total,
+      memoryUsedMiB: used,
+      memoryFreeMiB: free,
+      utilizationPct: num(f[6]),
+      temperatureC: num(f[7]),
+      at,
+    });
   }
   return { ok: true, gpus };
 }
@@ -82,7 +95,10 @@ export function visibleGpus(all: readonly GpuReading[], cudaVisibleDevices: stri
  * "Free memory on device … is less than desired GPU memory utilization". Returns the GPUs
  * that fall short, with the numbers, or [] when all have room.
  */
-export function memoryShortfall(gpus: readonly GpuReading[], utilization: number): { gpu: GpuReading; neededMiB: number }[] {
+export function memoryShortfall(
+  gpus: readonly GpuReading[],
+  utilization: number,
+): { gpu: GpuReading; neededMiB: number }[] {
   return gpus
     .map((gpu) => ({ gpu, neededMiB: Math.ceil(gpu.memoryTotalMiB * utilization) }))
     .filter(({ gpu, neededMiB }) => gpu.memoryFreeMiB < neededMiB);
@@ -97,12 +113,18 @@ export interface GpuProcess {
   usedMiB: number | null;
 }
 
-export const NVIDIA_SMI_APPS_ARGS = ['--query-compute-apps=gpu_uuid,pid,process_name,used_memory', '--format=csv,noheader,nounits'];
+export const NVIDIA_SMI_APPS_ARGS = [
+  '--query-compute-apps=gpu_uuid,pid,process_name,used_memory',
+  '--format=csv,noheader,nounits',
+];
 
 /** Parses `nvidia-smi --query-compute-apps=gpu_uuid,pid,process_name,used_memory --format=csv,noheader,nounits`. */
 export function parseComputeApps(stdout: string): GpuProcess[] {
   const out: GpuProcess[] = [];
-  for (const line of stdout.split('\n').map((l) => l.trim()).filter(Boolean)) {
+  for (const line of stdout
+    .split('\n')
+    .map((l) => l.trim())
+    .filter(Boolean)) {
     const f = line.split(',').map((x) => x.trim());
     if (f.length < 4) continue; // "No running processes found" and other sentences
     // A process name may itself contain commas: the fields around it are fixed.

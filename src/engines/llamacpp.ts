@@ -51,13 +51,25 @@ export function llamaServerBinary(model: Pick<ModelConfig, 'command'>, env: Node
  * GGUF path is resolved against the worker's cwd; a `builtin:` path is passed on as the
  * embedded engine does (the worker resolves it to the generated file before the engine starts).
  */
-export function buildLlamacppCommand(model: ModelConfig, port: number, bindHost: string, env: NodeJS.ProcessEnv = process.env): EngineCommand {
+export function buildLlamacppCommand(
+  model: ModelConfig,
+  port: number,
+  bindHost: string,
+  env: NodeJS.ProcessEnv = process.env,
+): EngineCommand {
   const o = model.options;
   const l = { ...llamacppDefaults, ...model.llamacpp };
   const parallel = l.parallel ?? o.max_num_seqs ?? LLAMACPP_DEFAULT_PARALLEL;
   const ctx = (o.max_model_len ?? LLAMACPP_DEFAULT_CTX) * parallel;
   const gguf = model.path ?? model.id;
-  const args = ['-m', gguf.startsWith('builtin:') ? gguf : path.resolve(gguf), '--host', bindHost, '--port', String(port)];
+  const args = [
+    '-m',
+    gguf.startsWith('builtin:') ? gguf : path.resolve(gguf),
+    '--host',
+    bindHost,
+    '--port',
+    String(port),
+  ];
   args.push('-t', String(l.threads), '-tb', String(l.threads), '-np', String(parallel), '-c', String(ctx));
   // Fewer HTTP threads than concurrent requests showed a 3 s tail on keep-alive connections.
   args.push('--alias', model.id, '--threads-http', String(Math.max(parallel, 8)), '--jinja');

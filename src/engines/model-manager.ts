@@ -187,11 +187,19 @@ export class ModelManager extends EventEmitter<{ state: [EngineInfo]; swap: [Swa
     return abortable(work, signal, (h) => (h as Partial<EngineLease>).release?.());
   }
 
-  private async readyTask(slot: Slot, signal: AbortSignal | undefined, take: boolean): Promise<EngineHandle | EngineLease> {
+  private async readyTask(
+    slot: Slot,
+    signal: AbortSignal | undefined,
+    take: boolean,
+  ): Promise<EngineHandle | EngineLease> {
     signal?.throwIfAborted(); // the caller left while queued: do no work for it
     if (this.closing.signal.aborted) throw shutdownError(slot.config.id);
     // 'ready' with a dead process: the exit is still being reported; count it as the crash it is.
-    if (slot.state === 'ready' && !slot.proc?.isRunning) this.markFailed(slot, `engine for model ${slot.config.id} exited unexpectedly — see the engine log at ${slot.logFile}`);
+    if (slot.state === 'ready' && !slot.proc?.isRunning)
+      this.markFailed(
+        slot,
+        `engine for model ${slot.config.id} exited unexpectedly — see the engine log at ${slot.logFile}`,
+      );
     if (slot.state !== 'ready' || !slot.handle) await this.bringUp(slot, signal);
     const handle = slot.handle!;
     return take ? { ...handle, release: this.acquire(slot.config.id) } : handle;
@@ -204,7 +212,11 @@ export class ModelManager extends EventEmitter<{ state: [EngineInfo]; swap: [Swa
     const waking = slot.state === 'sleeping';
     if (isRestart) await this.awaitRestartAllowed(slot, wait);
     const t0 = Date.now();
-    const victims = selectEvictions(slot.config.id, this.list().map((i) => ({ ...i, lastUsed: this.slots.get(i.model)!.lastUsed })), this.opts.maxLoaded ?? 1);
+    const victims = selectEvictions(
+      slot.config.id,
+      this.list().map((i) => ({ ...i, lastUsed: this.slots.get(i.model)!.lastUsed })),
+      this.opts.maxLoaded ?? 1,
+    );
     for (const id of victims) {
       const victim = this.slots.get(id)!;
       await this.drain(victim, wait);
@@ -213,7 +225,12 @@ export class ModelManager extends EventEmitter<{ state: [EngineInfo]; swap: [Swa
     if (isRestart) slot.restarts++;
     if (waking) await this.wakeSlot(slot, wait);
     else await this.startSlot(slot, wait);
-    const swap: SwapEvent = { from: victims[0] ?? null, to: slot.config.id, reason: victims.length ? 'lru-evict' : waking ? 'wake' : isRestart ? 'restart' : 'cold-start', ms: Date.now() - t0 };
+    const swap: SwapEvent = {
+      from: victims[0] ?? null,
+      to: slot.config.id,
+      reason: victims.length ? 'lru-evict' : waking ? 'wake' : isRestart ? 'restart' : 'cold-start',
+      ms: Date.now() - t0,
+    };
     this.log.info({ ...swap, stopped: victims, readyMs: slot.readyMs }, 'engine swap');
     this.emit('swap', swap);
   }
@@ -233,7 +250,8 @@ export class ModelManager extends EventEmitter<{ state: [EngineInfo]; swap: [Swa
    */
   private async drain(slot: Slot, signal: AbortSignal | undefined): Promise<void> {
     await nextMacrotask();
-    if (slot.inFlight > 0) this.log.info({ model: slot.config.id, inFlight: slot.inFlight }, 'waiting for requests to finish before swap');
+    if (slot.inFlight > 0)
+      this.log.info({ model: slot.config.id, inFlight: slot.inFlight }, 'waiting for requests to finish before swap');
     while (slot.inFlight > 0) {
       signal?.throwIfAborted();
       await new Promise<void>((resolve, reject) => {
@@ -273,11 +291,22 @@ export class ModelManager extends EventEmitter<{ state: [EngineInfo]; swap: [Swa
       throw err;
     }
     // vLLM: the KV cache, not max_num_seqs, bounds what runs at once (read from its log or /metrics).
-    const { concurrency, source } = model.engine === 'vllm' ? await this.vllm.readConcurrency(model, proc, concurrencyOf(model)) : { concurrency: concurrencyOf(model), source: 'config' };
-    slot.handle = { model: model.id, baseUrl: proc.baseUrl, client: new EngineClient(proc.baseUrl, { model: model.id, connections: concurrency }), concurrency };
+    const { concurrency, source } =
+      model.engine === 'vllm'
+        ? await this.vllm.readConcurrency(model, proc, concurrencyOf(model))
+        : { concurrency: concurrencyOf(model), source: 'config' };
+    slot.handle = {
+      model: model.id,
+      baseUrl: proc.baseUrl,
+      client: new EngineClient(proc.baseUrl, { model: model.id, connections: concurrency }),
+      concurrency,
+    };
     slot.readyAt = slot.lastUsed = Date.now();
     this.setState(slot, 'ready');
-    this.log.info({ model: model.id, enginePid: proc.pid, readyMs: slot.readyMs, concurrency, concurrencySource: source }, 'engine ready');
+    this.log.info(
+      { model: model.id, enginePid: proc.pid, readyMs: slot.readyMs, concurrency, concurrencySource: source },
+      'engine ready',
+    );
     this.armIdleTimer(slot);
   }
 
@@ -345,7 +374,10 @@ export class ModelManager extends EventEmitter<{ state: [EngineInfo]; swap: [Swa
     try {
       readyMs = await next.start();
     } catch (err) {
-      this.log.warn({ model: model.id, err: (err as Error).message }, 'replacement job failed to start; the old job runs until its time limit');
+      this.log.warn(
+        { model: model.id, err: (err as Error).message },
+        'replacement job failed to start; the old job runs until its time limit',
+      );
       return;
     } finally {
       this.replacements.delete(next);
@@ -361,9 +393,17 @@ export class ModelManager extends EventEmitter<{ state: [EngineInfo]; swap: [Swa
       slot.proc = next;
       slot.readyMs = readyMs;
       slot.detail = next.detail();
-      slot.handle = { model: model.id, baseUrl: next.baseUrl, client: new EngineClient(next.baseUrl, { model: model.id, connections: concurrency }), concurrency };
+      slot.handle = {
+        model: model.id,
+        baseUrl: next.baseUrl,
+        client: new EngineClient(next.baseUrl, { model: model.id, connections: concurrency }),
+        concurrency,
+      };
       this.setState(slot, 'ready');
-      this.log.info({ model: model.id, oldJob: old.job, newJob: next.job, ms: Date.now() - t0 }, 'moved to the replacement job');
+      this.log.info(
+        { model: model.id, oldJob: old.job, newJob: next.job, ms: Date.now() - t0 },
+        'moved to the replacement job',
+      );
       const st = old.detail();
       const graceMs = Math.max(0, Math.min(60_000, ((st.timeLeftS ?? 60) - 15) * 1000));
       void delay(graceMs, this.closing.signal)
@@ -386,9 +426,16 @@ export class ModelManager extends EventEmitter<{ state: [EngineInfo]; swap: [Swa
    */
   private async vllmPreStart(slot: Slot, signal: AbortSignal | undefined): Promise<void> {
     const model = slot.config;
-    const ctx = { cudaVisibleDevices: this.cudaDevicesOf(model), signal: anySignal(signal, this.closing.signal), releaseSleeping: () => this.stopOneSleeping(slot) };
+    const ctx = {
+      cudaVisibleDevices: this.cudaDevicesOf(model),
+      signal: anySignal(signal, this.closing.signal),
+      releaseSleeping: () => this.stopOneSleeping(slot),
+    };
     if (sleepModeOf(model) !== 'off' && (this.opts.bindHost ?? '127.0.0.1') !== '127.0.0.1') {
-      this.log.warn({ model: model.id, bindHost: this.opts.bindHost }, 'sleep mode opens unauthenticated dev endpoints: this engine listens on 127.0.0.1 only, not on ENGINE_BIND_HOST');
+      this.log.warn(
+        { model: model.id, bindHost: this.opts.bindHost },
+        'sleep mode opens unauthenticated dev endpoints: this engine listens on 127.0.0.1 only, not on ENGINE_BIND_HOST',
+      );
     }
     try {
       await this.vllm.beforeStart(model, { ...process.env, ...model.options.env }, ctx);
@@ -396,7 +443,10 @@ export class ModelManager extends EventEmitter<{ state: [EngineInfo]; swap: [Swa
       if (this.closing.signal.aborted) throw shutdownError(model.id);
       if (signal?.aborted) throw err; // the caller left: no failure of the engine
       this.markFailed(slot, (err as Error).message);
-      this.log.warn({ model: model.id, code: (err as EngineError).code, err: (err as Error).message }, 'engine start refused');
+      this.log.warn(
+        { model: model.id, code: (err as EngineError).code, err: (err as Error).message },
+        'engine start refused',
+      );
       throw err;
     }
   }
@@ -407,7 +457,13 @@ export class ModelManager extends EventEmitter<{ state: [EngineInfo]; swap: [Swa
    */
   private async evictSlot(slot: Slot): Promise<void> {
     const { proc, handle } = slot;
-    if (sleepModeOf(slot.config) !== 'off' && !launcherOf(slot.config) && slot.state === 'ready' && proc?.isRunning && handle) {
+    if (
+      sleepModeOf(slot.config) !== 'off' &&
+      !launcherOf(slot.config) &&
+      slot.state === 'ready' &&
+      proc?.isRunning &&
+      handle
+    ) {
       clearTimeout(slot.idleTimer);
       try {
         const sleeping = [...this.slots.values()].filter((s) => s.state === 'sleeping').map((s) => s.config.id);
@@ -419,7 +475,10 @@ export class ModelManager extends EventEmitter<{ state: [EngineInfo]; swap: [Swa
         this.armIdleTimer(slot); // idle_ttl_s still stops it in the end
         return;
       } catch (err) {
-        this.log.warn({ model: slot.config.id, err: (err as Error).message }, 'engine sleep failed; stopping it instead');
+        this.log.warn(
+          { model: slot.config.id, err: (err as Error).message },
+          'engine sleep failed; stopping it instead',
+        );
       }
     }
     await this.stopSlot(slot);
@@ -434,10 +493,19 @@ export class ModelManager extends EventEmitter<{ state: [EngineInfo]; swap: [Swa
     try {
       if (!proc?.isRunning) throw new Error('the sleeping engine has exited');
       // Only shutdown interrupts a wake-up (seconds): a caller that leaves does not put the engine in limbo.
-      const ctx = { cudaVisibleDevices: this.cudaDevicesOf(model), signal: this.closing.signal, releaseSleeping: () => this.stopOneSleeping(slot) };
+      const ctx = {
+        cudaVisibleDevices: this.cudaDevicesOf(model),
+        signal: this.closing.signal,
+        releaseSleeping: () => this.stopOneSleeping(slot),
+      };
       const woke = await this.vllm.wake(model, proc.baseUrl, ctx);
       if (!proc.isRunning) throw new Error('the engine exited while waking up');
-      slot.handle = { model: model.id, baseUrl: proc.baseUrl, client: new EngineClient(proc.baseUrl, { model: model.id, connections: woke.concurrency }), concurrency: woke.concurrency };
+      slot.handle = {
+        model: model.id,
+        baseUrl: proc.baseUrl,
+        client: new EngineClient(proc.baseUrl, { model: model.id, connections: woke.concurrency }),
+        concurrency: woke.concurrency,
+      };
       slot.lastUsed = Date.now();
       this.setState(slot, 'ready');
       this.log.info({ model: model.id, enginePid: proc.pid, wakeMs: woke.ms, level: woke.level }, 'engine woke up');
@@ -452,7 +520,9 @@ export class ModelManager extends EventEmitter<{ state: [EngineInfo]; swap: [Swa
 
   /** Stops our least recently used sleeping engine other than `except` (to free GPU memory); false if none. */
   private async stopOneSleeping(except: Slot): Promise<boolean> {
-    const victim = [...this.slots.values()].filter((s) => s !== except && s.state === 'sleeping').sort((a, b) => a.lastUsed - b.lastUsed)[0];
+    const victim = [...this.slots.values()]
+      .filter((s) => s !== except && s.state === 'sleeping')
+      .sort((a, b) => a.lastUsed - b.lastUsed)[0];
     if (!victim) return false;
     this.log.info({ model: victim.config.id, for: except.config.id }, 'stopping a sleeping engine to free GPU memory');
     await this.stopSlot(victim);
@@ -489,14 +559,32 @@ export class ModelManager extends EventEmitter<{ state: [EngineInfo]; swap: [Swa
 
   private onUnexpectedExit(slot: Slot, proc: EngineInstance, e: EngineExit): void {
     // Only ready/sleeping → failed, and only for the current process: a stale or already-counted exit is ignored.
-    if (slot.proc !== proc || (slot.state !== 'ready' && slot.state !== 'sleeping') || this.closing.signal.aborted) return;
-    const how = e.reason === 'unhealthy' ? 'stopped answering health checks and was killed' : e.signal ? `was killed by ${e.signal}` : `exited with code ${e.code}`;
-    const msg = e.message ? `engine for model ${slot.config.id}: ${e.message}` : `engine for model ${slot.config.id} ${how}; last output: ${formatTail(e.outputTail)} — see the engine log at ${slot.logFile}`;
+    if (slot.proc !== proc || (slot.state !== 'ready' && slot.state !== 'sleeping') || this.closing.signal.aborted)
+      return;
+    const how =
+      e.reason === 'unhealthy'
+        ? 'stopped answering health checks and was killed'
+        : e.signal
+          ? `was killed by ${e.signal}`
+          : `exited with code ${e.code}`;
+    const msg = e.message
+      ? `engine for model ${slot.config.id}: ${e.message}`
+      : `engine for model ${slot.config.id} ${how}; last output: ${formatTail(e.outputTail)} — see the engine log at ${slot.logFile}`;
     void slot.handle?.client.destroy(); // requests in flight fail now, classified 'retry'
     slot.handle = undefined;
     clearTimeout(slot.idleTimer);
     this.markFailed(slot, msg);
-    this.log.warn({ model: slot.config.id, enginePid: proc.pid, code: e.code, signal: e.signal, reason: e.reason, logFile: slot.logFile }, 'engine exited unexpectedly');
+    this.log.warn(
+      {
+        model: slot.config.id,
+        enginePid: proc.pid,
+        code: e.code,
+        signal: e.signal,
+        reason: e.reason,
+        logFile: slot.logFile,
+      },
+      'engine exited unexpectedly',
+    );
   }
 
   private markFailed(slot: Slot, message: string): void {
@@ -512,16 +600,19 @@ export class ModelManager extends EventEmitter<{ state: [EngineInfo]; swap: [Swa
     const ttlMs = slot.config.idle_ttl_s * 1000;
     const idleState = slot.state === 'ready' || slot.state === 'sleeping';
     if (ttlMs <= 0 || !idleState || slot.inFlight > 0 || this.closing.signal.aborted) return;
-    slot.idleTimer = setTimeout(() => {
-      void this.queue
-        .run(async () => {
-          if ((slot.state !== 'ready' && slot.state !== 'sleeping') || slot.inFlight > 0) return;
-          if (Date.now() - slot.lastUsed < ttlMs) return this.armIdleTimer(slot);
-          this.log.info({ model: slot.config.id, idleTtlS: slot.config.idle_ttl_s }, 'engine idle, stopping');
-          await this.stopSlot(slot);
-        })
-        .catch((err) => this.log.warn({ err, model: slot.config.id }, 'idle stop failed'));
-    }, Math.max(0, slot.lastUsed + ttlMs - Date.now()));
+    slot.idleTimer = setTimeout(
+      () => {
+        void this.queue
+          .run(async () => {
+            if ((slot.state !== 'ready' && slot.state !== 'sleeping') || slot.inFlight > 0) return;
+            if (Date.now() - slot.lastUsed < ttlMs) return this.armIdleTimer(slot);
+            this.log.info({ model: slot.config.id, idleTtlS: slot.config.idle_ttl_s }, 'engine idle, stopping');
+            await this.stopSlot(slot);
+          })
+          .catch((err) => this.log.warn({ err, model: slot.config.id }, 'idle stop failed'));
+      },
+      Math.max(0, slot.lastUsed + ttlMs - Date.now()),
+    );
     slot.idleTimer.unref();
   }
 
@@ -534,7 +625,9 @@ export class ModelManager extends EventEmitter<{ state: [EngineInfo]; swap: [Swa
     this.closing.abort(shutdownError());
     const slots = [...this.slots.values()];
     await Promise.all([
-      ...slots.map((s) => this.stopSlot(s, true).catch((err) => this.log.warn({ err, model: s.config.id }, 'engine stop failed'))),
+      ...slots.map((s) =>
+        this.stopSlot(s, true).catch((err) => this.log.warn({ err, model: s.config.id }, 'engine stop failed')),
+      ),
       ...[...this.replacements].map((r) => r.stop().catch(() => undefined)),
     ]);
     await this.queue.idle();

@@ -28,7 +28,8 @@ export function clearEngineRecord(logFile: string, enginePid: number | undefined
   const p = recordPath(logFile);
   try {
     const rec = JSON.parse(readFileSync(p, 'utf8')) as EngineRecord;
-    if (rec.ownerPid === process.pid && (enginePid === undefined || rec.enginePid === enginePid)) rmSync(p, { force: true });
+    if (rec.ownerPid === process.pid && (enginePid === undefined || rec.enginePid === enginePid))
+      rmSync(p, { force: true });
   } catch {
     // no record
   }
@@ -64,7 +65,10 @@ export async function reapOrphanEngines(logDir: string, log: Logger): Promise<nu
     }
     if (isProcessAlive(rec.ownerPid)) continue; // another live worker's engine
     if (isProcessAlive(rec.enginePid) && isGroupLeader(rec.enginePid)) {
-      log.warn({ model: rec.model, enginePid: rec.enginePid, deadOwnerPid: rec.ownerPid }, 'stopping an engine left by a worker that died');
+      log.warn(
+        { model: rec.model, enginePid: rec.enginePid, deadOwnerPid: rec.ownerPid },
+        'stopping an engine left by a worker that died',
+      );
       try {
         process.kill(-rec.enginePid, 'SIGTERM');
         for (let i = 0; i < 100 && isProcessAlive(rec.enginePid); i++) await sleep(50);

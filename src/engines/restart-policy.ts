@@ -29,7 +29,12 @@ export function recentFailures(failures: readonly number[], now: number, p: Rest
  * Failure history after a new failure at `now`. An engine that had been ready for at least
  * stableUptimeMs starts a fresh history: one crash after a day of service is not a crash loop.
  */
-export function recordFailure(failures: readonly number[], now: number, readyAt: number | null, p: RestartPolicy): number[] {
+export function recordFailure(
+  failures: readonly number[],
+  now: number,
+  readyAt: number | null,
+  p: RestartPolicy,
+): number[] {
   const stable = readyAt !== null && now - readyAt >= p.stableUptimeMs;
   return [...(stable ? [] : recentFailures(failures, now, p)), now];
 }

@@ -56,7 +56,11 @@ export async function ensureTinyModel(dataDir: string): Promise<string> {
  * (generating it first). A model whose file cannot be made keeps its `builtin:` path, with the
  * error logged: its engine then fails to start with a message, the other models are unaffected.
  */
-export async function prepareBuiltinModels(models: readonly ModelConfig[], dataDir: string, log?: Logger): Promise<ModelConfig[]> {
+export async function prepareBuiltinModels(
+  models: readonly ModelConfig[],
+  dataDir: string,
+  log?: Logger,
+): Promise<ModelConfig[]> {
   const out: ModelConfig[] = [];
   for (const m of models) {
     if (!m.path?.startsWith(BUILTIN_PREFIX)) {

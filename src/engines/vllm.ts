@@ -24,7 +24,14 @@ import type { ModelConfig } from '../config/models.js';
 import type { Logger } from '../log/logger.js';
 import { delay } from './async-utils.js';
 import { EngineError } from './errors.js';
-import { memoryShortfall, queryGpuProcesses, visibleGpus, type GpuProcess, type GpuQuery, type GpuReading } from './gpu.js';
+import {
+  memoryShortfall,
+  queryGpuProcesses,
+  visibleGpus,
+  type GpuProcess,
+  type GpuQuery,
+  type GpuReading,
+} from './gpu.js';
 
 // ---------------------------------------------------------------------------------------------
 // Version gate
@@ -49,7 +56,10 @@ export function parseVersion(text: string): PyVersion | null {
   const m = PEP440.exec(text.trim());
   if (!m) return null;
   const phase = m[2]?.toLowerCase();
-  const pre: [number, number] | null = phase === undefined ? null : [phase === 'a' || phase === 'alpha' ? 0 : phase === 'b' || phase === 'beta' ? 1 : 2, Number(m[3] || 0)];
+  const pre: [number, number] | null =
+    phase === undefined
+      ? null
+      : [phase === 'a' || phase === 'alpha' ? 0 : phase === 'b' || phase === 'beta' ? 1 : 2, Number(m[3] || 0)];
   const post = m[4] !== undefined ? Number(m[4]) : m[5] !== undefined ? Number(m[6] || 0) : null;
   const dev = m[7] !== undefined ? Number(m[8] || 0) : null;
   return { release: m[1]!.split('.').map(Number), pre, post, dev };
@@ -65,7 +75,11 @@ export function compareVersions(a: string, b: string): number {
     const d = (va.release[i] ?? 0) - (vb.release[i] ?? 0);
     if (d !== 0) return Math.sign(d);
   }
-  const key = (v: PyVersion) => [...(v.pre ?? (v.post === null && v.dev !== null ? [-1, 0] : [3, 0])), v.post ?? -1, v.dev ?? Number.POSITIVE_INFINITY];
+  const key = (v: PyVersion) => [
+    ...(v.pre ?? (v.post === null && v.dev !== null ? [-1, 0] : [3, 0])),
+    v.post ?? -1,
+    v.dev ?? Number.POSITIVE_INFINITY,
+  ];
   const ka = key(va);
   const kb = key(vb);
   for (let i = 0; i < ka.length; i++) if (ka[i] !== kb[i]) return ka[i]! < kb[i]! ? -1 : 1;
@@ -78,7 +92,11 @@ export function compareVersions(a: string, b: string): number {
  * cuda.") are skipped.
  */
 export function findVllmVersion(output: string): string | null {
-  const lines = stripAnsi(output).split(/\r?\n/).map((l) => l.trim()).filter(Boolean).reverse();
+  const lines = stripAnsi(output)
+    .split(/\r?\n/)
+    .map((l) => l.trim())
+    .filter(Boolean)
+    .reverse();
   for (const line of lines) {
     const m = /^(?:vllm(?:\s+version)?[\s:]+)?(v?\d+\.\d+\S*)$/i.exec(line);
     if (m && parseVersion(m[1]!)) return m[1]!.replace(/^v/, '');
@@ -86,14 +104,25 @@ export function findVllmVersion(output: string): string | null {
   return null;
 }
 
-export type VersionVerdict = { kind: 'ok'; version: string } | { kind: 'refused'; version: string; message: string } | { kind: 'unknown'; reason: string };
+export type VersionVerdict =
+  | { kind: 'ok'; version: string }
+  | { kind: 'refused'; version: string; message: string }
+  | { kind: 'unknown'; reason: string };
 
 /** What to do with the output of `vllm --version` (pure). */
 export function judgeVllmVersion(output: string): VersionVerdict {
   const version = findVllmVersion(output);
-  if (!version) return { kind: 'unknown', reason: `no version in its output: ${JSON.stringify(stripAnsi(output).trim().slice(0, 200))}` };
+  if (!version)
+    return {
+      kind: 'unknown',
+      reason: `no version in its output: ${JSON.stringify(stripAnsi(output).trim().slice(0, 200))}`,
+    };
   if (compareVersions(version, MIN_VLLM_VERSION) >= 0) return { kind: 'ok', version };
-  return { kind: 'refused', version, message: `vLLM ${version} has a Host-header authentication bypass (fixed in ${MIN_VLLM_VERSION}); upgrade with pip install -U vllm` };
+  return {
+    kind: 'refused',
+    version,
+    message: `vLLM ${version} has a Host-header authentication bypass (fixed in ${MIN_VLLM_VERSION}); upgrade with pip install -U vllm`,
+  };
 }
 
 /** Runs `<command> --version` (vLLM imports torch: allow it time). Never throws. */
@@ -102,11 +131,20 @@ export function runVllmVersion(command: string, env: NodeJS.ProcessEnv, timeoutM
     execFile(command, ['--version'], { env, timeout: timeoutMs, maxBuffer: 4 * 1024 * 1024 }, (err, stdout, stderr) => {
       if (err) {
         const e = err as NodeJS.ErrnoException & { killed?: boolean };
-        const why = e.code === 'ENOENT' ? 'not found' : e.killed ? `no answer in ${Math.round(timeoutMs / 1000)} s` : `failed (${e.message.split('\n')[0]})`;
+        const why =
+          e.code === 'ENOENT'
+            ? 'not found'
+            : e.killed
+              ? `no answer in ${Math.round(timeoutMs / 1000)} s`
+              : `failed (${e.message.split('\n')[0]})`;
         return resolve({ kind: 'unknown', reason: `${command} --version ${why}` });
       }
       const verdict = judgeVllmVersion(String(stdout));
-      resolve(verdict.kind === 'unknown' && String(stderr).trim() ? judgeVllmVersion(`${String(stdout)}\n${String(stderr)}`) : verdict);
+      resolve(
+        verdict.kind === 'unknown' && String(stderr).trim()
+          ? judgeVllmVersion(`${String(stdout)}\n${String(stderr)}`)
+          : verdict,
+      );
     });
   });
 }
@@ -142,7 +180,10 @@ export function parseMaxConcurrency(output: string | readonly string[]): KvConcu
   }
   if (perRank.size === 0) return null;
   const all = [...perRank.values()];
-  return { maxConcurrency: all.reduce((s, c) => s + c.maxConcurrency, 0), tokensPerRequest: all[all.length - 1]!.tokensPerRequest };
+  return {
+    maxConcurrency: all.reduce((s, c) => s + c.maxConcurrency, 0),
+    tokensPerRequest: all[all.length - 1]!.tokensPerRequest,
+  };
 }
 
 /** "GPU KV cache size: 175,920 tokens" (V1 engine), summed over data-parallel ranks; null when absent. */
@@ -176,7 +217,8 @@ export function effectiveConcurrency(maxNumSeqs: number, kvConcurrency: number |
 /** The lines of the last start in an engine log (after EngineProcess's "--- <time> starting …" header). */
 export function linesOfLastStart(logText: string): string[] {
   const lines = logText.split('\n');
-  for (let i = lines.length - 1; i >= 0; i--) if (/^--- \d{4}-\d\d-\d\dT\S+ starting /.test(lines[i]!)) return lines.slice(i + 1);
+  for (let i = lines.length - 1; i >= 0; i--)
+    if (/^--- \d{4}-\d\d-\d\dT\S+ starting /.test(lines[i]!)) return lines.slice(i + 1);
   return lines;
 }
 
@@ -198,7 +240,11 @@ async function readTail(file: string, maxBytes: number): Promise<string> {
 
 /** GPUs one engine uses: tensor × pipeline × data parallel sizes from extra_args (1 when unset). */
 export function parallelSize(args: readonly string[]): number {
-  const flags: Record<string, string[]> = { tp: ['--tensor-parallel-size', '-tp'], pp: ['--pipeline-parallel-size', '-pp'], dp: ['--data-parallel-size', '-dp'] };
+  const flags: Record<string, string[]> = {
+    tp: ['--tensor-parallel-size', '-tp'],
+    pp: ['--pipeline-parallel-size', '-pp'],
+    dp: ['--data-parallel-size', '-dp'],
+  };
   let n = 1;
   for (const names of Object.values(flags)) {
     let v = 1;
@@ -236,11 +282,17 @@ export function decideGpuMemory(q: GpuQuery, need: MemoryNeed): MemoryDecision {
   if (q.gpus.length === 0) return { kind: 'unknown', reason: 'nvidia-smi lists no GPU' };
   const visible = visibleGpus(q.gpus, need.cudaVisibleDevices);
   if (visible.length === 0) {
-    return { kind: 'unknown', reason: `CUDA_VISIBLE_DEVICES=${need.cudaVisibleDevices} names no GPU nvidia-smi lists (it lists ${q.gpus.map((g) => `${g.index} ${g.uuid}`).join(', ')})` };
+    return {
+      kind: 'unknown',
+      reason: `CUDA_VISIBLE_DEVICES=${need.cudaVisibleDevices} names no GPU nvidia-smi lists (it lists ${q.gpus.map((g) => `${g.index} ${g.uuid}`).join(', ')})`,
+    };
   }
   const gpus = visible.slice(0, Math.max(1, need.gpuCount));
   const credited = gpus.map((g) => ({ ...g, memoryFreeMiB: g.memoryFreeMiB + (need.heldMiB?.get(g.uuid) ?? 0) }));
-  const short = memoryShortfall(credited, need.utilization).map((s) => ({ gpu: gpus[credited.indexOf(s.gpu)]!, neededMiB: s.neededMiB - (need.heldMiB?.get(s.gpu.uuid) ?? 0) }));
+  const short = memoryShortfall(credited, need.utilization).map((s) => ({
+    gpu: gpus[credited.indexOf(s.gpu)]!,
+    neededMiB: s.neededMiB - (need.heldMiB?.get(s.gpu.uuid) ?? 0),
+  }));
   return short.length ? { kind: 'short', gpus, short } : { kind: 'ok', gpus };
 }
 
@@ -251,13 +303,22 @@ const fmt = (n: number) => n.toLocaleString('en-US');
  * 14,739 MiB. Another process holds it: pid 4242 (python3, 13,380 MiB)." — one sentence per
  * GPU that falls short. `owner` names our own engines' processes.
  */
-export function describeShortfall(model: string, utilization: number, short: readonly { gpu: GpuReading; neededMiB: number }[], processes: readonly GpuProcess[], owner: (pid: number) => string | null = () => null): string {
+export function describeShortfall(
+  model: string,
+  utilization: number,
+  short: readonly { gpu: GpuReading; neededMiB: number }[],
+  processes: readonly GpuProcess[],
+  owner: (pid: number) => string | null = () => null,
+): string {
   return short
     .map(({ gpu, neededMiB }) => {
       const head = `GPU ${gpu.index} (${gpu.name}) has ${fmt(gpu.memoryFreeMiB)} MiB free of ${fmt(gpu.memoryTotalMiB)} MiB; model ${model} needs ${utilization} × ${fmt(gpu.memoryTotalMiB)} = ${fmt(neededMiB)} MiB.`;
       const holders = processes.filter((p) => p.gpuUuid === gpu.uuid);
-      if (holders.length === 0) return `${head} nvidia-smi lists no process holding it (processes of other containers are not listed; a stopped engine's memory may still be being released).`;
-      const list = holders.map((p) => `pid ${p.pid} (${owner(p.pid) ?? p.name}${p.usedMiB === null ? '' : `, ${fmt(p.usedMiB)} MiB`})`).join(', ');
+      if (holders.length === 0)
+        return `${head} nvidia-smi lists no process holding it (processes of other containers are not listed; a stopped engine's memory may still be being released).`;
+      const list = holders
+        .map((p) => `pid ${p.pid} (${owner(p.pid) ?? p.name}${p.usedMiB === null ? '' : `, ${fmt(p.usedMiB)} MiB`})`)
+        .join(', ');
       return `${head} ${holders.length === 1 ? 'Another process holds it' : 'Other processes hold it'}: ${list}.`;
     })
     .join(' ');
@@ -288,7 +349,12 @@ export function sleepModeOf(model: ModelConfig): SleepMode {
  * Level 1 keeps the weights in host RAM (fast wake) while the budget allows; otherwise, or
  * when the need is unknown, level 2 (weights dropped, reloaded from disk on wake).
  */
-export function chooseSleepLevel(mode: Exclude<SleepMode, 'off'>, needMiB: number | null, budgetMiB: number, inUseMiB: number): 1 | 2 {
+export function chooseSleepLevel(
+  mode: Exclude<SleepMode, 'off'>,
+  needMiB: number | null,
+  budgetMiB: number,
+  inUseMiB: number,
+): 1 | 2 {
   if (mode === 'level2' || needMiB === null) return 2;
   return inUseMiB + needMiB <= budgetMiB ? 1 : 2;
 }
@@ -298,7 +364,13 @@ export function defaultHostRamBudgetMiB(): number {
   return Math.floor(os.totalmem() / 2 ** 20 / 2);
 }
 
-async function call(baseUrl: string, method: 'GET' | 'POST', path: string, timeoutMs: number, signal?: AbortSignal): Promise<{ status: number; body: string }> {
+async function call(
+  baseUrl: string,
+  method: 'GET' | 'POST',
+  path: string,
+  timeoutMs: number,
+  signal?: AbortSignal,
+): Promise<{ status: number; body: string }> {
   const timeout = AbortSignal.timeout(timeoutMs);
   const res = await request(`${baseUrl}${path}`, {
     method,
@@ -393,11 +465,16 @@ export class VllmSupport {
       this.versions.set(command, pending);
       const v = await pending;
       if (v.kind === 'ok') this.log.info({ command, vllmVersion: v.version }, 'vLLM version');
-      else if (v.kind === 'unknown') this.log.warn({ command, reason: v.reason }, 'cannot read the vLLM version; starting it anyway');
+      else if (v.kind === 'unknown')
+        this.log.warn({ command, reason: v.reason }, 'cannot read the vLLM version; starting it anyway');
     }
     const v = await pending;
     if (v.kind === 'refused') {
-      throw new EngineError('ENGINE_START_FAILED', `engine for model ${model.id} not started: ${v.message} (command: ${command})`, { model: model.id });
+      throw new EngineError(
+        'ENGINE_START_FAILED',
+        `engine for model ${model.id} not started: ${v.message} (command: ${command})`,
+        { model: model.id },
+      );
     }
   }
 
@@ -406,9 +483,19 @@ export class VllmSupport {
    * uses. While short, our own sleeping engines are stopped first (LRU). 'start' fails with
    * ENGINE_GPU_MEMORY at the deadline; 'wake' is best effort (returns false, the wake is tried).
    */
-  async awaitGpuMemory(model: ModelConfig, ctx: GpuWaitContext, mode: 'start' | 'wake', heldMiB?: ReadonlyMap<string, number>): Promise<boolean> {
+  async awaitGpuMemory(
+    model: ModelConfig,
+    ctx: GpuWaitContext,
+    mode: 'start' | 'wake',
+    heldMiB?: ReadonlyMap<string, number>,
+  ): Promise<boolean> {
     const utilization = model.options.gpu_memory_utilization ?? 0.9;
-    const need: MemoryNeed = { cudaVisibleDevices: ctx.cudaVisibleDevices, utilization, gpuCount: parallelSize(model.options.extra_args), ...(heldMiB && { heldMiB }) };
+    const need: MemoryNeed = {
+      cudaVisibleDevices: ctx.cudaVisibleDevices,
+      utilization,
+      gpuCount: parallelSize(model.options.extra_args),
+      ...(heldMiB && { heldMiB }),
+    };
     const t0 = Date.now();
     const deadline = t0 + this.opts.gpuMemoryWaitMs;
     let logged = false;
@@ -425,7 +512,13 @@ export class VllmSupport {
       }
       if (await ctx.releaseSleeping()) continue;
       if (Date.now() >= deadline) {
-        const message = describeShortfall(model.id, utilization, d.short, await queryGpuProcesses(this.opts.nvidiaSmi), (pid) => this.ownerOf(pid));
+        const message = describeShortfall(
+          model.id,
+          utilization,
+          d.short,
+          await queryGpuProcesses(this.opts.nvidiaSmi),
+          (pid) => this.ownerOf(pid),
+        );
         if (mode === 'wake') {
           this.log.warn({ model: model.id, detail: message }, 'GPU memory still short; waking the engine anyway');
           return false;
@@ -440,7 +533,10 @@ export class VllmSupport {
       if (!logged) {
         logged = true;
         const short = d.short.map((s) => ({ gpu: s.gpu.index, freeMiB: s.gpu.memoryFreeMiB, neededMiB: s.neededMiB }));
-        this.log.info({ model: model.id, short, waitMs: this.opts.gpuMemoryWaitMs }, 'waiting for GPU memory to be released');
+        this.log.info(
+          { model: model.id, short, waitMs: this.opts.gpuMemoryWaitMs },
+          'waiting for GPU memory to be released',
+        );
       }
       await delay(Math.min(this.opts.gpuMemoryPollMs, Math.max(0, deadline - Date.now())), ctx.signal);
     }
@@ -451,7 +547,11 @@ export class VllmSupport {
    * tokens per request: X.XXx" line, else KV cache tokens (log or /metrics) over the context
    * length. Capped by max_num_seqs (256 when unset, as in vLLM); that when nothing is found.
    */
-  async readConcurrency(model: ModelConfig, proc: { baseUrl: string; logFile: string; outputTail(): string[] }, configured: number): Promise<{ concurrency: number; source: string }> {
+  async readConcurrency(
+    model: ModelConfig,
+    proc: { baseUrl: string; logFile: string; outputTail(): string[] },
+    configured: number,
+  ): Promise<{ concurrency: number; source: string }> {
     let text: string;
     try {
       text = linesOfLastStart(await readTail(proc.logFile, 4 * 1024 * 1024)).join('\n');
@@ -459,15 +559,26 @@ export class VllmSupport {
       text = proc.outputTail().join('\n');
     }
     const line = parseMaxConcurrency(text);
-    if (line) return { concurrency: effectiveConcurrency(configured, line.maxConcurrency), source: `log: ${line.maxConcurrency}x for ${line.tokensPerRequest} tokens` };
+    if (line)
+      return {
+        concurrency: effectiveConcurrency(configured, line.maxConcurrency),
+        source: `log: ${line.maxConcurrency}x for ${line.tokensPerRequest} tokens`,
+      };
     let kvTokens = parseKvCacheTokens(text);
     let source = 'log: KV cache size';
     if (kvTokens === null) {
-      kvTokens = await call(proc.baseUrl, 'GET', '/metrics', 2_000).then((r) => (r.status === 200 ? parseCacheConfigInfo(r.body) : null), () => null);
+      kvTokens = await call(proc.baseUrl, 'GET', '/metrics', 2_000).then(
+        (r) => (r.status === 200 ? parseCacheConfigInfo(r.body) : null),
+        () => null,
+      );
       source = '/metrics cache_config_info';
     }
     const maxLen = model.options.max_model_len ?? (await this.servedMaxModelLen(proc.baseUrl, model.id));
-    if (kvTokens !== null && maxLen) return { concurrency: effectiveConcurrency(configured, kvTokens / maxLen), source: `${source}: ${kvTokens} tokens / ${maxLen}` };
+    if (kvTokens !== null && maxLen)
+      return {
+        concurrency: effectiveConcurrency(configured, kvTokens / maxLen),
+        source: `${source}: ${kvTokens} tokens / ${maxLen}`,
+      };
     return { concurrency: configured, source: 'max_num_seqs (no KV cache size found)' };
   }
 
@@ -500,31 +611,48 @@ export class VllmSupport {
    * the wake needs (level, concurrency, GPU memory the sleeper keeps). Throws when it fails:
    * the manager then stops the engine as before.
    */
-  async sleep(model: ModelConfig, baseUrl: string, concurrency: number, sleepingModels: readonly string[], cudaVisibleDevices: string | undefined): Promise<1 | 2> {
+  async sleep(
+    model: ModelConfig,
+    baseUrl: string,
+    concurrency: number,
+    sleepingModels: readonly string[],
+    cudaVisibleDevices: string | undefined,
+  ): Promise<1 | 2> {
     const mode = sleepModeOf(model);
     if (mode === 'off') throw new Error(`sleep mode is off for model ${model.id}`);
     const need = this.hostRamNeed(model);
     const inUse = this.hostRamInUse(sleepingModels.filter((id) => id !== model.id));
     const level = chooseSleepLevel(mode, need, this.opts.hostRamBudgetMiB, inUse);
     if (mode === 'level1' && level === 2) {
-      this.log.info({ model: model.id, hostRamNeedMiB: need, hostRamInUseMiB: inUse, budgetMiB: this.opts.hostRamBudgetMiB }, 'host RAM budget exhausted (or need unknown): sleeping at level 2');
+      this.log.info(
+        { model: model.id, hostRamNeedMiB: need, hostRamInUseMiB: inUse, budgetMiB: this.opts.hostRamBudgetMiB },
+        'host RAM budget exhausted (or need unknown): sleeping at level 2',
+      );
     }
     const before = await this.readGpus(cudaVisibleDevices);
     const t0 = performance.now();
     const timeoutMs = this.opts.sleepTimeoutMs ?? 120_000;
     const r = await call(baseUrl, 'POST', `/sleep?level=${level}`, timeoutMs);
     if (r.status < 200 || r.status >= 300) throw httpError('POST /sleep', r);
-    if ((await isSleeping(baseUrl, 5_000)) === false) throw new Error('POST /sleep succeeded but GET /is_sleeping says it is awake');
+    if ((await isSleeping(baseUrl, 5_000)) === false)
+      throw new Error('POST /sleep succeeded but GET /is_sleeping says it is awake');
     const after = await this.readGpus(cudaVisibleDevices);
     // What the sleeper still holds = what it was allowed to take − what the sleep gave back.
     const heldMiB = new Map<string, number>();
     const utilization = model.options.gpu_memory_utilization ?? 0.9;
     for (const g of after) {
       const b = before.find((x) => x.uuid === g.uuid);
-      if (b) heldMiB.set(g.uuid, Math.max(0, Math.ceil(g.memoryTotalMiB * utilization) - Math.max(0, g.memoryFreeMiB - b.memoryFreeMiB)));
+      if (b)
+        heldMiB.set(
+          g.uuid,
+          Math.max(0, Math.ceil(g.memoryTotalMiB * utilization) - Math.max(0, g.memoryFreeMiB - b.memoryFreeMiB)),
+        );
     }
     this.sleepers.set(model.id, { level, hostRamMiB: level === 1 ? (need ?? 0) : 0, concurrency, heldMiB });
-    this.log.info({ model: model.id, level, sleepMs: Math.round(performance.now() - t0), hostRamMiB: level === 1 ? need : 0 }, 'engine asleep');
+    this.log.info(
+      { model: model.id, level, sleepMs: Math.round(performance.now() - t0), hostRamMiB: level === 1 ? need : 0 },
+      'engine asleep',
+    );
     return level;
   }
 
@@ -533,7 +661,11 @@ export class VllmSupport {
    * Returns the wake time and the concurrency measured at its start. Throws when it fails:
    * the manager then stops the engine and cold-starts it.
    */
-  async wake(model: ModelConfig, baseUrl: string, ctx: GpuWaitContext): Promise<{ ms: number; level: 1 | 2; concurrency: number }> {
+  async wake(
+    model: ModelConfig,
+    baseUrl: string,
+    ctx: GpuWaitContext,
+  ): Promise<{ ms: number; level: 1 | 2; concurrency: number }> {
     const rec = this.sleepers.get(model.id);
     if (!rec) throw new Error(`no sleep record for model ${model.id}`);
     await this.awaitGpuMemory(model, ctx, 'wake', rec.heldMiB);
@@ -541,7 +673,8 @@ export class VllmSupport {
     const timeoutMs = this.opts.sleepTimeoutMs ?? 120_000;
     const r = await call(baseUrl, 'POST', '/wake_up', timeoutMs, ctx.signal);
     if (r.status < 200 || r.status >= 300) throw httpError('POST /wake_up', r);
-    if ((await isSleeping(baseUrl, 5_000, ctx.signal)) === true) throw new Error('POST /wake_up succeeded but GET /is_sleeping says it still sleeps');
+    if ((await isSleeping(baseUrl, 5_000, ctx.signal)) === true)
+      throw new Error('POST /wake_up succeeded but GET /is_sleeping says it still sleeps');
     const health = await call(baseUrl, 'GET', '/health', 5_000, ctx.signal);
     if (health.status !== 200) throw httpError('GET /health after wake-up', health);
     this.sleepers.delete(model.id);

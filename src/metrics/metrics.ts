@@ -44,7 +44,11 @@ export function createMetrics(deps: MetricsDeps) {
     }
     return snap;
   };
-  type Snapshot = { demand: Map<string, { waiting: number; inflight: number }>; gpus: Awaited<ReturnType<OpsService['gpus']>>; ok: boolean };
+  type Snapshot = {
+    demand: Map<string, { waiting: number; inflight: number }>;
+    gpus: Awaited<ReturnType<OpsService['gpus']>>;
+    ok: boolean;
+  };
   const takeSnapshot = async (): Promise<Snapshot> => {
     await readSwaps();
     return { demand: await deps.ops.demand(), gpus: await deps.ops.gpus(), ok: true };
@@ -92,7 +96,7 @@ export function createMetrics(deps: MetricsDeps) {
   let requestsP: Promise<void> | undefined;
   let requestsAt = 0;
   const requestsOnce = () => {
-    if (!requestsP || Date.now() - requestsAt > 250) (requestsAt = Date.now()), (requestsP = collectRequests());
+    if (!requestsP || Date.now() - requestsAt > 250) ((requestsAt = Date.now()), (requestsP = collectRequests()));
     return requestsP;
   };
   const collectRequests = async () => {
@@ -151,7 +155,9 @@ export function createMetrics(deps: MetricsDeps) {
     registers: [registry],
     collect() {
       this.reset();
-      for (const e of deps.ops.engines()) for (const s of ENGINE_STATES) this.set({ worker: e.worker_id, model: e.model, state: s }, e.state === s ? 1 : 0);
+      for (const e of deps.ops.engines())
+        for (const s of ENGINE_STATES)
+          this.set({ worker: e.worker_id, model: e.model, state: s }, e.state === s ? 1 : 0);
     },
   });
   new Counter({
@@ -240,11 +246,31 @@ export function createMetrics(deps: MetricsDeps) {
         }
       },
     });
-  gpuGauge('batchwright_gpu_utilization_percent', 'GPU utilization (nvidia-smi utilization.gpu), fresh readings only.', (g) => g.utilization_pct);
-  gpuGauge('batchwright_gpu_memory_used_bytes', 'GPU memory used (nvidia-smi memory.used), fresh readings only.', (g) => g.memory_used_mib * MIB);
-  gpuGauge('batchwright_gpu_memory_total_bytes', 'GPU memory total (nvidia-smi memory.total), fresh readings only.', (g) => g.memory_total_mib * MIB);
-  gpuGauge('batchwright_gpu_temperature_celsius', 'GPU temperature (nvidia-smi temperature.gpu), fresh readings only.', (g) => g.temperature_c);
-  gpuGauge('batchwright_gpu_reading_age_seconds', 'Age of the GPU reading exported (readings older than 3× GPU_POLL_MS are not exported).', (g) => Math.max(0, Date.now() / 1000 - g.read_at));
+  gpuGauge(
+    'batchwright_gpu_utilization_percent',
+    'GPU utilization (nvidia-smi utilization.gpu), fresh readings only.',
+    (g) => g.utilization_pct,
+  );
+  gpuGauge(
+    'batchwright_gpu_memory_used_bytes',
+    'GPU memory used (nvidia-smi memory.used), fresh readings only.',
+    (g) => g.memory_used_mib * MIB,
+  );
+  gpuGauge(
+    'batchwright_gpu_memory_total_bytes',
+    'GPU memory total (nvidia-smi memory.total), fresh readings only.',
+    (g) => g.memory_total_mib * MIB,
+  );
+  gpuGauge(
+    'batchwright_gpu_temperature_celsius',
+    'GPU temperature (nvidia-smi temperature.gpu), fresh readings only.',
+    (g) => g.temperature_c,
+  );
+  gpuGauge(
+    'batchwright_gpu_reading_age_seconds',
+    'Age of the GPU reading exported (readings older than 3× GPU_POLL_MS are not exported).',
+    (g) => Math.max(0, Date.now() / 1000 - g.read_at),
+  );
 
   return {
     registry,

@@ -28,8 +28,10 @@ export async function followEngineLog(
   opts: { workerId: string; model: string; tail: number; signal: AbortSignal; onLines: (lines: LogLine[]) => void },
 ): Promise<void> {
   const key = keys(prefix).engineLog(opts.workerId, opts.model);
-  const recent = opts.tail > 0 ? ((await redis.xrevrange(key, '+', '-', 'COUNT', opts.tail)) as [string, string[]][]) : [];
-  let lastId = recent[0]?.[0] ?? (((await redis.xrevrange(key, '+', '-', 'COUNT', 1)) as [string, string[]][])[0]?.[0] ?? '0-0');
+  const recent =
+    opts.tail > 0 ? ((await redis.xrevrange(key, '+', '-', 'COUNT', opts.tail)) as [string, string[]][]) : [];
+  let lastId =
+    recent[0]?.[0] ?? ((await redis.xrevrange(key, '+', '-', 'COUNT', 1)) as [string, string[]][])[0]?.[0] ?? '0-0';
   if (recent.length) opts.onLines(recent.reverse().map(toLine));
   if (opts.signal.aborted) return;
   const conn = redis.duplicate({ connectionName: `${prefix}-ops-log`, maxRetriesPerRequest: null });
@@ -40,7 +42,8 @@ export async function followEngineLog(
     while (!opts.signal.aborted) {
       let res: [string, [string, string[]][]][] | null;
       try {
-        res = (await conn.xread('COUNT', 500, 'BLOCK', BLOCK_MS, 'STREAMS', key, lastId)) as [string, [string, string[]][]][] | null;
+        res = (await conn.xread('COUNT', 500, 'BLOCK', BLOCK_MS, 'STREAMS', key, lastId)) as
+          [string, [string, string[]][]][] | null;
       } catch (err) {
         if (opts.signal.aborted) break;
         throw err;

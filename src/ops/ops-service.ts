@@ -3,7 +3,16 @@ import type { Redis } from 'ioredis';
 import type { Logger } from '../log/logger.js';
 import type { OpsRepo } from '../store/ops-repo.js';
 import { readJsonKeys } from '../queue/connection.js';
-import { GPU_STALE_FACTOR, keys, sumDemand, type DemandRecord, type OpsErrorMessage, type SwapMessage, type WorkerGpus, type WorkerHeartbeat } from '../queue/jobs.js';
+import {
+  GPU_STALE_FACTOR,
+  keys,
+  sumDemand,
+  type DemandRecord,
+  type OpsErrorMessage,
+  type SwapMessage,
+  type WorkerGpus,
+  type WorkerHeartbeat,
+} from '../queue/jobs.js';
 import { ApiError } from '../api/errors.js';
 import { followEngineLog } from './log-stream.js';
 import { RateWindow, toOpsBatch, toS, waitingReason, type OpsBatch } from './views.js';
@@ -90,7 +99,12 @@ export function createOpsService(deps: OpsServiceDeps) {
   // operator reads fail fast instead of hanging a scrape or a page.
   const assertRedis = () => {
     if (redis.status !== 'ready') {
-      throw new ApiError('service_unavailable', `Redis is not connected (${redis.status}): workers' reports are read from it. Check REDIS_URL and that Redis runs, then retry.`, null, { 'retry-after': '5' });
+      throw new ApiError(
+        'service_unavailable',
+        `Redis is not connected (${redis.status}): workers' reports are read from it. Check REDIS_URL and that Redis runs, then retry.`,
+        null,
+        { 'retry-after': '5' },
+      );
     }
   };
 
@@ -139,7 +153,9 @@ export function createOpsService(deps: OpsServiceDeps) {
     const active = repo.list({ active: true, limit: 1000 });
     return rows.map((row) => {
       const rps = rates.rate(row.id);
-      const ahead = active.filter((b) => b.model === row.model && b.id !== row.id && b.createdAt <= row.createdAt && rates.rate(b.id) > 0).map((b) => b.id);
+      const ahead = active
+        .filter((b) => b.model === row.model && b.id !== row.id && b.createdAt <= row.createdAt && rates.rate(b.id) > 0)
+        .map((b) => b.id);
       return toOpsBatch(row, rps, waitingReason(row, rps, hbs, ahead, now));
     });
   };
@@ -152,7 +168,9 @@ export function createOpsService(deps: OpsServiceDeps) {
 
   const readGpus = async (): Promise<WorkerGpus[]> => {
     assertRedis();
-    return (await readJsonKeys<WorkerGpus>(redis, k.gpusPattern, 200)).sort((a, b) => a.workerId.localeCompare(b.workerId));
+    return (await readJsonKeys<WorkerGpus>(redis, k.gpusPattern, 200)).sort((a, b) =>
+      a.workerId.localeCompare(b.workerId),
+    );
   };
 
   const isFresh = (w: WorkerGpus, at: number, now: number) => now - at <= GPU_STALE_FACTOR * w.pollMs;
@@ -189,7 +207,14 @@ export function createOpsService(deps: OpsServiceDeps) {
   };
 
   const swaps = async (limit: number) =>
-    (await readStream<SwapMessage>(k.swaps, limit)).map((s) => ({ worker_id: s.workerId, from: s.from, to: s.to, reason: s.reason, duration_ms: s.durationMs, at: toS(s.at) }));
+    (await readStream<SwapMessage>(k.swaps, limit)).map((s) => ({
+      worker_id: s.workerId,
+      from: s.from,
+      to: s.to,
+      reason: s.reason,
+      duration_ms: s.durationMs,
+      at: toS(s.at),
+    }));
 
   /** Failed batches and request failures (SQLite), engine failures and restarts (Redis), newest first. */
   const errors = async (limit: number): Promise<OpsError[]> => {
@@ -199,15 +224,33 @@ export function createOpsService(deps: OpsServiceDeps) {
       return [] as OpsErrorMessage[];
     });
     for (const e of fromWorkers) {
-      out.push({ at: toS(e.at), source: e.source, ...(e.model && { model: e.model }), worker_id: e.workerId, message: e.message });
+      out.push({
+        at: toS(e.at),
+        source: e.source,
+        ...(e.model && { model: e.model }),
+        worker_id: e.workerId,
+        message: e.message,
+      });
     }
     for (const b of repo.recentlyFailed(limit)) {
-      out.push({ at: b.failedAt ?? b.createdAt, source: 'batch', batch_id: b.id, ...(b.model && { model: b.model }), message: batchFailure(b.errors) });
+      out.push({
+        at: b.failedAt ?? b.createdAt,
+        source: 'batch',
+        batch_id: b.id,
+        ...(b.model && { model: b.model }),
+        message: batchFailure(b.errors),
+      });
     }
     for (const b of repo.withFailedRequests(limit)) {
       const at = b.completedAt ?? b.cancelledAt ?? b.expiredAt ?? b.finalizingAt ?? b.inProgressAt ?? b.createdAt;
       const sample = requestFailure(repo.sampleError(b.id));
-      out.push({ at, source: 'request', batch_id: b.id, ...(b.model && { model: b.model }), message: `${b.failed} of ${b.total} requests failed${sample ? `; e.g. ${sample}` : ''}` });
+      out.push({
+        at,
+        source: 'request',
+        batch_id: b.id,
+        ...(b.model && { model: b.model }),
+        message: `${b.failed} of ${b.total} requests failed${sample ? `; e.g. ${sample}` : ''}`,
+      });
     }
     return out.sort((a, b) => b.at - a.at).slice(0, limit);
   };
@@ -225,17 +268,29 @@ export function createOpsService(deps: OpsServiceDeps) {
     const notes: string[] = [];
     if (sqlite) reasons.push(`SQLite is not usable: ${sqlite}`);
     if (redisErr) reasons.push(`Redis is down: ${redisErr}. Workers get no work and report nothing.`);
-    const ws = workers(now).map((w) => ({ id: w.id, last_heartbeat_at: w.last_heartbeat_at, age_s: w.age_s, ok: w.alive }));
+    const ws = workers(now).map((w) => ({
+      id: w.id,
+      last_heartbeat_at: w.last_heartbeat_at,
+      age_s: w.age_s,
+      ok: w.alive,
+    }));
     const alive = ws.filter((w) => w.ok);
     if (alive.length === 0) {
       const last = ws.sort((a, b) => a.age_s - b.age_s)[0];
-      reasons.push(`no live worker: batches and interactive requests wait${last ? ` (last heartbeat: worker ${last.id}, ${Math.round(last.age_s)} s ago)` : ''}`);
+      reasons.push(
+        `no live worker: batches and interactive requests wait${last ? ` (last heartbeat: worker ${last.id}, ${Math.round(last.age_s)} s ago)` : ''}`,
+      );
     }
-    for (const w of ws) if (!w.ok && alive.length > 0) reasons.push(`worker ${w.id} has sent no heartbeat for ${Math.round(w.age_s)} s (stopped or dead)`);
+    for (const w of ws)
+      if (!w.ok && alive.length > 0)
+        reasons.push(`worker ${w.id} has sent no heartbeat for ${Math.round(w.age_s)} s (stopped or dead)`);
     const engs = engines(now).map((e) => ({ worker_id: e.worker_id, model: e.model, state: e.state, since: e.since }));
     for (const e of engines(now)) {
       const forS = Math.round(now / 1000 - e.since);
-      if (e.state === 'failed') reasons.push(`engine for model ${e.model} on worker ${e.worker_id} failed: ${(e.last_error ?? 'no reason given').slice(0, 300)}`);
+      if (e.state === 'failed')
+        reasons.push(
+          `engine for model ${e.model} on worker ${e.worker_id} failed: ${(e.last_error ?? 'no reason given').slice(0, 300)}`,
+        );
       if (e.state === 'starting') notes.push(`model ${e.model} is loading on worker ${e.worker_id} (since ${forS} s)`);
     }
     let gpuList: OpsGpu[] = [];
@@ -251,12 +306,19 @@ export function createOpsService(deps: OpsServiceDeps) {
       }
       if (!all.some((w) => w.present)) notes.push('no GPUs: no live worker has nvidia-smi');
     }
-    const status: 'healthy' | 'degraded' | 'unhealthy' = sqlite || redisErr ? 'unhealthy' : reasons.length ? 'degraded' : 'healthy';
+    const status: 'healthy' | 'degraded' | 'unhealthy' =
+      sqlite || redisErr ? 'unhealthy' : reasons.length ? 'degraded' : 'healthy';
     return {
       status,
       reasons,
       notes,
-      checks: { redis: redisErr ?? 'ok', sqlite: sqlite ?? 'ok', workers: ws.sort((a, b) => a.id.localeCompare(b.id)), engines: engs, gpus: gpuList },
+      checks: {
+        redis: redisErr ?? 'ok',
+        sqlite: sqlite ?? 'ok',
+        workers: ws.sort((a, b) => a.id.localeCompare(b.id)),
+        engines: engs,
+        gpus: gpuList,
+      },
     };
   };
 
@@ -275,12 +337,12 @@ export function createOpsService(deps: OpsServiceDeps) {
     if (events.listenerCount('batches') > 0) {
       const views = batchViews(active, now);
       const json = JSON.stringify(views);
-      if (json !== lastBatches) (lastBatches = json), events.emit('batches', views);
+      if (json !== lastBatches) ((lastBatches = json), events.emit('batches', views));
     }
     if (events.listenerCount('engines') > 0) {
       const es = engines(now);
       const json = JSON.stringify(es);
-      if (json !== lastEngines) (lastEngines = json), events.emit('engines', es);
+      if (json !== lastEngines) ((lastEngines = json), events.emit('engines', es));
     }
   };
   let timer: NodeJS.Timeout | undefined;
@@ -317,7 +379,9 @@ export function createOpsService(deps: OpsServiceDeps) {
 
 function batchFailure(errorsJson: string | null): string {
   try {
-    const errs = errorsJson ? (JSON.parse(errorsJson) as { code?: string; message?: string; line?: number | null }[]) : [];
+    const errs = errorsJson
+      ? (JSON.parse(errorsJson) as { code?: string; message?: string; line?: number | null }[])
+      : [];
     const first = errs[0];
     if (!first) return 'batch failed';
     const more = errs.length > 1 ? ` (and ${errs.length - 1} more)` : '';
@@ -331,7 +395,10 @@ function batchFailure(errorsJson: string | null): string {
 function requestFailure(line: string | undefined): string | null {
   if (!line) return null;
   try {
-    const l = JSON.parse(line) as { error?: { code?: string; message?: string } | null; response?: { status_code?: number; body?: { error?: { code?: string; message?: string } } } | null };
+    const l = JSON.parse(line) as {
+      error?: { code?: string; message?: string } | null;
+      response?: { status_code?: number; body?: { error?: { code?: string; message?: string } } } | null;
+    };
     const e = l.error ?? l.response?.body?.error;
     const status = l.response?.status_code;
     if (!e) return status ? `status ${status}` : null;

@@ -26,7 +26,13 @@ const TERMINAL = new Set(['completed', 'failed', 'expired', 'cancelled']);
  * progresses or nothing is in its way. `ahead` = earlier active batches of the same model that
  * are progressing.
  */
-export function waitingReason(row: OpsBatchRow, rps: number, live: readonly WorkerHeartbeat[], ahead: readonly string[], now: number): string | null {
+export function waitingReason(
+  row: OpsBatchRow,
+  rps: number,
+  live: readonly WorkerHeartbeat[],
+  ahead: readonly string[],
+  now: number,
+): string | null {
   if (row.status !== 'in_progress' || rps > 0 || row.completed + row.failed >= row.total || !row.model) return null;
   const model = row.model;
   const serving = live.filter((w) => w.models.includes(model));
@@ -36,7 +42,8 @@ export function waitingReason(row: OpsBatchRow, rps: number, live: readonly Work
   if (loading) return `model ${model} is loading on worker ${loading.w.workerId} (since ${ago(loading.e.since, now)})`;
   const ready = engines.some(({ e }) => e.state === 'ready');
   const failed = engines.find(({ e }) => e.state === 'failed');
-  if (!ready && failed) return `model ${model} failed on worker ${failed.w.workerId}: ${(failed.e.lastError ?? 'no reason given').slice(0, 300)}`;
+  if (!ready && failed)
+    return `model ${model} failed on worker ${failed.w.workerId}: ${(failed.e.lastError ?? 'no reason given').slice(0, 300)}`;
   if (!ready) {
     const busy = serving.find((w) => w.activeModel && w.activeModel !== model);
     if (busy) return `worker ${busy.workerId} is serving model ${busy.activeModel}; model ${model} waits for its turn`;

@@ -54,7 +54,10 @@ export function startOpsPublisher(deps: OpsPublisherDeps): { close(): Promise<vo
   let closed = false;
   const gpus: WorkerGpus = { workerId, present: true, pollMs: deps.gpuPollMs, readAt: null, error: null, gpus: [] };
 
-  const writeGpus = () => redis.set(k.gpus(workerId), JSON.stringify(gpus), 'PX', Math.max(GPUS_TTL_MS, 3 * deps.gpuPollMs)).catch(() => undefined);
+  const writeGpus = () =>
+    redis
+      .set(k.gpus(workerId), JSON.stringify(gpus), 'PX', Math.max(GPUS_TTL_MS, 3 * deps.gpuPollMs))
+      .catch(() => undefined);
 
   let pollTimer: NodeJS.Timeout | undefined;
   const poll = async () => {
@@ -90,15 +93,27 @@ export function startOpsPublisher(deps: OpsPublisherDeps): { close(): Promise<vo
 
   const addError = (e: Omit<OpsErrorMessage, 'workerId' | 'at'>) => {
     const msg: OpsErrorMessage = { at: Date.now(), workerId, ...e, message: e.message.slice(0, 2000) };
-    void redis.xadd(k.opsErrors, 'MAXLEN', '~', STREAM_CAPS.errors, '*', 'm', JSON.stringify(msg)).catch(() => undefined);
+    void redis
+      .xadd(k.opsErrors, 'MAXLEN', '~', STREAM_CAPS.errors, '*', 'm', JSON.stringify(msg))
+      .catch(() => undefined);
   };
   const onSwap = (s: SwapEvent) => {
     const msg: SwapMessage = { workerId, from: s.from, to: s.to, reason: s.reason, durationMs: s.ms, at: Date.now() };
     void redis.xadd(k.swaps, 'MAXLEN', '~', STREAM_CAPS.swaps, '*', 'm', JSON.stringify(msg)).catch(() => undefined);
-    if (s.reason === 'restart') addError({ source: 'engine', model: s.to, message: `engine for model ${s.to} was restarted after a failure (ready after ${s.ms} ms)` });
+    if (s.reason === 'restart')
+      addError({
+        source: 'engine',
+        model: s.to,
+        message: `engine for model ${s.to} was restarted after a failure (ready after ${s.ms} ms)`,
+      });
   };
   const onState = (info: EngineInfo) => {
-    if (info.state === 'failed') addError({ source: 'engine', model: info.model, message: info.lastError ?? `engine for model ${info.model} failed` });
+    if (info.state === 'failed')
+      addError({
+        source: 'engine',
+        model: info.model,
+        message: info.lastError ?? `engine for model ${info.model} failed`,
+      });
   };
 
   // Engine output: the manager's log files map to models.
@@ -116,8 +131,12 @@ export function startOpsPublisher(deps: OpsPublisherDeps): { close(): Promise<vo
     const lines = pending;
     pending = [];
     const m = redis.pipeline();
-    for (const l of lines) m.xadd(k.engineLog(workerId, l.model), 'MAXLEN', '~', STREAM_CAPS.engineLog, '*', 't', String(l.at), 'l', l.line);
-    flushing = m.exec().catch(() => undefined).finally(() => (flushing = undefined));
+    for (const l of lines)
+      m.xadd(k.engineLog(workerId, l.model), 'MAXLEN', '~', STREAM_CAPS.engineLog, '*', 't', String(l.at), 'l', l.line);
+    flushing = m
+      .exec()
+      .catch(() => undefined)
+      .finally(() => (flushing = undefined));
     await flushing;
   };
 
@@ -125,7 +144,10 @@ export function startOpsPublisher(deps: OpsPublisherDeps): { close(): Promise<vo
   deps.engines.on('state', onState);
   engineOutput.on('line', onLine);
   void poll();
-  const timers = [setInterval(() => void writeGpus(), GPUS_REFRESH_MS), setInterval(() => void flushLines(), LOG_FLUSH_MS)];
+  const timers = [
+    setInterval(() => void writeGpus(), GPUS_REFRESH_MS),
+    setInterval(() => void flushLines(), LOG_FLUSH_MS),
+  ];
 
   return {
     async close() {

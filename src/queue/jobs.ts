@@ -49,7 +49,15 @@ export interface WorkerHeartbeat {
   models: string[];
   activeModel: string | null;
   /** `detail`: an engine launched as a SLURM/PBS job reports its job (state, queue position, start estimate; `text` is one line). */
-  engines: { model: string; state: string; baseUrl: string | null; lastError: string | null; since: number; restarts?: number; detail?: { text: string } | null }[];
+  engines: {
+    model: string;
+    state: string;
+    baseUrl: string | null;
+    lastError: string | null;
+    since: number;
+    restarts?: number;
+    detail?: { text: string } | null;
+  }[];
   at: number;
 }
 

@@ -26,7 +26,11 @@ async function freePort(): Promise<number> {
  * Polls until Redis at `url` answers PING (an AOF still loading answers LOADING: keep waiting).
  * Returns null when it does, 'timeout', or what `gaveUp()` says (e.g. the server exited).
  */
-export async function waitForRedis(url: string, timeoutMs: number, gaveUp: () => string | null = () => null): Promise<string | null> {
+export async function waitForRedis(
+  url: string,
+  timeoutMs: number,
+  gaveUp: () => string | null = () => null,
+): Promise<string | null> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const stop = gaveUp();
@@ -71,15 +75,39 @@ export async function startPrivateRedis(dataDir: string, log: Logger): Promise<{
   const port = await freePort();
   const child: ChildProcess = spawn(
     'redis-server',
-    ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--pidfile', pidFile, '--appendonly', 'yes', '--appendfsync', 'everysec', '--save', '', '--daemonize', 'no', '--logfile', path.join(dir, 'redis.log')],
+    [
+      '--port',
+      String(port),
+      '--bind',
+      '127.0.0.1',
+      '--dir',
+      dir,
+      '--pidfile',
+      pidFile,
+      '--appendonly',
+      'yes',
+      '--appendfsync',
+      'everysec',
+      '--save',
+      '',
+      '--daemonize',
+      'no',
+      '--logfile',
+      path.join(dir, 'redis.log'),
+    ],
     // Its own process group: a Ctrl-C to our group must not kill Redis before the worker
     // and API have handed their work back to it (stop() ends it last).
     { stdio: 'ignore', detached: true },
   );
   const url = `redis://127.0.0.1:${port}`;
   const logFile = path.join(dir, 'redis.log');
-  const problem = await waitForRedis(url, 15_000, () => (child.exitCode !== null ? `the private redis-server exited with code ${child.exitCode}; see ${logFile}` : null));
-  if (problem) throw new Error(problem === 'timeout' ? `the private redis-server did not answer within 15 s; see ${logFile}` : problem);
+  const problem = await waitForRedis(url, 15_000, () =>
+    child.exitCode !== null ? `the private redis-server exited with code ${child.exitCode}; see ${logFile}` : null,
+  );
+  if (problem)
+    throw new Error(
+      problem === 'timeout' ? `the private redis-server did not answer within 15 s; see ${logFile}` : problem,
+    );
   log.info({ url, dir }, 'private redis-server started');
   return {
     url,

@@ -44,10 +44,20 @@ export function createApiKeysRepo(db: Db): ApiKeysRepo {
         .from(apiKeys)
         .where(or(eq(apiKeys.id, s), eq(apiKeys.prefix, s)))
         .all(),
-    list: () => db.select().from(apiKeys).orderBy(asc(apiKeys.createdAt), sql`rowid`).all(),
+    list: () =>
+      db
+        .select()
+        .from(apiKeys)
+        .orderBy(asc(apiKeys.createdAt), sql`rowid`)
+        .all(),
     hasActive: () => active.get() !== undefined,
     revoke: (id, nowS) => {
-      const changed = db.update(apiKeys).set({ revokedAt: nowS }).where(and(eq(apiKeys.id, id), isNull(apiKeys.revokedAt))).run().changes > 0;
+      const changed =
+        db
+          .update(apiKeys)
+          .set({ revokedAt: nowS })
+          .where(and(eq(apiKeys.id, id), isNull(apiKeys.revokedAt)))
+          .run().changes > 0;
       if (changed) wrote();
       return changed;
     },

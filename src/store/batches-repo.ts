@@ -70,13 +70,23 @@ export function createBatchesRepo(db: Db) {
     },
     /** Idempotency keys are per owner: two projects may use the same key for different batches. */
     findByIdempotencyKey(key: string, owner: string | null): BatchRow | undefined {
-      return db.select().from(batches).where(and(eq(batches.idempotencyKey, key), sql`${batches.owner} IS ${owner}`)).get();
+      return db
+        .select()
+        .from(batches)
+        .where(and(eq(batches.idempotencyKey, key), sql`${batches.owner} IS ${owner}`))
+        .get();
     },
     findRecentByFingerprint(fingerprint: string, sinceS: number, owner: string | null): BatchRow | undefined {
       return db
         .select()
         .from(batches)
-        .where(and(eq(batches.fingerprint, fingerprint), sql`${batches.owner} IS ${owner}`, sql`${batches.createdAt} >= ${sinceS}`))
+        .where(
+          and(
+            eq(batches.fingerprint, fingerprint),
+            sql`${batches.owner} IS ${owner}`,
+            sql`${batches.createdAt} >= ${sinceS}`,
+          ),
+        )
         .orderBy(desc(batches.createdAt))
         .get();
     },
@@ -87,20 +97,36 @@ export function createBatchesRepo(db: Db) {
     list(opts: { limit: number; after?: BatchRow; owner?: string | null }): { rows: BatchRow[]; hasMore: boolean } {
       const cursor = opts.after ? sql`rowid < (SELECT rowid FROM batches WHERE id = ${opts.after.id})` : undefined;
       const ownedBy = opts.owner === undefined ? undefined : sql`${batches.owner} IS ${opts.owner}`;
-      const rows = db.select().from(batches).where(and(cursor, ownedBy)).orderBy(sql`rowid DESC`).limit(opts.limit + 1).all();
+      const rows = db
+        .select()
+        .from(batches)
+        .where(and(cursor, ownedBy))
+        .orderBy(sql`rowid DESC`)
+        .limit(opts.limit + 1)
+        .all();
       return { rows: rows.slice(0, opts.limit), hasMore: rows.length > opts.limit };
     },
     /** Batches of this owner that are not finished (validating, in_progress, finalizing, cancelling). */
     countActive(owner: string | null): number {
-      const r = stmt(`SELECT count(*) AS n FROM batches WHERE owner IS ? AND status IN ('validating', 'in_progress', 'finalizing', 'cancelling')`).get(owner) as { n: number };
+      const r = stmt(
+        `SELECT count(*) AS n FROM batches WHERE owner IS ? AND status IN ('validating', 'in_progress', 'finalizing', 'cancelling')`,
+      ).get(owner) as { n: number };
       return r.n;
     },
     listByStatus(statuses: readonly BatchStatus[]): BatchRow[] {
       if (statuses.length === 0) return [];
-      return stmt(`SELECT ${batchColumns} FROM batches WHERE status IN (${statuses.map(() => '?').join(', ')})`).all(...statuses) as BatchRow[];
+      return stmt(`SELECT ${batchColumns} FROM batches WHERE status IN (${statuses.map(() => '?').join(', ')})`).all(
+        ...statuses,
+      ) as BatchRow[];
     },
     /** Moves a batch to `to` only if it is in one of `from`; sets the status's timestamp. */
-    transition(id: string, from: readonly BatchStatus[], to: BatchStatus, nowS: number, extra: Partial<NewBatchRow> = {}): boolean {
+    transition(
+      id: string,
+      from: readonly BatchStatus[],
+      to: BatchStatus,
+      nowS: number,
+      extra: Partial<NewBatchRow> = {},
+    ): boolean {
       const ts = (STATUS_TIMESTAMP as Partial<Record<BatchStatus, keyof NewBatchRow>>)[to];
       const set: Partial<NewBatchRow> = { ...extra, status: to };
       if (ts) (set as Record<string, unknown>)[ts] = nowS;
@@ -119,7 +145,8 @@ export function createBatchesRepo(db: Db) {
     insertRequests(batchId: string, rows: readonly RequestSlice[]): void {
       // 100 rows per INSERT statement: a third of the time of one statement per row.
       const PER = 100;
-      const values = (n: number) => `INSERT INTO batch_requests (batch_id, idx, custom_id, line, offset, length) VALUES ${Array(n).fill('(?, ?, ?, ?, ?, ?)').join(', ')}`;
+      const values = (n: number) =>
+        `INSERT INTO batch_requests (batch_id, idx, custom_id, line, offset, length) VALUES ${Array(n).fill('(?, ?, ?, ?, ?, ?)').join(', ')}`;
       const many = stmt(values(PER));
       client.transaction(() => {
         const args: unknown[] = [];
@@ -149,12 +176,14 @@ export function createBatchesRepo(db: Db) {
       })();
     },
     customIdOf(batchId: string, idx: number): string | undefined {
-      const r = stmt(`SELECT custom_id AS c FROM batch_requests WHERE batch_id = ? AND idx = ?`).get(batchId, idx) as { c: string } | undefined;
+      const r = stmt(`SELECT custom_id AS c FROM batch_requests WHERE batch_id = ? AND idx = ?`).get(batchId, idx) as
+        { c: string } | undefined;
       return r?.c;
     },
     countByState(batchId: string): { pending: number; queued: number; done: number } {
-      const rows = stmt(`SELECT state, count(*) AS n FROM batch_requests WHERE batch_id = ? GROUP BY state`)
-        .all(batchId) as { state: string; n: number }[];
+      const rows = stmt(`SELECT state, count(*) AS n FROM batch_requests WHERE batch_id = ? GROUP BY state`).all(
+        batchId,
+      ) as { state: string; n: number }[];
       const out = { pending: 0, queued: 0, done: 0 };
       for (const r of rows) out[r.state as keyof typeof out] = r.n;
       return out;
@@ -162,33 +191,47 @@ export function createBatchesRepo(db: Db) {
     /** Takes up to `limit` pending requests into a new chunk, atomically. */
     takeChunk(batchId: string, limit: number, nowMs: number): { chunkNo: number; requests: RequestSlice[] } | null {
       return client.transaction(() => {
-        const requests = stmt(`SELECT idx, custom_id AS customId, line, offset, length FROM batch_requests WHERE batch_id = ? AND state = 'pending' ORDER BY idx LIMIT ?`)
-          .all(batchId, limit) as RequestSlice[];
+        const requests = stmt(
+          `SELECT idx, custom_id AS customId, line, offset, length FROM batch_requests WHERE batch_id = ? AND state = 'pending' ORDER BY idx LIMIT ?`,
+        ).all(batchId, limit) as RequestSlice[];
         if (requests.length === 0) return null;
-        const { next } = stmt(`SELECT coalesce(max(chunk_no), -1) + 1 AS next FROM batch_chunks WHERE batch_id = ?`).get(batchId) as { next: number };
-        stmt(`INSERT INTO batch_chunks (batch_id, chunk_no, state, attempt, sent_at) VALUES (?, ?, 'queued', 0, ?)`).run(batchId, next, nowMs);
+        const { next } = stmt(
+          `SELECT coalesce(max(chunk_no), -1) + 1 AS next FROM batch_chunks WHERE batch_id = ?`,
+        ).get(batchId) as { next: number };
+        stmt(
+          `INSERT INTO batch_chunks (batch_id, chunk_no, state, attempt, sent_at) VALUES (?, ?, 'queued', 0, ?)`,
+        ).run(batchId, next, nowMs);
         const first = requests[0]!.idx;
         const last = requests[requests.length - 1]!.idx;
-        stmt(`UPDATE batch_requests SET state = 'queued', chunk_no = ? WHERE batch_id = ? AND state = 'pending' AND idx BETWEEN ? AND ?`)
-          .run(next, batchId, first, last);
+        stmt(
+          `UPDATE batch_requests SET state = 'queued', chunk_no = ? WHERE batch_id = ? AND state = 'pending' AND idx BETWEEN ? AND ?`,
+        ).run(next, batchId, first, last);
         return { chunkNo: next, requests };
       })();
     },
     /** Requests of a chunk that have no result yet (to re-send a lost chunk). */
     unfinishedInChunk(batchId: string, chunkNo: number): RequestSlice[] {
-      return stmt(`SELECT idx, custom_id AS customId, line, offset, length FROM batch_requests WHERE batch_id = ? AND chunk_no = ? AND state != 'done' ORDER BY idx`)
-        .all(batchId, chunkNo) as RequestSlice[];
+      return stmt(
+        `SELECT idx, custom_id AS customId, line, offset, length FROM batch_requests WHERE batch_id = ? AND chunk_no = ? AND state != 'done' ORDER BY idx`,
+      ).all(batchId, chunkNo) as RequestSlice[];
     },
     queuedChunks(batchId: string): ChunkRow[] {
-      return db.select().from(batchChunks).where(and(eq(batchChunks.batchId, batchId), eq(batchChunks.state, 'queued'))).all();
+      return db
+        .select()
+        .from(batchChunks)
+        .where(and(eq(batchChunks.batchId, batchId), eq(batchChunks.state, 'queued')))
+        .all();
     },
     countQueuedChunks(batchId: string): number {
-      const r = stmt(`SELECT count(*) AS n FROM batch_chunks WHERE batch_id = ? AND state = 'queued'`).get(batchId) as { n: number };
+      const r = stmt(`SELECT count(*) AS n FROM batch_chunks WHERE batch_id = ? AND state = 'queued'`).get(batchId) as {
+        n: number;
+      };
       return r.n;
     },
     bumpChunkAttempt(batchId: string, chunkNo: number, nowMs: number): number {
-      const r = stmt(`UPDATE batch_chunks SET attempt = attempt + 1, sent_at = ? WHERE batch_id = ? AND chunk_no = ? RETURNING attempt`)
-        .get(nowMs, batchId, chunkNo) as { attempt: number } | undefined;
+      const r = stmt(
+        `UPDATE batch_chunks SET attempt = attempt + 1, sent_at = ? WHERE batch_id = ? AND chunk_no = ? RETURNING attempt`,
+      ).get(nowMs, batchId, chunkNo) as { attempt: number } | undefined;
       return r?.attempt ?? 0;
     },
     /**
@@ -199,12 +242,18 @@ export function createBatchesRepo(db: Db) {
      */
     finishChunk(batchId: string, chunkNo: number, attempt?: number): void {
       client.transaction(() => {
-        const r = attempt === undefined
-          ? stmt(`UPDATE batch_chunks SET state = 'done' WHERE batch_id = ? AND chunk_no = ?`).run(batchId, chunkNo)
-          : stmt(`UPDATE batch_chunks SET state = 'done' WHERE batch_id = ? AND chunk_no = ? AND attempt = ?`).run(batchId, chunkNo, attempt);
+        const r =
+          attempt === undefined
+            ? stmt(`UPDATE batch_chunks SET state = 'done' WHERE batch_id = ? AND chunk_no = ?`).run(batchId, chunkNo)
+            : stmt(`UPDATE batch_chunks SET state = 'done' WHERE batch_id = ? AND chunk_no = ? AND attempt = ?`).run(
+                batchId,
+                chunkNo,
+                attempt,
+              );
         if (r.changes === 0) return;
-        stmt(`UPDATE batch_requests SET state = 'pending', chunk_no = NULL WHERE batch_id = ? AND chunk_no = ? AND state = 'queued'`)
-          .run(batchId, chunkNo);
+        stmt(
+          `UPDATE batch_requests SET state = 'pending', chunk_no = NULL WHERE batch_id = ? AND chunk_no = ? AND state = 'queued'`,
+        ).run(batchId, chunkNo);
       })();
     },
     /**
@@ -240,11 +289,25 @@ export function createBatchesRepo(db: Db) {
      * awaits file writes between rows, during which results of other batches, new files and
      * new batches must still be written.
      */
-    *iterateRequests(batchId: string): IterableIterator<{ idx: number; customId: string; state: string; result: string | null; isError: number | null }> {
-      const page = stmt(`SELECT idx, custom_id AS customId, state, result, is_error AS isError FROM batch_requests WHERE batch_id = ? AND idx > ? ORDER BY idx LIMIT 1000`);
+    *iterateRequests(batchId: string): IterableIterator<{
+      idx: number;
+      customId: string;
+      state: string;
+      result: string | null;
+      isError: number | null;
+    }> {
+      const page = stmt(
+        `SELECT idx, custom_id AS customId, state, result, is_error AS isError FROM batch_requests WHERE batch_id = ? AND idx > ? ORDER BY idx LIMIT 1000`,
+      );
       let after = -1;
       for (;;) {
-        const rows = page.all(batchId, after) as { idx: number; customId: string; state: string; result: string | null; isError: number | null }[];
+        const rows = page.all(batchId, after) as {
+          idx: number;
+          customId: string;
+          state: string;
+          result: string | null;
+          isError: number | null;
+        }[];
         yield* rows;
         if (rows.length < 1000) return;
         after = rows[rows.length - 1]!.idx;

@@ -1,4 +1,12 @@
-import { createReadStream, createWriteStream, mkdirSync, readdirSync, statSync, unlinkSync, type ReadStream } from 'node:fs';
+import {
+  createReadStream,
+  createWriteStream,
+  mkdirSync,
+  readdirSync,
+  statSync,
+  unlinkSync,
+  type ReadStream,
+} from 'node:fs';
 import { open, rename, stat, unlink } from 'node:fs/promises';
 import { once } from 'node:events';
 import path from 'node:path';

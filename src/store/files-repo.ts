@@ -1,4 +1,20 @@
-import { and, asc, desc, eq, exists, gt, inArray, isNotNull, isNull, lt, lte, not, or, sql, type SQL } from 'drizzle-orm';
+import {
+  and,
+  asc,
+  desc,
+  eq,
+  exists,
+  gt,
+  inArray,
+  isNotNull,
+  isNull,
+  lt,
+  lte,
+  not,
+  or,
+  sql,
+  type SQL,
+} from 'drizzle-orm';
 import type { Db } from './db.js';
 import { batches, files } from './schema.js';
 
@@ -55,14 +71,27 @@ export function createFilesRepo(db: Db): FilesRepo {
 
   function list({ purpose, limit, order, after, owner }: ListFilesQuery): ListFilesPage {
     const ownedBy = owner === undefined ? undefined : sql`${files.owner} IS ${owner}`;
-    const conds: (SQL | undefined)[] = [isNull(files.deletedAt), purpose === undefined ? undefined : eq(files.purpose, purpose), ownedBy];
+    const conds: (SQL | undefined)[] = [
+      isNull(files.deletedAt),
+      purpose === undefined ? undefined : eq(files.purpose, purpose),
+      ownedBy,
+    ];
     if (after !== undefined) {
       // The cursor row may be deleted since the last page; it still marks the place.
-      const cursor = db.select({ createdAt: files.createdAt, seq: sql<number>`rowid` }).from(files).where(and(eq(files.id, after), ownedBy)).get();
+      const cursor = db
+        .select({ createdAt: files.createdAt, seq: sql<number>`rowid` })
+        .from(files)
+        .where(and(eq(files.id, after), ownedBy))
+        .get();
       if (!cursor) return { rows: [], hasMore: false, unknownAfter: true };
       const beyond = order === 'asc' ? gt : lt;
       // Ties within one second keep upload order (rowid), not the random order of ids.
-      conds.push(or(beyond(files.createdAt, cursor.createdAt), and(eq(files.createdAt, cursor.createdAt), beyond(sql`rowid`, cursor.seq))));
+      conds.push(
+        or(
+          beyond(files.createdAt, cursor.createdAt),
+          and(eq(files.createdAt, cursor.createdAt), beyond(sql`rowid`, cursor.seq)),
+        ),
+      );
     }
     const by = order === 'asc' ? asc : desc;
     const rows = db
@@ -80,7 +109,12 @@ export function createFilesRepo(db: Db): FilesRepo {
     insert: (row) => {
       db.insert(files).values(row).run();
     },
-    get: (id) => db.select().from(files).where(and(eq(files.id, id), isNull(files.deletedAt))).get(),
+    get: (id) =>
+      db
+        .select()
+        .from(files)
+        .where(and(eq(files.id, id), isNull(files.deletedAt)))
+        .get(),
     findByIdempotencyKey: (owner, key) =>
       db
         .select()

@@ -12,7 +12,24 @@ const COLUMNS = `id, status, model, endpoint, created_at AS createdAt, in_progre
 
 export type OpsBatchRow = Pick<
   BatchRow,
-  'id' | 'status' | 'model' | 'endpoint' | 'createdAt' | 'inProgressAt' | 'finalizingAt' | 'completedAt' | 'failedAt' | 'expiredAt' | 'cancellingAt' | 'cancelledAt' | 'total' | 'completed' | 'failed' | 'metadata' | 'errors' | 'ending'
+  | 'id'
+  | 'status'
+  | 'model'
+  | 'endpoint'
+  | 'createdAt'
+  | 'inProgressAt'
+  | 'finalizingAt'
+  | 'completedAt'
+  | 'failedAt'
+  | 'expiredAt'
+  | 'cancellingAt'
+  | 'cancelledAt'
+  | 'total'
+  | 'completed'
+  | 'failed'
+  | 'metadata'
+  | 'errors'
+  | 'ending'
 >;
 
 /** Read-only queries of the operator API and /metrics (aggregates over batches, at scrape time). */
@@ -43,21 +60,29 @@ export function createOpsRepo(db: Db) {
     },
     list(opts: { active: boolean; limit: number }): OpsBatchRow[] {
       const where = opts.active ? `WHERE status IN (${ACTIVE_SQL})` : '';
-      return stmt(`SELECT ${COLUMNS} FROM batches ${where} ORDER BY created_at DESC, id DESC LIMIT ?`).all(opts.limit) as OpsBatchRow[];
+      return stmt(`SELECT ${COLUMNS} FROM batches ${where} ORDER BY created_at DESC, id DESC LIMIT ?`).all(
+        opts.limit,
+      ) as OpsBatchRow[];
     },
     get(id: string): OpsBatchRow | undefined {
       return stmt(`SELECT ${COLUMNS} FROM batches WHERE id = ?`).get(id) as OpsBatchRow | undefined;
     },
     recentlyFailed(limit: number): OpsBatchRow[] {
-      return stmt(`SELECT ${COLUMNS} FROM batches WHERE status = 'failed' ORDER BY failed_at DESC LIMIT ?`).all(limit) as OpsBatchRow[];
+      return stmt(`SELECT ${COLUMNS} FROM batches WHERE status = 'failed' ORDER BY failed_at DESC LIMIT ?`).all(
+        limit,
+      ) as OpsBatchRow[];
     },
     /** Batches with failed requests, newest first (no per-request time is stored). */
     withFailedRequests(limit: number): OpsBatchRow[] {
-      return stmt(`SELECT ${COLUMNS} FROM batches WHERE failed > 0 ORDER BY created_at DESC LIMIT ?`).all(limit) as OpsBatchRow[];
+      return stmt(`SELECT ${COLUMNS} FROM batches WHERE failed > 0 ORDER BY created_at DESC LIMIT ?`).all(
+        limit,
+      ) as OpsBatchRow[];
     },
     /** One failed request's stored error line (the output/error JSONL line: no prompt text). */
     sampleError(batchId: string): string | undefined {
-      const row = stmt(`SELECT result FROM batch_requests WHERE batch_id = ? AND is_error = 1 AND result IS NOT NULL LIMIT 1`).get(batchId) as { result: string } | undefined;
+      const row = stmt(
+        `SELECT result FROM batch_requests WHERE batch_id = ? AND is_error = 1 AND result IS NOT NULL LIMIT 1`,
+      ).get(batchId) as { result: string } | undefined;
       return row?.result;
     },
   };

@@ -51,7 +51,9 @@ export function createResultsRepo(db: Db) {
   const withStars = (batchId: string, rows: ResultRecord[]): ResultRecord[] => {
     if (rows.length === 0) return rows;
     const ids = client
-      .prepare(`SELECT custom_id AS c FROM result_stars WHERE batch_id = ? AND custom_id IN (${rows.map(() => '?').join(', ')})`)
+      .prepare(
+        `SELECT custom_id AS c FROM result_stars WHERE batch_id = ? AND custom_id IN (${rows.map(() => '?').join(', ')})`,
+      )
       .all(batchId, ...rows.map((r) => r.customId)) as { c: string }[];
     const set = new Set(ids.map((x) => x.c));
     for (const r of rows) r.starred = set.has(r.customId) ? 1 : 0;
@@ -60,11 +62,15 @@ export function createResultsRepo(db: Db) {
   return {
     /** Input order; `offset`/`limit` page through the rows matching `filter`. */
     page(batchId: string, filter: ResultFilter, offset: number, limit: number): ResultRecord[] {
-      const rows = client.prepare(`${selectFrom(filter)} ${where(filter)} ORDER BY r.idx LIMIT ? OFFSET ?`).all(batchId, limit, offset) as ResultRecord[];
+      const rows = client
+        .prepare(`${selectFrom(filter)} ${where(filter)} ORDER BY r.idx LIMIT ? OFFSET ?`)
+        .all(batchId, limit, offset) as ResultRecord[];
       return joined(filter) ? rows : withStars(batchId, rows);
     },
     count(batchId: string, filter: ResultFilter): number {
-      const from = joined(filter) ? 'FROM batch_requests r LEFT JOIN result_stars s ON s.batch_id = r.batch_id AND s.custom_id = r.custom_id' : 'FROM batch_requests r';
+      const from = joined(filter)
+        ? 'FROM batch_requests r LEFT JOIN result_stars s ON s.batch_id = r.batch_id AND s.custom_id = r.custom_id'
+        : 'FROM batch_requests r';
       return (client.prepare(`SELECT count(*) AS n ${from} ${where(filter)}`).get(batchId) as { n: number }).n;
     },
     /** Every matching row in input order, 500 at a time (for search, which reads each input). */
@@ -81,18 +87,27 @@ export function createResultsRepo(db: Db) {
     byCustomIds(batchId: string, customIds: readonly string[]): ResultRecord[] {
       if (customIds.length === 0) return [];
       const marks = customIds.map(() => '?').join(', ');
-      const rows = client.prepare(`${selectFrom({})} WHERE r.batch_id = ? AND r.custom_id IN (${marks}) ORDER BY r.idx`).all(batchId, ...customIds) as ResultRecord[];
+      const rows = client
+        .prepare(`${selectFrom({})} WHERE r.batch_id = ? AND r.custom_id IN (${marks}) ORDER BY r.idx`)
+        .all(batchId, ...customIds) as ResultRecord[];
       return withStars(batchId, rows);
     },
     /** Every custom_id of a batch with its idx, in input order (one sequential read of the primary key). */
     customIdIndex(batchId: string): Map<string, number> {
-      const rows = client.prepare(`SELECT custom_id, idx FROM batch_requests WHERE batch_id = ? ORDER BY idx`).raw().all(batchId) as [string, number][];
+      const rows = client
+        .prepare(`SELECT custom_id, idx FROM batch_requests WHERE batch_id = ? ORDER BY idx`)
+        .raw()
+        .all(batchId) as [string, number][];
       return new Map(rows);
     },
     /** Rows by idx (primary key lookups), in input order. */
     byIdxs(batchId: string, idxs: readonly number[]): ResultRecord[] {
       if (idxs.length === 0) return [];
-      const rows = client.prepare(`${selectFrom({})} WHERE r.batch_id = ? AND r.idx IN (${idxs.map(() => '?').join(', ')}) ORDER BY r.idx`).all(batchId, ...idxs) as ResultRecord[];
+      const rows = client
+        .prepare(
+          `${selectFrom({})} WHERE r.batch_id = ? AND r.idx IN (${idxs.map(() => '?').join(', ')}) ORDER BY r.idx`,
+        )
+        .all(batchId, ...idxs) as ResultRecord[];
       return withStars(batchId, rows);
     },
   };
@@ -103,7 +118,10 @@ export function createResultsRepo(db: Db) {
  * one positional read per run of rows that lie within 1 MiB of each other. A missing file
  * (purged after the batch ended) gives an empty map.
  */
-export async function readInputLines(path: string, rows: readonly Pick<ResultRecord, 'idx' | 'offset' | 'length'>[]): Promise<Map<number, string>> {
+export async function readInputLines(
+  path: string,
+  rows: readonly Pick<ResultRecord, 'idx' | 'offset' | 'length'>[],
+): Promise<Map<number, string>> {
   const out = new Map<number, string>();
   if (rows.length === 0) return out;
   let fh;
@@ -124,7 +142,8 @@ export async function readInputLines(path: string, rows: readonly Pick<ResultRec
       const { bytesRead } = await fh.read(buf, 0, span, first);
       for (let k = i; k <= j; k++) {
         const r = sorted[k]!;
-        if (r.offset - first + r.length <= bytesRead) out.set(r.idx, buf.toString('utf8', r.offset - first, r.offset - first + r.length));
+        if (r.offset - first + r.length <= bytesRead)
+          out.set(r.idx, buf.toString('utf8', r.offset - first, r.offset - first + r.length));
       }
       i = j + 1;
     }

@@ -16,7 +16,11 @@ export const files = sqliteTable(
     owner: text('owner'),
     idempotencyKey: text('idempotency_key'),
   },
-  (t) => [index('files_purpose_created').on(t.purpose, t.createdAt), index('files_created').on(t.createdAt), index('files_idem').on(t.owner, t.idempotencyKey)],
+  (t) => [
+    index('files_purpose_created').on(t.purpose, t.createdAt),
+    index('files_created').on(t.createdAt),
+    index('files_idem').on(t.owner, t.idempotencyKey),
+  ],
 );
 
 export const batches = sqliteTable(
@@ -59,7 +63,11 @@ export const batches = sqliteTable(
     /** The project that created it (null: created with no API keys configured). */
     owner: text('owner'),
   },
-  (t) => [index('batches_created').on(t.createdAt), index('batches_status').on(t.status), index('batches_idem').on(t.idempotencyKey)],
+  (t) => [
+    index('batches_created').on(t.createdAt),
+    index('batches_status').on(t.status),
+    index('batches_idem').on(t.idempotencyKey),
+  ],
 );
 
 /**
@@ -141,7 +149,10 @@ export const webhookDeliveries = sqliteTable(
     lastError: text('last_error'),
     deliveredAt: integer('delivered_at'),
   },
-  (t) => [index('webhook_deliveries_due').on(t.state, t.nextAttemptAt), index('webhook_deliveries_batch').on(t.batchId)],
+  (t) => [
+    index('webhook_deliveries_due').on(t.state, t.nextAttemptAt),
+    index('webhook_deliveries_batch').on(t.batchId),
+  ],
 );
 
 /** Answers a user starred in the dashboard's results view (exported as a fine-tuning dataset). */

@@ -5,7 +5,9 @@ export type StarsRepo = ReturnType<typeof createStarsRepo>;
 /** Starred answers (result_stars): the dashboard's picks for a fine-tuning set. */
 export function createStarsRepo(db: Db) {
   const client = db.$client;
-  const add = client.prepare(`INSERT INTO result_stars (batch_id, custom_id, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING`);
+  const add = client.prepare(
+    `INSERT INTO result_stars (batch_id, custom_id, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING`,
+  );
   const del = client.prepare(`DELETE FROM result_stars WHERE batch_id = ? AND custom_id = ?`);
   return {
     star(batchId: string, customId: string, nowS: number): void {

@@ -20,7 +20,13 @@ export function createWebhookDeliveriesRepo(db: Db) {
       const r = db
         .select({ id: webhookDeliveries.id })
         .from(webhookDeliveries)
-        .where(and(eq(webhookDeliveries.batchId, batchId), eq(webhookDeliveries.eventType, eventType), eq(webhookDeliveries.url, url)))
+        .where(
+          and(
+            eq(webhookDeliveries.batchId, batchId),
+            eq(webhookDeliveries.eventType, eventType),
+            eq(webhookDeliveries.url, url),
+          ),
+        )
         .get();
       return r !== undefined;
     },
@@ -28,7 +34,12 @@ export function createWebhookDeliveriesRepo(db: Db) {
       return db.select().from(webhookDeliveries).where(eq(webhookDeliveries.id, id)).get();
     },
     listForBatch(batchId: string): DeliveryRow[] {
-      return db.select().from(webhookDeliveries).where(eq(webhookDeliveries.batchId, batchId)).orderBy(asc(webhookDeliveries.createdAt)).all();
+      return db
+        .select()
+        .from(webhookDeliveries)
+        .where(eq(webhookDeliveries.batchId, batchId))
+        .orderBy(asc(webhookDeliveries.createdAt))
+        .all();
     },
     /** Pending rows whose next attempt is due, oldest due first. */
     due(nowMs: number, limit: number): DeliveryRow[] {
@@ -52,13 +63,22 @@ export function createWebhookDeliveriesRepo(db: Db) {
       return r?.at ?? null;
     },
     markDelivered(id: string, attempts: number, nowMs: number): void {
-      db.update(webhookDeliveries).set({ state: 'delivered', attempts, deliveredAt: nowMs, lastError: null }).where(eq(webhookDeliveries.id, id)).run();
+      db.update(webhookDeliveries)
+        .set({ state: 'delivered', attempts, deliveredAt: nowMs, lastError: null })
+        .where(eq(webhookDeliveries.id, id))
+        .run();
     },
     markRetry(id: string, attempts: number, nextAttemptAt: number, lastError: string): void {
-      db.update(webhookDeliveries).set({ attempts, nextAttemptAt, lastError }).where(eq(webhookDeliveries.id, id)).run();
+      db.update(webhookDeliveries)
+        .set({ attempts, nextAttemptAt, lastError })
+        .where(eq(webhookDeliveries.id, id))
+        .run();
     },
     markFailed(id: string, attempts: number, lastError: string): void {
-      db.update(webhookDeliveries).set({ state: 'failed', attempts, lastError }).where(eq(webhookDeliveries.id, id)).run();
+      db.update(webhookDeliveries)
+        .set({ state: 'failed', attempts, lastError })
+        .where(eq(webhookDeliveries.id, id))
+        .run();
     },
   };
 }

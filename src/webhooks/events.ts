@@ -36,7 +36,12 @@ export function eventTypeFor(status: string): BatchEventType | null {
 export function batchEvent(batch: BatchRow, nowS: number): BatchEvent | null {
   const type = eventTypeFor(batch.status);
   if (!type) return null;
-  const at = { completed: batch.completedAt, failed: batch.failedAt, expired: batch.expiredAt, cancelled: batch.cancelledAt }[batch.status as keyof typeof BATCH_EVENT_TYPES];
+  const at = {
+    completed: batch.completedAt,
+    failed: batch.failedAt,
+    expired: batch.expiredAt,
+    cancelled: batch.cancelledAt,
+  }[batch.status as keyof typeof BATCH_EVENT_TYPES];
   return { id: newEventId(), object: 'event', created_at: at ?? nowS, type, data: { id: batch.id } };
 }
 

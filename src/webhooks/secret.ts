@@ -18,13 +18,15 @@ export function isValidWebhookSecret(s: string): boolean {
  */
 export function loadWebhookSecret(fromEnv: string | undefined, dataDir: string, log: Logger): string {
   if (fromEnv) {
-    if (!isValidWebhookSecret(fromEnv)) throw new Error('WEBHOOK_SECRET must be "whsec_" followed by the base64 of at least 24 bytes');
+    if (!isValidWebhookSecret(fromEnv))
+      throw new Error('WEBHOOK_SECRET must be "whsec_" followed by the base64 of at least 24 bytes');
     return fromEnv;
   }
   const file = path.join(dataDir, SECRET_FILE);
   try {
     const s = readFileSync(file, 'utf8').trim();
-    if (!isValidWebhookSecret(s)) throw new Error(`${file} does not hold a webhook secret ("whsec_" + base64); delete it to generate a new one`);
+    if (!isValidWebhookSecret(s))
+      throw new Error(`${file} does not hold a webhook secret ("whsec_" + base64); delete it to generate a new one`);
     log.info({ file }, 'webhook signing secret loaded from file');
     return s;
   } catch (e) {

@@ -47,7 +47,13 @@ export async function sendWebhook(input: SendInput): Promise<SendResult> {
     await res.body.dump({ limit: MAX_RESPONSE_BYTES }).catch(() => undefined);
     const status = res.statusCode;
     if (status >= 200 && status < 300) return { ok: true, status };
-    if (status >= 300 && status < 400) return { ok: false, status, error: `HTTP ${status}: redirects are not followed; give the receiver's final URL`, retryable: true };
+    if (status >= 300 && status < 400)
+      return {
+        ok: false,
+        status,
+        error: `HTTP ${status}: redirects are not followed; give the receiver's final URL`,
+        retryable: true,
+      };
     return { ok: false, status, error: `HTTP ${status}`, retryable: true };
   } catch (e) {
     const err = e as NodeJS.ErrnoException;

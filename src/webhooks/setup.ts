@@ -17,7 +17,10 @@ export function setupWebhooks(config: Config, db: Db, batches: BatchesRepo, log:
   const allow = parseAllowList(env.WEBHOOK_ALLOW_HOSTS);
   if (env.WEBHOOK_URL) {
     const r = checkWebhookUrl(env.WEBHOOK_URL, allow);
-    if (!r.ok) throw new Error(`WEBHOOK_URL is refused by the SSRF guard: ${r.reason}. List its host in WEBHOOK_ALLOW_HOSTS if it is an internal receiver.`);
+    if (!r.ok)
+      throw new Error(
+        `WEBHOOK_URL is refused by the SSRF guard: ${r.reason}. List its host in WEBHOOK_ALLOW_HOSTS if it is an internal receiver.`,
+      );
   }
   return createWebhooks({
     batches,

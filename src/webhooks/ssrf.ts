@@ -43,7 +43,13 @@ const BLOCKED_NAMES = new Set([
 const BLOCKED_SUFFIXES = ['.localhost', '.metadata.google.internal'];
 
 /** Cloud metadata services: refused even inside an allowed CIDR, unless listed as one exact address. */
-const METADATA_ADDRESSES = new Set(['169.254.169.254', '169.254.170.2', '100.100.100.200', 'fd00:ec2::254', 'fd00:ec2::23']);
+const METADATA_ADDRESSES = new Set([
+  '169.254.169.254',
+  '169.254.170.2',
+  '100.100.100.200',
+  'fd00:ec2::254',
+  'fd00:ec2::23',
+]);
 
 /**
  * Parses WEBHOOK_ALLOW_HOSTS: comma-separated host names, addresses and CIDRs
@@ -53,7 +59,10 @@ export function parseAllowList(text: string | undefined): AllowList {
   const hosts = new Set<string>();
   const cidrs: [Addr, number][] = [];
   for (const raw of (text ?? '').split(',')) {
-    const entry = raw.trim().toLowerCase().replace(/^\[(.*)\]$/, '$1');
+    const entry = raw
+      .trim()
+      .toLowerCase()
+      .replace(/^\[(.*)\]$/, '$1');
     if (!entry) continue;
     if (entry.includes('/')) {
       try {
@@ -96,7 +105,8 @@ function embeddedIPv4(a: ipaddr.IPv6): { v4: ipaddr.IPv4; form: string } | null 
       return { v4: v4of(p[1]!, p[2]!), form: '6to4' };
   }
   // IPv4-compatible (::a.b.c.d, deprecated by RFC 4291): top 96 bits zero, not :: or ::1.
-  if (p.slice(0, 6).every((x) => x === 0) && a.range() === 'unicast') return { v4: v4of(p[6]!, p[7]!), form: 'IPv4-compatible' };
+  if (p.slice(0, 6).every((x) => x === 0) && a.range() === 'unicast')
+    return { v4: v4of(p[6]!, p[7]!), form: 'IPv4-compatible' };
   return null;
 }
 
@@ -120,19 +130,24 @@ const RANGE_WORDS: Record<string, string> = {
  */
 export function checkAddress(ip: string, allow: AllowList = EMPTY_ALLOW_LIST): Verdict {
   const bare = ip.replace(/^\[(.*)\]$/, '$1');
-  if (bare.includes('%')) return { ok: false, reason: `address ${bare} has an IPv6 zone id, which names a local interface` };
+  if (bare.includes('%'))
+    return { ok: false, reason: `address ${bare} has an IPv6 zone id, which names a local interface` };
   if (!isIP(bare)) return { ok: false, reason: `${bare} is not an IP address` };
   const addr = ipaddr.parse(bare);
   const canonical = addr.toString();
   if (METADATA_ADDRESSES.has(canonical)) {
-    return inAllowedCidr(addr, allow, true) ? { ok: true } : { ok: false, reason: `address ${canonical} is a cloud metadata service` };
+    return inAllowedCidr(addr, allow, true)
+      ? { ok: true }
+      : { ok: false, reason: `address ${canonical} is a cloud metadata service` };
   }
   if (inAllowedCidr(addr, allow, false)) return { ok: true };
   if (addr.kind() === 'ipv6') {
     const inner = embeddedIPv4(addr as ipaddr.IPv6);
     if (inner) {
       const v = checkAddress(inner.v4.toString(), allow);
-      return v.ok ? v : { ok: false, reason: `address ${canonical} is ${inner.form} for ${inner.v4.toString()}: ${v.reason}` };
+      return v.ok
+        ? v
+        : { ok: false, reason: `address ${canonical} is ${inner.form} for ${inner.v4.toString()}: ${v.reason}` };
     }
   }
   const range = addr.range();
@@ -157,15 +172,20 @@ export interface CheckedUrl {
  * full-width digits and backslashes into their plain form, so the guard sees what a
  * connection would use.
  */
-export function checkWebhookUrl(raw: string, allow: AllowList = EMPTY_ALLOW_LIST): ({ ok: true } & CheckedUrl) | { ok: false; reason: string } {
+export function checkWebhookUrl(
+  raw: string,
+  allow: AllowList = EMPTY_ALLOW_LIST,
+): ({ ok: true } & CheckedUrl) | { ok: false; reason: string } {
   let url: URL;
   try {
     url = new URL(raw);
   } catch {
     return { ok: false, reason: 'it is not an absolute URL' };
   }
-  if (url.protocol !== 'http:' && url.protocol !== 'https:') return { ok: false, reason: `scheme ${url.protocol.replace(/:$/, '')} is not http or https` };
-  if (url.username || url.password) return { ok: false, reason: 'it contains user info (user@host); put credentials in the path or query instead' };
+  if (url.protocol !== 'http:' && url.protocol !== 'https:')
+    return { ok: false, reason: `scheme ${url.protocol.replace(/:$/, '')} is not http or https` };
+  if (url.username || url.password)
+    return { ok: false, reason: 'it contains user info (user@host); put credentials in the path or query instead' };
   let host = url.hostname.toLowerCase();
   if (host.startsWith('[')) host = host.slice(1, -1);
   host = host.replace(/\.$/, '');
@@ -175,7 +195,8 @@ export function checkWebhookUrl(raw: string, allow: AllowList = EMPTY_ALLOW_LIST
     return v.ok ? { ok: true, url, host, ip: host, allowedByName: false } : { ok: false, reason: v.reason };
   }
   if (allow.hosts.has(host)) return { ok: true, url, host, ip: null, allowedByName: true };
-  if (BLOCKED_NAMES.has(host) || BLOCKED_SUFFIXES.some((s) => host.endsWith(s))) return { ok: false, reason: `host ${host} is a local or metadata name` };
+  if (BLOCKED_NAMES.has(host) || BLOCKED_SUFFIXES.some((s) => host.endsWith(s)))
+    return { ok: false, reason: `host ${host} is a local or metadata name` };
   return { ok: true, url, host, ip: null, allowedByName: false };
 }
 
@@ -188,7 +209,10 @@ export interface ResolvedAddress {
 export type Resolver = (host: string) => Promise<ResolvedAddress[]>;
 
 export const systemResolver: Resolver = async (host) =>
-  (await dnsLookup(host, { all: true, verbatim: true })).map((a) => ({ address: a.address, family: a.family === 6 ? 6 : 4 }));
+  (await dnsLookup(host, { all: true, verbatim: true })).map((a) => ({
+    address: a.address,
+    family: a.family === 6 ? 6 : 4,
+  }));
 
 /**
  * The delivery-time check: the URL check again (the allow-list may have changed), then the
@@ -199,7 +223,9 @@ export async function vetDestination(
   raw: string,
   allow: AllowList,
   resolve: Resolver = systemResolver,
-): Promise<{ ok: true; checked: CheckedUrl; addresses: ResolvedAddress[] } | { ok: false; reason: string; retryable: boolean }> {
+): Promise<
+  { ok: true; checked: CheckedUrl; addresses: ResolvedAddress[] } | { ok: false; reason: string; retryable: boolean }
+> {
   const c = checkWebhookUrl(raw, allow);
   if (!c.ok) return { ok: false, reason: c.reason, retryable: false };
   if (c.ip) return { ok: true, checked: c, addresses: [{ address: c.ip, family: isIP(c.ip) === 6 ? 6 : 4 }] };
@@ -207,13 +233,18 @@ export async function vetDestination(
   try {
     addresses = await resolve(c.host);
   } catch (e) {
-    return { ok: false, reason: `host ${c.host} did not resolve (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`, retryable: true };
+    return {
+      ok: false,
+      reason: `host ${c.host} did not resolve (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`,
+      retryable: true,
+    };
   }
   if (addresses.length === 0) return { ok: false, reason: `host ${c.host} has no addresses`, retryable: true };
   if (!c.allowedByName) {
     for (const a of addresses) {
       const v = checkAddress(a.address, allow);
-      if (!v.ok) return { ok: false, reason: `host ${c.host} resolves to a refused address: ${v.reason}`, retryable: false };
+      if (!v.ok)
+        return { ok: false, reason: `host ${c.host} resolves to a refused address: ${v.reason}`, retryable: false };
     }
   }
   return { ok: true, checked: c, addresses };
@@ -227,8 +258,15 @@ export async function vetDestination(
 export function pinnedLookup(addresses: readonly ResolvedAddress[]): LookupFunction {
   const list = addresses.map((a) => ({ address: a.address, family: a.family }));
   return ((_host: string, options: unknown, callback?: unknown) => {
-    const cb = (typeof options === 'function' ? options : callback) as (err: Error | null, address: unknown, family?: number) => void;
-    const opts = (typeof options === 'object' && options !== null ? options : {}) as { all?: boolean; family?: number | string };
+    const cb = (typeof options === 'function' ? options : callback) as (
+      err: Error | null,
+      address: unknown,
+      family?: number,
+    ) => void;
+    const opts = (typeof options === 'object' && options !== null ? options : {}) as {
+      all?: boolean;
+      family?: number | string;
+    };
     const fam = opts.family === 'IPv4' ? 4 : opts.family === 'IPv6' ? 6 : Number(opts.family ?? 0);
     const matching = fam === 4 || fam === 6 ? list.filter((a) => a.family === fam) : list;
     process.nextTick(() => {

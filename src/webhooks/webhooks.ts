@@ -66,11 +66,33 @@ export function createWebhooks(deps: WebhooksDeps) {
   const attempt = async (row: DeliveryRow) => {
     const n = row.attempts + 1;
     const eventId = (JSON.parse(row.payload) as { id: string }).id;
-    const fields = { webhookId: row.id, eventId, batchId: row.batchId, eventType: row.eventType, attempt: n, host: hostOf(row.url) };
+    const fields = {
+      webhookId: row.id,
+      eventId,
+      batchId: row.batchId,
+      eventType: row.eventType,
+      attempt: n,
+      host: hostOf(row.url),
+    };
     const t0 = performance.now();
-    const headers = { 'webhook-id': row.id, 'webhook-timestamp': String(Math.floor(Date.now() / 1000)), 'webhook-signature': '' };
-    headers['webhook-signature'] = signer.sign(row.id, new Date(Number(headers['webhook-timestamp']) * 1000), row.payload);
-    const r = await send({ url: row.url, body: row.payload, headers, allow: o.allow, resolve: deps.resolve, timeoutMs: o.timeoutMs });
+    const headers = {
+      'webhook-id': row.id,
+      'webhook-timestamp': String(Math.floor(Date.now() / 1000)),
+      'webhook-signature': '',
+    };
+    headers['webhook-signature'] = signer.sign(
+      row.id,
+      new Date(Number(headers['webhook-timestamp']) * 1000),
+      row.payload,
+    );
+    const r = await send({
+      url: row.url,
+      body: row.payload,
+      headers,
+      allow: o.allow,
+      resolve: deps.resolve,
+      timeoutMs: o.timeoutMs,
+    });
     const ms = Math.round(performance.now() - t0);
     const now = Date.now();
     if (r.ok) {
@@ -86,7 +108,10 @@ export function createWebhooks(deps: WebhooksDeps) {
       return;
     }
     deps.deliveries.markRetry(row.id, n, now + delay, r.error);
-    log.info({ ...fields, status: r.status, ms, error: r.error, retryInMs: delay }, 'webhook delivery failed; will retry');
+    log.info(
+      { ...fields, status: r.status, ms, error: r.error, retryInMs: delay },
+      'webhook delivery failed; will retry',
+    );
   };
 
   const scan = () => {
@@ -121,7 +146,17 @@ export function createWebhooks(deps: WebhooksDeps) {
     let added = 0;
     for (const url of webhookUrlsFor(batch, o.serverUrl)) {
       if (deps.deliveries.has(batchId, event.type, url)) continue;
-      deps.deliveries.insert({ id: newWebhookId(), batchId, eventType: event.type, url, payload: JSON.stringify(event), createdAt: nowMs, state: 'pending', attempts: 0, nextAttemptAt: nowMs });
+      deps.deliveries.insert({
+        id: newWebhookId(),
+        batchId,
+        eventType: event.type,
+        url,
+        payload: JSON.stringify(event),
+        createdAt: nowMs,
+        state: 'pending',
+        attempts: 0,
+        nextAttemptAt: nowMs,
+      });
       added += 1;
     }
     // After the caller's transaction commits (this runs synchronously inside it).

@@ -3,7 +3,14 @@ import type { Redis } from 'ioredis';
 import pLimit, { type LimitFunction } from 'p-limit';
 import type { Logger } from '../log/logger.js';
 import { newRequestId } from '../domain/ids.js';
-import { CHUNK_KEY_TTL_S, encodeMessage, keys, type ChunkJob, type ChunkRequest, type ResultMessage } from '../queue/jobs.js';
+import {
+  CHUNK_KEY_TTL_S,
+  encodeMessage,
+  keys,
+  type ChunkJob,
+  type ChunkRequest,
+  type ResultMessage,
+} from '../queue/jobs.js';
 import { classifyFailure, EngineClient, toOpenAIErrorBody } from '../engines/client.js';
 
 /** What a chunk needs from the ModelManager: nothing BullMQ-specific crosses this line. */
@@ -104,7 +111,14 @@ export function createChunkRunner(deps: RunChunkDeps) {
 
   const call = async (job: ChunkJob, req: ChunkRequest, signal?: AbortSignal): Promise<ResultMessage> => {
     const requestId = newRequestId();
-    const base = { t: 'r' as const, batchId: job.batchId, chunkNo: job.chunkNo, idx: req.idx, customId: req.customId, requestId };
+    const base = {
+      t: 'r' as const,
+      batchId: job.batchId,
+      chunkNo: job.chunkNo,
+      idx: req.idx,
+      customId: req.customId,
+      requestId,
+    };
     let lastProblem = 'no attempt was made';
     for (let attempt = 1; attempt <= deps.maxAttempts; attempt++) {
       if (attempt > 1) await sleep(Math.min(10_000, (deps.backoffMs ?? 500) * 2 ** (attempt - 2)), signal);
@@ -132,7 +146,11 @@ export function createChunkRunner(deps: RunChunkDeps) {
       }
     }
     const message = `The engine did not answer after ${deps.maxAttempts} attempts (last: ${lastProblem}).`;
-    return { ...base, status: 0, body: JSON.stringify({ error: { message, type: 'server_error', param: null, code: 'engine_unavailable' } }) };
+    return {
+      ...base,
+      status: 0,
+      body: JSON.stringify({ error: { message, type: 'server_error', param: null, code: 'engine_unavailable' } }),
+    };
   };
 
   /**
@@ -196,7 +214,10 @@ export function createChunkRunner(deps: RunChunkDeps) {
    * chunk-done message was published, and the caller must put the job back in the queue so
    * another worker runs the rest (the done-set skips what this one finished).
    */
-  const runChunk = async function runChunk(job: ChunkJob, signal?: AbortSignal): Promise<{ ran: number; skipped: number; handedBack: number }> {
+  const runChunk = async function runChunk(
+    job: ChunkJob,
+    signal?: AbortSignal,
+  ): Promise<{ ran: number; skipped: number; handedBack: number }> {
     if (signal) setMaxListeners(0, signal); // every request of the chunk listens to the job's signal
     const { concurrency } = await deps.engines.ensureReady(job.model, signal);
     const limit = limiterFor(job.model, concurrency);
@@ -210,7 +231,9 @@ export function createChunkRunner(deps: RunChunkDeps) {
         .map(async (r) => {
           // The engine slot (limiter) is held only for the engine call: the Redis write of
           // the result happens after the slot is handed to the next request.
-          const msg = await limit(async () => (draining ? 'back' : (await isCancelled(job.batchId)) ? null : call(job, r, signal)));
+          const msg = await limit(async () =>
+            draining ? 'back' : (await isCancelled(job.batchId)) ? null : call(job, r, signal),
+          );
           if (msg === 'back') {
             handedBack += 1;
             return;
@@ -224,10 +247,17 @@ export function createChunkRunner(deps: RunChunkDeps) {
         }),
     );
     if (handedBack > 0) {
-      deps.log.info({ batchId: job.batchId, chunkNo: job.chunkNo, ran, handedBack }, 'worker leaving: chunk handed back');
+      deps.log.info(
+        { batchId: job.batchId, chunkNo: job.chunkNo, ran, handedBack },
+        'worker leaving: chunk handed back',
+      );
       return { ran, skipped, handedBack };
     }
-    await deps.redis.xadd(k.results, '*', ...encodeMessage({ t: 'c', batchId: job.batchId, chunkNo: job.chunkNo, attempt: job.attempt }));
+    await deps.redis.xadd(
+      k.results,
+      '*',
+      ...encodeMessage({ t: 'c', batchId: job.batchId, chunkNo: job.chunkNo, attempt: job.attempt }),
+    );
     deps.log.debug({ batchId: job.batchId, chunkNo: job.chunkNo, ran, skipped, resumed: done.size }, 'chunk done');
     return { ran, skipped, handedBack };
   };
@@ -268,14 +298,19 @@ function success(base: Omit<ResultMessage, 'status' | 'body'>, status: number, b
     return { ...base, status, body: text, usage: readUsage(parsed.usage) };
   } catch {
     const message = 'The engine answered 2xx with a body that is not JSON.';
-    return { ...base, status: 502, body: JSON.stringify({ error: { message, type: 'server_error', param: null, code: 'bad_engine_response' } }) };
+    return {
+      ...base,
+      status: 502,
+      body: JSON.stringify({ error: { message, type: 'server_error', param: null, code: 'bad_engine_response' } }),
+    };
   }
 }
 
 function readUsage(u: Record<string, unknown> | undefined): ResultMessage['usage'] {
   if (!u) return undefined;
   const num = (v: unknown) => (typeof v === 'number' && Number.isFinite(v) ? v : 0);
-  const details = (v: unknown, key: string) => (v && typeof v === 'object' ? num((v as Record<string, unknown>)[key]) : 0);
+  const details = (v: unknown, key: string) =>
+    v && typeof v === 'object' ? num((v as Record<string, unknown>)[key]) : 0;
   return {
     input: num(u.prompt_tokens),
     cached: details(u.prompt_tokens_details, 'cached_tokens'),

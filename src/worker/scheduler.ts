@@ -19,11 +19,14 @@ export interface SchedulePolicy {
   interactiveMaxWaitMs: number;
 }
 
-const hasWork = (l: QueueLoad) => l.waiting > 0 || l.active > 0 || l.interactiveWaiting > 0 || l.interactiveInflight > 0;
+const hasWork = (l: QueueLoad) =>
+  l.waiting > 0 || l.active > 0 || l.interactiveWaiting > 0 || l.interactiveInflight > 0;
 
 /** When the model's oldest unserved work arrived: interactive waiters count like queued chunks. */
 function oldestOf(l: QueueLoad): number | null {
-  const t = [l.oldestWaitingAt, l.interactiveWaiting > 0 ? l.interactiveSince : null].filter((x): x is number => x !== null);
+  const t = [l.oldestWaitingAt, l.interactiveWaiting > 0 ? l.interactiveSince : null].filter(
+    (x): x is number => x !== null,
+  );
   return t.length ? Math.min(...t) : null;
 }
 
@@ -37,13 +40,17 @@ function oldestOf(l: QueueLoad): number | null {
  * - Chunks stuck "active" with no live worker (a crashed one) only move back to waiting when a
  *   Worker on that queue runs its stalled check, so a queue with only active jobs counts too.
  */
-export function pickModel(loads: readonly QueueLoad[], active: string | null, activeSince: number, now: number, policy: SchedulePolicy): string | null {
+export function pickModel(
+  loads: readonly QueueLoad[],
+  active: string | null,
+  activeSince: number,
+  now: number,
+  policy: SchedulePolicy,
+): string | null {
   const current = loads.find((l) => l.model === active);
   if (current && current.interactiveInflight > 0) return active;
   const others = loads.filter((l) => l.model !== active && hasWork(l));
-  const byAge = others
-    .filter((l) => oldestOf(l) !== null)
-    .sort((a, b) => oldestOf(a)! - oldestOf(b)!);
+  const byAge = others.filter((l) => oldestOf(l) !== null).sort((a, b) => oldestOf(a)! - oldestOf(b)!);
 
   if (current && hasWork(current)) {
     const interactive = others

@@ -3,7 +3,15 @@ import { Queue, WaitingError, Worker, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Config } from '../config/load.js';
 import type { Logger } from '../log/logger.js';
-import { chunkPlan, chunkQueueName, keys, sumDemand, type ChunkJob, type DemandRecord, type WorkerHeartbeat } from '../queue/jobs.js';
+import {
+  chunkPlan,
+  chunkQueueName,
+  keys,
+  sumDemand,
+  type ChunkJob,
+  type DemandRecord,
+  type WorkerHeartbeat,
+} from '../queue/jobs.js';
 import { createRedis, readJsonKeys } from '../queue/connection.js';
 import { createChunkRunner, type EngineAccess } from './run-chunk.js';
 import { pickModel, type QueueLoad } from './scheduler.js';
@@ -14,7 +22,15 @@ export interface WorkerNodeDeps {
   log: Logger;
   redisUrl: string;
   engines: EngineAccess & {
-    list(): { model: string; state: string; baseUrl: string | null; lastError: string | null; since: number; restarts?: number; detail?: { text: string } | null }[];
+    list(): {
+      model: string;
+      state: string;
+      baseUrl: string | null;
+      lastError: string | null;
+      since: number;
+      restarts?: number;
+      detail?: { text: string } | null;
+    }[];
     on(event: 'state', listener: () => void): unknown;
   };
 }
@@ -41,7 +57,11 @@ export function createWorkerNode(deps: WorkerNodeDeps) {
   const env = config.env;
   const k = keys(env.QUEUE_PREFIX);
   const workerId = env.WORKER_ID ?? `${hostname()}-${process.pid}`;
-  const served = env.WORKER_MODELS ? env.WORKER_MODELS.split(',').map((s) => s.trim()).filter(Boolean) : config.models.map((m) => m.id);
+  const served = env.WORKER_MODELS
+    ? env.WORKER_MODELS.split(',')
+        .map((s) => s.trim())
+        .filter(Boolean)
+    : config.models.map((m) => m.id);
   const modelById = new Map(config.models.map((m) => [m.id, m]));
   const redis: Redis = createRedis(deps.redisUrl, `worker-${workerId}`);
   const runChunk = createChunkRunner({
@@ -121,15 +141,19 @@ export function createWorkerNode(deps: WorkerNodeDeps) {
     const m = modelById.get(model);
     if (!m) throw new Error(`WORKER_MODELS names "${model}", which is not in ${config.modelsFile}`);
     const concurrency = chunkPlan(concurrencyOf(m), env.BATCH_CHUNK_SIZE).active;
-    const w = new Worker<ChunkJob>(name, async (job: Job<ChunkJob>, token, signal) => processChunk(model, job, token, signal), {
-      connection: createRedis(deps.redisUrl, `worker-${workerId}-${name}`),
-      prefix: env.QUEUE_PREFIX,
-      autorun: false,
-      concurrency,
-      lockDuration: env.JOB_LOCK_MS,
-      stalledInterval: env.JOB_STALLED_INTERVAL_MS,
-      maxStalledCount: 1000,
-    });
+    const w = new Worker<ChunkJob>(
+      name,
+      async (job: Job<ChunkJob>, token, signal) => processChunk(model, job, token, signal),
+      {
+        connection: createRedis(deps.redisUrl, `worker-${workerId}-${name}`),
+        prefix: env.QUEUE_PREFIX,
+        autorun: false,
+        concurrency,
+        lockDuration: env.JOB_LOCK_MS,
+        stalledInterval: env.JOB_STALLED_INTERVAL_MS,
+        maxStalledCount: 1000,
+      },
+    );
     w.on('failed', (job, err) => log.warn({ jobId: job?.id, model, err: err.message }, 'chunk job failed'));
     // The active model ran out of chunks: decide now whether another model's work is next.
     w.on('drained', () => {
@@ -187,7 +211,10 @@ export function createWorkerNode(deps: WorkerNodeDeps) {
     try {
       await deps.engines.ensureReady(next);
     } catch (err) {
-      log.warn({ model: next, err: (err as Error).message }, 'model failed to load; its chunks will fail and be retried');
+      log.warn(
+        { model: next, err: (err as Error).message },
+        'model failed to load; its chunks will fail and be retried',
+      );
     }
     const w = workers.get(next)!;
     if (!started.has(next)) {
@@ -237,7 +264,10 @@ export function createWorkerNode(deps: WorkerNodeDeps) {
         // Demand for the model we already serve, whose engine may have gone (idle TTL, crash).
         switching = deps.engines
           .ensureReady(next)
-          .then(() => undefined, (err) => log.warn({ model: next, err: (err as Error).message }, 'model failed to load'))
+          .then(
+            () => undefined,
+            (err) => log.warn({ model: next, err: (err as Error).message }, 'model failed to load'),
+          )
           .finally(() => (switching = undefined));
       }
     } catch (err) {
@@ -256,7 +286,15 @@ export function createWorkerNode(deps: WorkerNodeDeps) {
   };
 
   const heartbeat = async () => {
-    const engines = deps.engines.list().map((e) => ({ model: e.model, state: e.state, baseUrl: advertised(e.baseUrl), lastError: e.lastError, since: e.since, restarts: e.restarts ?? 0, detail: e.detail ?? null }));
+    const engines = deps.engines.list().map((e) => ({
+      model: e.model,
+      state: e.state,
+      baseUrl: advertised(e.baseUrl),
+      lastError: e.lastError,
+      since: e.since,
+      restarts: e.restarts ?? 0,
+      detail: e.detail ?? null,
+    }));
     const info: WorkerHeartbeat = { workerId, models: served, activeModel: active, engines, at: Date.now() };
     await redis.set(k.worker(workerId), JSON.stringify(info), 'PX', HEARTBEAT_MS * 3).catch(() => undefined);
   };
@@ -276,7 +314,9 @@ export function createWorkerNode(deps: WorkerNodeDeps) {
     start() {
       void schedule();
       void heartbeat();
-      void events.subscribe(k.events).catch((err) => log.warn({ err }, 'subscribing to API events failed; demand is seen by polling'));
+      void events
+        .subscribe(k.events)
+        .catch((err) => log.warn({ err }, 'subscribing to API events failed; demand is seen by polling'));
       timers = [setInterval(() => void schedule(), SCHEDULE_MS), setInterval(() => void heartbeat(), HEARTBEAT_MS)];
       log.info({ workerId, models: served }, 'worker started');
     },

@@ -20,7 +20,10 @@ afterEach(async () => {
 function setup() {
   const dir = mkdtempSync(path.join(tmpdir(), 'bw-e2e-'));
   dirs.push(dir);
-  writeFileSync(path.join(dir, 'models.yaml'), `models:\n  - id: ${MODEL}\n    engine: sim\n    options: { max_num_seqs: 32 }\n    sim: { ttft_ms: 5, max_concurrency: 32, output_tokens: 6 }\n`);
+  writeFileSync(
+    path.join(dir, 'models.yaml'),
+    `models:\n  - id: ${MODEL}\n    engine: sim\n    options: { max_num_seqs: 32 }\n    sim: { ttft_ms: 5, max_concurrency: 32, output_tokens: 6 }\n`,
+  );
   writeFileSync(path.join(dir, 'in.jsonl'), chatLines(N, MODEL));
   return dir;
 }
@@ -59,7 +62,8 @@ async function startBatch(client: OpenAI, dir: string) {
   return client.batches.create({ input_file_id: f.id, endpoint: '/v1/chat/completions', completion_window: '24h' });
 }
 
-const progress = async (client: OpenAI, id: string) => (await client.batches.retrieve(id)).request_counts?.completed ?? 0;
+const progress = async (client: OpenAI, id: string) =>
+  (await client.batches.retrieve(id)).request_counts?.completed ?? 0;
 
 describe('crash recovery (separate API and worker processes)', () => {
   it('resumes after the worker is killed with SIGKILL mid-batch: every custom_id exactly once', async () => {
@@ -75,7 +79,9 @@ describe('crash recovery (separate API and worker processes)', () => {
     await worker.kill('SIGKILL');
     const atKill = await progress(client, batch.id);
     expect(atKill).toBeLessThan(N);
-    const orphan = JSON.parse(readFileSync(path.join(env.DATA_DIR, 'logs', `${MODEL}.engine.json`), 'utf8')) as { enginePid: number };
+    const orphan = JSON.parse(readFileSync(path.join(env.DATA_DIR, 'logs', `${MODEL}.engine.json`), 'utf8')) as {
+      enginePid: number;
+    };
     worker = startMain('worker', env);
     procs.push(worker);
     await assertExactlyOnce(client, batch.id);

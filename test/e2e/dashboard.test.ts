@@ -36,15 +36,35 @@ const modelsYaml = `models:
     sim: { output_tokens: 20, tokens_per_second: 20 }
 `;
 
-const QUESTIONS = ['What is a GPU?', 'Name three prime numbers.', 'Why is the sky blue?', 'Translate "hello" to French.', 'Tell me about zebras.', 'What is 12 times 12?', 'Summarise the plot of Hamlet.', 'Write a haiku about batches.'];
+const QUESTIONS = [
+  'What is a GPU?',
+  'Name three prime numbers.',
+  'Why is the sky blue?',
+  'Translate "hello" to French.',
+  'Tell me about zebras.',
+  'What is 12 times 12?',
+  'Summarise the plot of Hamlet.',
+  'Write a haiku about batches.',
+];
 
-function jsonl(model: string, n = QUESTIONS.length, extra: (i: number) => Record<string, unknown> = () => ({})): string {
+function jsonl(
+  model: string,
+  n = QUESTIONS.length,
+  extra: (i: number) => Record<string, unknown> = () => ({}),
+): string {
   return Array.from({ length: n }, (_, i) =>
     JSON.stringify({
       custom_id: `q-${i}`,
       method: 'POST',
       url: '/v1/chat/completions',
-      body: { model, messages: [{ role: 'system', content: 'Answer briefly.' }, { role: 'user', content: QUESTIONS[i % QUESTIONS.length] }], ...extra(i) },
+      body: {
+        model,
+        messages: [
+          { role: 'system', content: 'Answer briefly.' },
+          { role: 'user', content: QUESTIONS[i % QUESTIONS.length] },
+        ],
+        ...extra(i),
+      },
     }),
   ).join('\n');
 }
@@ -99,7 +119,16 @@ describe.skipIf(!existsSync(CHROMIUM))('dashboard in headless Chromium', () => {
     ctx = await chromium.launchPersistentContext(userDir, {
       executablePath: CHROMIUM,
       headless: true,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+      args: [
+        '--headless',
+        '--no-sandbox',
+        '--disable-gpu',
+        '--disable-quic',
+        '--no-first-run',
+        '--disable-background-networking',
+        '--disable-component-update',
+        '--disable-sync',
+      ],
       viewport: { width: 1360, height: 900 },
       acceptDownloads: true,
     });
@@ -109,7 +138,9 @@ describe.skipIf(!existsSync(CHROMIUM))('dashboard in headless Chromium', () => {
       if (m.type() === 'error') browserErrors.push(m.text());
     });
     // Nothing outside this machine may be fetched: every request the page makes goes to a test server.
-    await ctx.route('**/*', (route) => (route.request().url().startsWith('http://127.0.0.1:') ? route.continue() : route.abort()));
+    await ctx.route('**/*', (route) =>
+      route.request().url().startsWith('http://127.0.0.1:') ? route.continue() : route.abort(),
+    );
   }, 120_000);
 
   afterAll(async () => {
@@ -141,7 +172,9 @@ describe.skipIf(!existsSync(CHROMIUM))('dashboard in headless Chromium', () => {
       )
       .toBe('completed');
     expect(seen.has('in_progress') || seen.has('validating')).toBe(true);
-    await expect.poll(() => row(page, batchA).locator('td.num').first().textContent()).toBe(`${QUESTIONS.length} / ${QUESTIONS.length}`);
+    await expect
+      .poll(() => row(page, batchA).locator('td.num').first().textContent())
+      .toBe(`${QUESTIONS.length} / ${QUESTIONS.length}`);
     // Polls happen only when a batch leaves the active list (to read its final state).
     expect(polls.length).toBeLessThanOrEqual(3);
   });
@@ -187,7 +220,10 @@ describe.skipIf(!existsSync(CHROMIUM))('dashboard in headless Chromium', () => {
   it('exports the starred answers as chat fine-tuning JSONL', async () => {
     const [download] = await Promise.all([page.waitForEvent('download'), page.click('#export-starred')]);
     expect(download.suggestedFilename()).toBe('starred.jsonl');
-    const lines = readFileSync((await download.path())!, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    const lines = readFileSync((await download.path())!, 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
     expect(lines).toHaveLength(2);
     expect(lines[0].messages.slice(0, 2)).toEqual([
       { role: 'system', content: 'Answer briefly.' },
@@ -228,17 +264,24 @@ describe.skipIf(!existsSync(CHROMIUM))('dashboard in headless Chromium', () => {
     const id = await createdBatchId(page, 'slow.jsonl');
     await expect.poll(() => row(page, id).getAttribute('data-status'), { timeout: 60_000 }).toBe('in_progress');
     // Live progress moves while it runs (each request takes ~1 s on the slow sim).
-    const done = async () => Number((await row(page, id).locator('td.num').first().textContent())!.split('/')[0]!.trim());
+    const done = async () =>
+      Number((await row(page, id).locator('td.num').first().textContent())!.split('/')[0]!.trim());
     await expect.poll(done, { timeout: 60_000, interval: 250 }).toBeGreaterThanOrEqual(4);
     // The detail panel (opened on submit) follows the live counts too.
-    await expect.poll(async () => page.locator('#batch-detail dl.facts').textContent(), { timeout: 20_000 }).toMatch(/[1-9]\d* completed/);
+    await expect
+      .poll(async () => page.locator('#batch-detail dl.facts').textContent(), { timeout: 20_000 })
+      .toMatch(/[1-9]\d* completed/);
     if (SHOTS) {
-      await expect.poll(async () => row(page, id).locator('td.num').nth(2).textContent(), { timeout: 20_000 }).toMatch(/\/s/);
+      await expect
+        .poll(async () => row(page, id).locator('td.num').nth(2).textContent(), { timeout: 20_000 })
+        .toMatch(/\/s/);
       await page.screenshot({ path: path.join(DOCS, 'dashboard.png') });
     }
     await row(page, id).click();
     await page.click('#batch-detail [data-action=cancel]');
-    await expect.poll(() => row(page, id).getAttribute('data-status'), { timeout: 60_000, interval: 200 }).toBe('cancelled');
+    await expect
+      .poll(() => row(page, id).getAttribute('data-status'), { timeout: 60_000, interval: 200 })
+      .toBe('cancelled');
     const b = await server.client.batches.retrieve(id);
     expect(b.status).toBe('cancelled');
     expect(b.request_counts!.completed).toBeLessThan(40);
@@ -247,7 +290,10 @@ describe.skipIf(!existsSync(CHROMIUM))('dashboard in headless Chromium', () => {
     await errors.waitFor({ timeout: 20_000 });
     expect(await page.locator('#batch-detail [data-action=cancel]').count()).toBe(0);
     const [download] = await Promise.all([page.waitForEvent('download'), errors.click()]);
-    const lines = readFileSync((await download.path())!, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    const lines = readFileSync((await download.path())!, 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
     expect(lines.length).toBe(40 - b.request_counts!.completed);
     expect(lines.every((l) => l.error?.code === 'batch_cancelled')).toBe(true);
   });
@@ -260,7 +306,10 @@ describe.skipIf(!existsSync(CHROMIUM))('dashboard in headless Chromium', () => {
     await button.waitFor({ timeout: 20_000 });
     const [download] = await Promise.all([page.waitForEvent('download'), button.click()]);
     expect(download.suggestedFilename()).toBe(`${batchA}-output.jsonl`);
-    const lines = readFileSync((await download.path())!, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    const lines = readFileSync((await download.path())!, 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
     expect(lines.map((l) => l.custom_id).sort()).toEqual(QUESTIONS.map((_, i) => `q-${i}`).sort());
     expect(lines.every((l) => l.response.status_code === 200)).toBe(true);
   });
@@ -278,7 +327,15 @@ describe.skipIf(!existsSync(CHROMIUM))('dashboard in headless Chromium', () => {
       const r = await fetch(`${server.baseUrl}/ops/benchmarks`, {
         method: 'POST',
         headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({ model, kind: 'batch', requests_per_s: rps, tokens_per_s: tps, latency_p50_ms: p50, latency_p95_ms: p95, created_at: at }),
+        body: JSON.stringify({
+          model,
+          kind: 'batch',
+          requests_per_s: rps,
+          tokens_per_s: tps,
+          latency_p50_ms: p50,
+          latency_p95_ms: p95,
+          created_at: at,
+        }),
       });
       expect(r.status).toBe(200);
     }
@@ -289,7 +346,9 @@ describe.skipIf(!existsSync(CHROMIUM))('dashboard in headless Chromium', () => {
     expect(await a.count()).toBe(2);
     expect(await a.first().textContent()).toContain('455.8');
     if (SHOTS) await page.screenshot({ path: path.join(DOCS, 'dashboard-benchmarks.png') });
-    if (SHOTS) for (const f of ['dashboard.png', 'dashboard-results.png']) expect(statSync(path.join(DOCS, f)).size).toBeLessThan(300_000);
+    if (SHOTS)
+      for (const f of ['dashboard.png', 'dashboard-results.png'])
+        expect(statSync(path.join(DOCS, f)).size).toBeLessThan(300_000);
   });
 
   it('asks for a key when the server has API keys, and then shows its data', async () => {

@@ -23,7 +23,9 @@ let dir: string;
 const results: TrialResult[] = [];
 
 beforeAll(async () => {
-  console.log(`fault matrix: ${TRIALS} trials of ${N} requests, FAULT_SEED=${SEED} (replay: FAULT_SEED=${SEED} npx vitest run test/e2e/fault-matrix.test.ts)`);
+  console.log(
+    `fault matrix: ${TRIALS} trials of ${N} requests, FAULT_SEED=${SEED} (replay: FAULT_SEED=${SEED} npx vitest run test/e2e/fault-matrix.test.ts)`,
+  );
   dir = mkdtempSync(path.join(tmpdir(), 'bw-fault-'));
   stack = await FaultStack.start({ dir, slots: 32, ttftMs: 50 });
 }, 180_000);
@@ -48,7 +50,9 @@ describe('fault matrix: whatever dies, every request is answered exactly once', 
     it(`trial ${i}`, { timeout: 240_000 }, async () => {
       const r = await runTrial(stack, i, SEED + i, N, CI_FAULTS);
       results.push(r);
-      console.log(`trial ${i}: ${r.status} in ${r.durationMs} ms, redone ${r.redone} (bound ${r.redoneBound}), faults ${r.faults.map((f) => `${f.kind}@${f.landedAt ?? 'skipped'}`).join(' ')}`);
+      console.log(
+        `trial ${i}: ${r.status} in ${r.durationMs} ms, redone ${r.redone} (bound ${r.redoneBound}), faults ${r.faults.map((f) => `${f.kind}@${f.landedAt ?? 'skipped'}`).join(' ')}`,
+      );
       expect(r.problems, explain(r)).toEqual([]);
       expect(r.status).toBe('completed');
       expect(r.outputLines + r.errorLines).toBe(N);
@@ -61,19 +65,27 @@ describe('fault matrix: whatever dies, every request is answered exactly once', 
       const t = TRIALS + 1 + i;
       const r = await runTrial(stack, t, SEED + t, N, CI_FAULTS, { cancel: true });
       results.push(r);
-      console.log(`cancel trial ${i}: ${r.status} in ${r.durationMs} ms, cancelled at ${r.cancelledAt}, output ${r.outputLines}, errors ${JSON.stringify(r.errorCodes)}, faults ${r.faults.map((f) => `${f.kind}@${f.landedAt ?? 'skipped'}`).join(' ')}`);
+      console.log(
+        `cancel trial ${i}: ${r.status} in ${r.durationMs} ms, cancelled at ${r.cancelledAt}, output ${r.outputLines}, errors ${JSON.stringify(r.errorCodes)}, faults ${r.faults.map((f) => `${f.kind}@${f.landedAt ?? 'skipped'}`).join(' ')}`,
+      );
       expect(r.problems, explain(r)).toEqual([]);
       expect(['completed', 'cancelled']).toContain(r.status);
       expect(r.outputLines + r.errorLines).toBe(N);
     });
   }
 
-  it('Redis wiped mid-batch (FLUSHALL): the batch is rebuilt from SQLite and completes exactly once', { timeout: 240_000 }, async () => {
-    const r = await runTrial(stack, TRIALS, SEED + TRIALS, N, ['redis-flushall']);
-    results.push(r);
-    console.log(`flushall: ${r.status} in ${r.durationMs} ms, redone ${r.redone}, faults ${r.faults.map((f) => `${f.kind}@${f.landedAt ?? 'skipped'}`).join(' ')}`);
-    expect(r.problems, explain(r)).toEqual([]);
-    expect(r.faults.some((f) => f.landedAt !== null)).toBe(true);
-    expect(r.outputLines).toBe(N);
-  });
+  it(
+    'Redis wiped mid-batch (FLUSHALL): the batch is rebuilt from SQLite and completes exactly once',
+    { timeout: 240_000 },
+    async () => {
+      const r = await runTrial(stack, TRIALS, SEED + TRIALS, N, ['redis-flushall']);
+      results.push(r);
+      console.log(
+        `flushall: ${r.status} in ${r.durationMs} ms, redone ${r.redone}, faults ${r.faults.map((f) => `${f.kind}@${f.landedAt ?? 'skipped'}`).join(' ')}`,
+      );
+      expect(r.problems, explain(r)).toEqual([]);
+      expect(r.faults.some((f) => f.landedAt !== null)).toBe(true);
+      expect(r.outputLines).toBe(N);
+    },
+  );
 });

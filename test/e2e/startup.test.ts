@@ -19,7 +19,12 @@ function dirWithModels() {
 describe('starting the server', () => {
   it('refuses a second API on the same DATA_DIR, naming the first one’s pid', async () => {
     const dir = dirWithModels();
-    const env = { DATA_DIR: path.join(dir, 'data'), MODELS_FILE: path.join(dir, 'models.yaml'), REDIS_URL: inject('redisUrl'), QUEUE_PREFIX: 'startup1' };
+    const env = {
+      DATA_DIR: path.join(dir, 'data'),
+      MODELS_FILE: path.join(dir, 'models.yaml'),
+      REDIS_URL: inject('redisUrl'),
+      QUEUE_PREFIX: 'startup1',
+    };
     const first = startMain('serve', { ...env, PORT: String(await freePort()) });
     procs.push(first);
     await waitForOutput(first, /api listening/);
@@ -35,7 +40,12 @@ describe('starting the server', () => {
     const bin = path.join(dir, 'bin');
     mkdirSync(bin);
     symlinkSync(process.execPath, path.join(bin, 'node'));
-    const p = startMain('all', { DATA_DIR: path.join(dir, 'data'), MODELS_FILE: path.join(dir, 'models.yaml'), PATH: bin, REDIS_URL: '' });
+    const p = startMain('all', {
+      DATA_DIR: path.join(dir, 'data'),
+      MODELS_FILE: path.join(dir, 'models.yaml'),
+      PATH: bin,
+      REDIS_URL: '',
+    });
     procs.push(p);
     const exit = await p.exited;
     expect(exit.code).toBe(1);
@@ -47,7 +57,11 @@ describe('starting the server', () => {
   it('names the file and the field of a bad models.yaml and exits 1', async () => {
     const dir = dirWithModels();
     writeFileSync(path.join(dir, 'models.yaml'), 'models:\n  - id: m\n    engine: tgi\n');
-    const p = startMain('serve', { DATA_DIR: path.join(dir, 'data'), MODELS_FILE: path.join(dir, 'models.yaml'), REDIS_URL: inject('redisUrl') });
+    const p = startMain('serve', {
+      DATA_DIR: path.join(dir, 'data'),
+      MODELS_FILE: path.join(dir, 'models.yaml'),
+      REDIS_URL: inject('redisUrl'),
+    });
     procs.push(p);
     expect((await p.exited).code).toBe(1);
     expect(p.output()).toContain(`MODELS_FILE ${path.join(dir, 'models.yaml')} models.0.engine:`);

@@ -35,7 +35,13 @@ export interface TestServer {
  * with a fresh key prefix, listening on 127.0.0.1:<free port>.
  */
 export async function startTestServer(
-  opts: { env?: Record<string, string>; modelsYaml?: string; worker?: boolean; logLevel?: string; captureLogs?: boolean } = {},
+  opts: {
+    env?: Record<string, string>;
+    modelsYaml?: string;
+    worker?: boolean;
+    logLevel?: string;
+    captureLogs?: boolean;
+  } = {},
 ): Promise<TestServer> {
   const dataDir = mkdtempSync(path.join(tmpdir(), 'bw-test-'));
   const modelsFile = path.join(dataDir, 'models.yaml');

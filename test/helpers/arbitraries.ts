@@ -14,7 +14,15 @@ export function fuzzRuns(n: number): number {
 }
 
 /** Keys that have broken JS servers before: prototype pollution and friends. */
-export const PROTO_KEYS = ['__proto__', 'constructor', 'prototype', 'toString', 'hasOwnProperty', 'valueOf', '__defineGetter__'];
+export const PROTO_KEYS = [
+  '__proto__',
+  'constructor',
+  'prototype',
+  'toString',
+  'hasOwnProperty',
+  'valueOf',
+  '__defineGetter__',
+];
 
 /** Strings chosen to break parsers, logs, paths and headers. */
 export const NASTY_STRINGS = [
@@ -88,14 +96,24 @@ export const hostileJson: fc.Arbitrary<unknown> = fc.letrec((tie) => ({
     tie('object'),
   ),
   object: fc
-    .array(fc.tuple(fc.oneof(fc.constantFrom(...PROTO_KEYS), nastyString.filter((s) => s.length < 100)), tie('value')), { maxLength: 6 })
+    .array(
+      fc.tuple(
+        fc.oneof(
+          fc.constantFrom(...PROTO_KEYS),
+          nastyString.filter((s) => s.length < 100),
+        ),
+        tie('value'),
+      ),
+      { maxLength: 6 },
+    )
     .map(objectOf),
 })).value;
 
 /** Builds an object with own properties even for "__proto__" (as JSON.parse does). */
 export function objectOf(entries: readonly (readonly [string, unknown])[]): Record<string, unknown> {
   const o: Record<string, unknown> = {};
-  for (const [k, v] of entries) Object.defineProperty(o, k, { value: v, enumerable: true, writable: true, configurable: true });
+  for (const [k, v] of entries)
+    Object.defineProperty(o, k, { value: v, enumerable: true, writable: true, configurable: true });
   return o;
 }
 
@@ -108,8 +126,14 @@ export function deepJson(depth: number, kind: 'array' | 'object' = 'array'): str
 export const hostileBodyText: fc.Arbitrary<string> = fc.oneof(
   { weight: 6, arbitrary: hostileJson.map((v) => JSON.stringify(v) ?? 'null') },
   { weight: 1, arbitrary: fc.string({ unit: 'binary', maxLength: 200 }) },
-  { weight: 1, arbitrary: fc.integer({ min: 1, max: 3000 }).chain((d) => fc.constantFrom(deepJson(d), deepJson(d, 'object'))) },
-  { weight: 1, arbitrary: fc.constantFrom('{', '{"a":', '[1,2', '{"model":"x",}', 'NaN', '\ufeff{}', '{"a":1}{"b":2}', '') },
+  {
+    weight: 1,
+    arbitrary: fc.integer({ min: 1, max: 3000 }).chain((d) => fc.constantFrom(deepJson(d), deepJson(d, 'object'))),
+  },
+  {
+    weight: 1,
+    arbitrary: fc.constantFrom('{', '{"a":', '[1,2', '{"model":"x",}', 'NaN', '\ufeff{}', '{"a":1}{"b":2}', ''),
+  },
 );
 
 /** encodeURIComponent, except that a lone surrogate becomes the (invalid UTF-8) bytes %ED%xx%xx instead of throwing. */
@@ -117,7 +141,8 @@ export function encodeHostile(s: string): string {
   let out = '';
   for (const ch of s) {
     const c = ch.codePointAt(0)!;
-    if (c >= 0xd800 && c <= 0xdfff) out += `%ED%${(0x80 | ((c >> 6) & 0x3f)).toString(16).toUpperCase()}%${(0x80 | (c & 0x3f)).toString(16).toUpperCase()}`;
+    if (c >= 0xd800 && c <= 0xdfff)
+      out += `%ED%${(0x80 | ((c >> 6) & 0x3f)).toString(16).toUpperCase()}%${(0x80 | (c & 0x3f)).toString(16).toUpperCase()}`;
     else out += encodeURIComponent(ch);
   }
   return out;
@@ -127,22 +152,60 @@ export function encodeHostile(s: string): string {
 export const hostileQuery: fc.Arbitrary<string> = fc
   .array(
     fc.tuple(
-      fc.oneof(fc.constantFrom('limit', 'after', 'order', 'purpose', ...PROTO_KEYS, 'limit[]', 'a[b][c]'), nastyString.filter((s) => s.length < 50)),
-      fc.oneof(nastyString.filter((s) => s.length < 300), nastyNumber.map(String)),
+      fc.oneof(
+        fc.constantFrom('limit', 'after', 'order', 'purpose', ...PROTO_KEYS, 'limit[]', 'a[b][c]'),
+        nastyString.filter((s) => s.length < 50),
+      ),
+      fc.oneof(
+        nastyString.filter((s) => s.length < 300),
+        nastyNumber.map(String),
+      ),
       fc.boolean(),
     ),
     { maxLength: 5 },
   )
-  .map((pairs) => pairs.map(([k, v, raw]) => (raw ? `${k}=${v}`.replace(/[#\s]/g, '').replace(/[^\x21-\x7e]/g, (c) => encodeHostile(c)) : `${encodeHostile(k)}=${encodeHostile(v)}`)).join('&'));
+  .map((pairs) =>
+    pairs
+      .map(([k, v, raw]) =>
+        raw
+          ? `${k}=${v}`.replace(/[#\s]/g, '').replace(/[^\x21-\x7e]/g, (c) => encodeHostile(c))
+          : `${encodeHostile(k)}=${encodeHostile(v)}`,
+      )
+      .join('&'),
+  );
 
 /** A path segment: ids, traversal, encodings, very long. Always URL-safe once encoded. */
 export const hostilePathParam: fc.Arbitrary<string> = fc.oneof(
   nastyString.filter((s) => s.length > 0 && s.length < 2000).map(encodeHostile),
-  fc.constantFrom('%2e%2e%2f%2e%2e', '..%2f..%2fetc', '%00', '%ff%fe', '%', '%zz', 'file-' + 'A'.repeat(70), 'batch_' + 'A'.repeat(70), 'a'.repeat(600)),
+  fc.constantFrom(
+    '%2e%2e%2f%2e%2e',
+    '..%2f..%2fetc',
+    '%00',
+    '%ff%fe',
+    '%',
+    '%zz',
+    'file-' + 'A'.repeat(70),
+    'batch_' + 'A'.repeat(70),
+    'a'.repeat(600),
+  ),
 );
 
 const headerValue = fc.oneof(
-  fc.constantFrom('', ' ', 'Bearer', 'Bearer ', 'Bearer sk-' + 'x'.repeat(300), 'application/json; charset=utf-16', 'multipart/form-data', 'multipart/form-data; boundary=', 'text/plain', '-1', '1e9', 'NaN', '9'.repeat(30)),
+  fc.constantFrom(
+    '',
+    ' ',
+    'Bearer',
+    'Bearer ',
+    'Bearer sk-' + 'x'.repeat(300),
+    'application/json; charset=utf-16',
+    'multipart/form-data',
+    'multipart/form-data; boundary=',
+    'text/plain',
+    '-1',
+    '1e9',
+    'NaN',
+    '9'.repeat(30),
+  ),
   fc.string({ unit: fc.integer({ min: 0x20, max: 0x7e }).map((c) => String.fromCharCode(c)), maxLength: 200 }),
 );
 
@@ -150,7 +213,19 @@ const headerValue = fc.oneof(
 export const hostileHeaders: fc.Arbitrary<Record<string, string>> = fc
   .array(
     fc.tuple(
-      fc.constantFrom('x-request-id', 'idempotency-key', 'x-stainless-retry-count', 'authorization', 'x-api-key', 'accept', 'accept-encoding', 'openai-organization', 'openai-project', 'x-forwarded-for', 'range'),
+      fc.constantFrom(
+        'x-request-id',
+        'idempotency-key',
+        'x-stainless-retry-count',
+        'authorization',
+        'x-api-key',
+        'accept',
+        'accept-encoding',
+        'openai-organization',
+        'openai-project',
+        'x-forwarded-for',
+        'range',
+      ),
       headerValue,
     ),
     { maxLength: 4 },
@@ -202,7 +277,18 @@ export const EXPECTED_CODES: Record<Exclude<LineKind, 'valid' | 'blank'>, string
 };
 
 const bodyExtras = fc.dictionary(
-  fc.constantFrom('messages', 'max_tokens', 'temperature', 'seed', 'n', 'stop', 'metadata', 'input', 'prompt', 'x_extra'),
+  fc.constantFrom(
+    'messages',
+    'max_tokens',
+    'temperature',
+    'seed',
+    'n',
+    'stop',
+    'metadata',
+    'input',
+    'prompt',
+    'x_extra',
+  ),
   hostileJson,
   { maxKeys: 3 },
 );
@@ -211,7 +297,11 @@ const bodyExtras = fc.dictionary(
  * A generator of lines for one endpoint and a known `model`, `other` a second known model.
  * Custom ids are made unique by the caller (`uid`), except for 'duplicate' lines.
  */
-export function lineArb(endpoint: string, model: string, other: string): fc.Arbitrary<(uid: string, prevIds: string[]) => GenLine> {
+export function lineArb(
+  endpoint: string,
+  model: string,
+  other: string,
+): fc.Arbitrary<(uid: string, prevIds: string[]) => GenLine> {
   const ws = fc.constantFrom('', ' ', '\t', '  ');
   const eol = fc.constantFrom('', '\r');
   const unicodeId = fc.string({ unit: 'grapheme', minLength: 1, maxLength: 20 });
@@ -225,37 +315,122 @@ export function lineArb(endpoint: string, model: string, other: string): fc.Arbi
     ]);
   const encode = (v: unknown, pad: string, cr: string) => `${pad}${JSON.stringify(v)}${pad}${cr}`;
   return fc.oneof(
-    { weight: 8, arbitrary: fc.tuple(bodyExtras.map((e) => ({ ...e, stream: false })), unicodeId, ws, eol).map(([extra, idTail, pad, cr]) => (uid: string) => ({ kind: 'valid' as const, text: encode(req(`${uid}${idTail}`, extra), pad, cr), registers: `${uid}${idTail}`, model })) },
+    {
+      weight: 8,
+      arbitrary: fc
+        .tuple(
+          bodyExtras.map((e) => ({ ...e, stream: false })),
+          unicodeId,
+          ws,
+          eol,
+        )
+        .map(([extra, idTail, pad, cr]) => (uid: string) => ({
+          kind: 'valid' as const,
+          text: encode(req(`${uid}${idTail}`, extra), pad, cr),
+          registers: `${uid}${idTail}`,
+          model,
+        })),
+    },
     { weight: 1, arbitrary: fc.tuple(ws, eol).map(([pad, cr]) => () => ({ kind: 'blank' as const, text: pad + cr })) },
     {
       weight: 1,
       arbitrary: fc
-        .constantFrom('{', '{"custom_id":', 'not json', '{"a":1,}', "{'custom_id':'x'}", '{"custom_id":"x"} trailing', 'NaN', '[', '{"a":"\\x"}', '\u0000')
+        .constantFrom(
+          '{',
+          '{"custom_id":',
+          'not json',
+          '{"a":1,}',
+          "{'custom_id':'x'}",
+          '{"custom_id":"x"} trailing',
+          'NaN',
+          '[',
+          '{"a":"\\x"}',
+          '\u0000',
+        )
         .map((t) => () => ({ kind: 'bad_json' as const, text: t })),
     },
-    { weight: 1, arbitrary: fc.constantFrom('[]', '1', '"str"', 'null', 'true', '[{"custom_id":"a"}]', '1e999').map((t) => () => ({ kind: 'not_object' as const, text: t })) },
     {
       weight: 1,
-      arbitrary: fc.constantFrom(undefined, null, 1, '', [], {}, true).map((cid) => () => ({ kind: 'missing_custom_id' as const, text: JSON.stringify(req(cid, {})) })),
+      arbitrary: fc
+        .constantFrom('[]', '1', '"str"', 'null', 'true', '[{"custom_id":"a"}]', '1e999')
+        .map((t) => () => ({ kind: 'not_object' as const, text: t })),
     },
-    { weight: 1, arbitrary: fc.constantFrom('GET', 'post', 'PUT', null, 1).map((m) => (uid: string) => ({ kind: 'bad_method' as const, text: JSON.stringify({ ...req(uid, {}), method: m }) })) },
+    {
+      weight: 1,
+      arbitrary: fc
+        .constantFrom(undefined, null, 1, '', [], {}, true)
+        .map((cid) => () => ({ kind: 'missing_custom_id' as const, text: JSON.stringify(req(cid, {})) })),
+    },
+    {
+      weight: 1,
+      arbitrary: fc.constantFrom('GET', 'post', 'PUT', null, 1).map((m) => (uid: string) => ({
+        kind: 'bad_method' as const,
+        text: JSON.stringify({ ...req(uid, {}), method: m }),
+      })),
+    },
     {
       weight: 1,
       arbitrary: fc
         .constantFrom('/v1/other', endpoint + '/', endpoint.toUpperCase(), null, 42, 'http://evil' + endpoint)
         .map((u) => (uid: string) => ({ kind: 'bad_url' as const, text: JSON.stringify({ ...req(uid, {}), url: u }) })),
     },
-    { weight: 1, arbitrary: fc.constantFrom(null, 'x', [], 5).map((b) => (uid: string) => ({ kind: 'bad_body' as const, text: JSON.stringify({ ...req(uid, {}), body: b }) })) },
-    { weight: 1, arbitrary: fc.constantFrom(undefined, null, '', 7, ['m']).map((m) => (uid: string) => ({ kind: 'missing_model' as const, text: JSON.stringify(req(uid, {}, m)) })) },
-    { weight: 1, arbitrary: fc.constant((uid: string) => ({ kind: 'stream_true' as const, text: JSON.stringify(req(uid, { stream: true })) })) },
     {
       weight: 1,
-      arbitrary: fc.nat().map((n) => (uid: string, prev: string[]) =>
-        prev.length === 0 ? { kind: 'valid' as const, text: JSON.stringify(req(uid, {})), registers: uid, model } : { kind: 'duplicate' as const, text: JSON.stringify(req(prev[n % prev.length], {})) },
-      ),
+      arbitrary: fc.constantFrom(null, 'x', [], 5).map((b) => (uid: string) => ({
+        kind: 'bad_body' as const,
+        text: JSON.stringify({ ...req(uid, {}), body: b }),
+      })),
     },
-    { weight: 1, arbitrary: nastyString.filter((s) => s !== model && s !== other && s.length > 0).map((m) => (uid: string) => ({ kind: 'unknown_model' as const, text: JSON.stringify(req(uid, {}, m)), registers: uid, model: m })) },
-    { weight: 1, arbitrary: fc.constant((uid: string) => ({ kind: 'mismatched_model' as const, text: JSON.stringify(req(uid, {}, other)), registers: uid, model: other })) },
-    { weight: 1, arbitrary: fc.integer({ min: 513, max: 2000 }).map((n) => (uid: string) => ({ kind: 'long_custom_id' as const, text: JSON.stringify(req(uid.padEnd(n, 'z'), {})) })) },
+    {
+      weight: 1,
+      arbitrary: fc
+        .constantFrom(undefined, null, '', 7, ['m'])
+        .map((m) => (uid: string) => ({ kind: 'missing_model' as const, text: JSON.stringify(req(uid, {}, m)) })),
+    },
+    {
+      weight: 1,
+      arbitrary: fc.constant((uid: string) => ({
+        kind: 'stream_true' as const,
+        text: JSON.stringify(req(uid, { stream: true })),
+      })),
+    },
+    {
+      weight: 1,
+      arbitrary: fc
+        .nat()
+        .map(
+          (n) => (uid: string, prev: string[]) =>
+            prev.length === 0
+              ? { kind: 'valid' as const, text: JSON.stringify(req(uid, {})), registers: uid, model }
+              : { kind: 'duplicate' as const, text: JSON.stringify(req(prev[n % prev.length], {})) },
+        ),
+    },
+    {
+      weight: 1,
+      arbitrary: nastyString
+        .filter((s) => s !== model && s !== other && s.length > 0)
+        .map((m) => (uid: string) => ({
+          kind: 'unknown_model' as const,
+          text: JSON.stringify(req(uid, {}, m)),
+          registers: uid,
+          model: m,
+        })),
+    },
+    {
+      weight: 1,
+      arbitrary: fc.constant((uid: string) => ({
+        kind: 'mismatched_model' as const,
+        text: JSON.stringify(req(uid, {}, other)),
+        registers: uid,
+        model: other,
+      })),
+    },
+    {
+      weight: 1,
+      arbitrary: fc.integer({ min: 513, max: 2000 }).map((n) => (uid: string) => ({
+        kind: 'long_custom_id' as const,
+        text: JSON.stringify(req(uid.padEnd(n, 'z'), {})),
+      })),
+    },
   );
 }

@@ -4,7 +4,11 @@ import type { TestServer } from './app.js';
 
 /** Creates a key in the server's own database (the server sees it on its next request). */
 export function addKey(server: TestServer, opts: { name?: string; project?: string; admin?: boolean } = {}): string {
-  return createKey(server.app.deps.db, { name: opts.name ?? 'test', ...(opts.project !== undefined && { project: opts.project }), admin: opts.admin ?? false }).secret;
+  return createKey(server.app.deps.db, {
+    name: opts.name ?? 'test',
+    ...(opts.project !== undefined && { project: opts.project }),
+    admin: opts.admin ?? false,
+  }).secret;
 }
 
 /** The official SDK against the test server with this key (no SDK retries: tests see every answer). */

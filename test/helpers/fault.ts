@@ -21,7 +21,13 @@ import { isProcessAlive } from '../../src/os/process.js';
 export const rngFrom = mulberry32;
 
 export type FaultKind = 'worker-kill' | 'api-kill' | 'engine-kill' | 'redis-kill' | 'redis-shutdown' | 'redis-flushall';
-export const CI_FAULTS: readonly FaultKind[] = ['worker-kill', 'api-kill', 'engine-kill', 'redis-kill', 'redis-shutdown'];
+export const CI_FAULTS: readonly FaultKind[] = [
+  'worker-kill',
+  'api-kill',
+  'engine-kill',
+  'redis-kill',
+  'redis-shutdown',
+];
 
 export interface StackOptions {
   dir: string;
@@ -62,7 +68,10 @@ export class FaultStack {
   readonly arrivals = new Map<number, number>();
   readonly log: string[] = [];
 
-  private constructor(readonly opts: StackOptions, port: number) {
+  private constructor(
+    readonly opts: StackOptions,
+    port: number,
+  ) {
     this.model = opts.model ?? 'sim-fault';
     this.slots = opts.slots ?? 32;
     this.env = {
@@ -84,7 +93,10 @@ export class FaultStack {
     const s = new FaultStack(opts, await freePort());
     mkdirSync(opts.dir, { recursive: true });
     const sim = `{ ttft_ms: ${opts.ttftMs ?? 60}, max_concurrency: ${s.slots}, output_tokens: ${opts.outputTokens ?? 6} }`;
-    writeFileSync(s.env.MODELS_FILE!, `models:\n  - id: ${s.model}\n    engine: sim\n    options: { max_num_seqs: ${s.slots} }\n    sim: ${sim}\n`);
+    writeFileSync(
+      s.env.MODELS_FILE!,
+      `models:\n  - id: ${s.model}\n    engine: sim\n    options: { max_num_seqs: ${s.slots} }\n    sim: ${sim}\n`,
+    );
     s.redisDir = path.join(opts.dir, 'redis');
     mkdirSync(s.redisDir, { recursive: true });
     s.redisPort = await freePort();
@@ -113,7 +125,10 @@ export class FaultStack {
     else {
       const c = new Redis(this.redis.url, { maxRetriesPerRequest: 0, lazyConnect: true });
       c.on('error', () => undefined);
-      await c.connect().then(() => c.call('SHUTDOWN')).catch(() => undefined);
+      await c
+        .connect()
+        .then(() => c.call('SHUTDOWN'))
+        .catch(() => undefined);
       c.disconnect();
     }
     await exited;
@@ -212,7 +227,9 @@ export class FaultStack {
   enginePidPort(): { pid: number; port: number } | null {
     const logs = path.join(this.env.DATA_DIR!, 'logs');
     try {
-      const rec = JSON.parse(readFileSync(path.join(logs, `${this.model}.engine.json`), 'utf8')) as { enginePid: number };
+      const rec = JSON.parse(readFileSync(path.join(logs, `${this.model}.engine.json`), 'utf8')) as {
+        enginePid: number;
+      };
       const text = readFileSync(path.join(logs, `${this.model}.log`), 'utf8');
       const ports = [...text.matchAll(/"event":"ready".*?"port":(\d+)/g)];
       const port = Number(ports.at(-1)?.[1]);
@@ -257,14 +274,19 @@ export class FaultStack {
   }
 
   async upload(text: string): Promise<string> {
-    const f = await this.retrying('upload', async () => this.client.files.create({ file: await toFile(Buffer.from(text), 'in.jsonl'), purpose: 'batch' }));
+    const f = await this.retrying('upload', async () =>
+      this.client.files.create({ file: await toFile(Buffer.from(text), 'in.jsonl'), purpose: 'batch' }),
+    );
     return f.id;
   }
 
   async createBatch(fileId: string, key: string): Promise<OpenAI.Batches.Batch> {
     // The Idempotency-Key makes a create retried across an API crash return the first batch.
     return this.retrying('create batch', () =>
-      this.client.batches.create({ input_file_id: fileId, endpoint: '/v1/chat/completions', completion_window: '24h' }, { headers: { 'Idempotency-Key': key } }),
+      this.client.batches.create(
+        { input_file_id: fileId, endpoint: '/v1/chat/completions', completion_window: '24h' },
+        { headers: { 'Idempotency-Key': key } },
+      ),
     );
   }
 
@@ -279,10 +301,12 @@ export class FaultStack {
   async linesOf(fileId: string | null | undefined): Promise<Record<string, any>[]> {
     if (!fileId) return [];
     const text = await this.retrying('read file', async () => (await this.client.files.content(fileId)).text());
-    return text.split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, any>);
+    return text
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l) as Record<string, any>);
   }
 }
-
 
 export interface PlannedFault {
   kind: FaultKind;
@@ -354,7 +378,11 @@ export async function runTrial(
 ): Promise<TrialResult> {
   const terminalTimeoutMs = opts.terminalTimeoutMs ?? 120_000;
   const rng = rngFrom(seed);
-  const faults = planFaults(rng, kinds).map((f) => ({ ...f, landedAt: null as number | null, skipped: undefined as string | undefined }));
+  const faults = planFaults(rng, kinds).map((f) => ({
+    ...f,
+    landedAt: null as number | null,
+    skipped: undefined as string | undefined,
+  }));
   // A cancel racing the faults and the batch's end: a process-level cancel race.
   const cancelAt = opts.cancel ? 0.05 + rng() * 0.9 : null;
   let cancelledAt: number | null = null;
@@ -380,7 +408,9 @@ export async function runTrial(
       if (TERMINAL.includes(last!.status)) break;
       if ((last!.request_counts?.completed ?? 0) >= f.at * n) break;
       if (Date.now() > deadline) {
-        problems.push(`no progress to ${Math.round(f.at * 100)} % within 60 s (status ${last!.status}, counts ${JSON.stringify(last!.request_counts)})`);
+        problems.push(
+          `no progress to ${Math.round(f.at * 100)} % within 60 s (status ${last!.status}, counts ${JSON.stringify(last!.request_counts)})`,
+        );
         break;
       }
       await sleep(40);
@@ -398,19 +428,27 @@ export async function runTrial(
   const deadline = Date.now() + terminalTimeoutMs;
   for (;;) {
     await poll();
-    if (cancelAt !== null && cancelledAt === null && ((last!.request_counts?.completed ?? 0) >= cancelAt * n || TERMINAL.includes(last!.status))) {
+    if (
+      cancelAt !== null &&
+      cancelledAt === null &&
+      ((last!.request_counts?.completed ?? 0) >= cancelAt * n || TERMINAL.includes(last!.status))
+    ) {
       cancelledAt = last!.request_counts?.completed ?? 0;
       stack.note(`cancel at ${cancelledAt}`);
       // A batch that already finished answers 409 batch_not_cancellable: a valid outcome.
       const answered = (e: unknown) => (e as { status?: number }).status === 409;
       await stack
-        .retrying('cancel', () => stack.client.batches.cancel(batch.id).catch((e: unknown) => (answered(e) ? null : Promise.reject(e))))
+        .retrying('cancel', () =>
+          stack.client.batches.cancel(batch.id).catch((e: unknown) => (answered(e) ? null : Promise.reject(e))),
+        )
         .catch((e: Error) => problems.push(`cancel: ${e.message}`));
       await poll();
     }
     if (TERMINAL.includes(last!.status)) break;
     if (Date.now() > deadline) {
-      problems.push(`batch still ${last!.status} after ${terminalTimeoutMs} ms (counts ${JSON.stringify(last!.request_counts)})`);
+      problems.push(
+        `batch still ${last!.status} after ${terminalTimeoutMs} ms (counts ${JSON.stringify(last!.request_counts)})`,
+      );
       break;
     }
     await sleep(100);
@@ -428,13 +466,31 @@ export async function runTrial(
   const redone = stack.totalArrivals() - arrivedBefore - ran;
   const landed = faults.filter((f) => f.landedAt !== null);
   const redoneBound = landed.reduce((s, f) => s + redoneAllowance(f.kind, stack.slots), 0);
-  if (redone > redoneBound) problems.push(`redone work ${redone} exceeds the in-flight bound ${redoneBound} (${landed.map((f) => f.kind).join(', ') || 'no fault'})`);
+  if (redone > redoneBound)
+    problems.push(
+      `redone work ${redone} exceeds the in-flight bound ${redoneBound} (${landed.map((f) => f.kind).join(', ') || 'no fault'})`,
+    );
   const errorCodes: Record<string, number> = {};
   for (const l of err) {
     const c = String(l.error?.code ?? l.response?.body?.error?.code ?? l.response?.status_code);
     errorCodes[c] = (errorCodes[c] ?? 0) + 1;
   }
-  return { trial, seed, faults, cancelledAt, n, status: done.status, durationMs: Date.now() - t0, recoveryMs, redone, redoneBound, outputLines: out.length, errorLines: err.length, errorCodes, problems };
+  return {
+    trial,
+    seed,
+    faults,
+    cancelledAt,
+    n,
+    status: done.status,
+    durationMs: Date.now() - t0,
+    recoveryMs,
+    redone,
+    redoneBound,
+    outputLines: out.length,
+    errorLines: err.length,
+    errorCodes,
+    problems,
+  };
 }
 
 async function inject(stack: FaultStack, f: PlannedFault, problems: string[]): Promise<void> {
@@ -472,11 +528,19 @@ async function injectOnly(stack: FaultStack, f: PlannedFault, problems: string[]
 }
 
 /** Every custom_id exactly once across both files; request_counts agree with the files. */
-export function checkExactlyOnce(n: number, batch: OpenAI.Batches.Batch, out: Record<string, any>[], err: Record<string, any>[], allowed: readonly string[] = ['completed']): string[] {
+export function checkExactlyOnce(
+  n: number,
+  batch: OpenAI.Batches.Batch,
+  out: Record<string, any>[],
+  err: Record<string, any>[],
+  allowed: readonly string[] = ['completed'],
+): string[] {
   const problems: string[] = [];
   const cancelledLines = err.filter((l) => l.error?.code === 'batch_cancelled').length;
-  if (batch.status === 'completed' && cancelledLines > 0) problems.push(`a completed batch has ${cancelledLines} batch_cancelled lines`);
-  if (!allowed.includes(batch.status)) problems.push(`status ${batch.status}${batch.errors ? ` (${JSON.stringify(batch.errors).slice(0, 300)})` : ''}`);
+  if (batch.status === 'completed' && cancelledLines > 0)
+    problems.push(`a completed batch has ${cancelledLines} batch_cancelled lines`);
+  if (!allowed.includes(batch.status))
+    problems.push(`status ${batch.status}${batch.errors ? ` (${JSON.stringify(batch.errors).slice(0, 300)})` : ''}`);
   const seen = new Map<string, number>();
   for (const l of [...out, ...err]) seen.set(l.custom_id, (seen.get(l.custom_id) ?? 0) + 1);
   const dups = [...seen].filter(([, c]) => c > 1).map(([id]) => id);
@@ -488,7 +552,9 @@ export function checkExactlyOnce(n: number, batch: OpenAI.Batches.Batch, out: Re
   if (extra.length) problems.push(`${extra.length} unknown custom_ids (e.g. ${extra.slice(0, 5).join(', ')})`);
   const rc = batch.request_counts;
   if (!rc || rc.total !== n || rc.completed !== out.length || rc.failed !== err.length) {
-    problems.push(`request_counts ${JSON.stringify(rc)} disagree with the files (total ${n}, output ${out.length}, error ${err.length})`);
+    problems.push(
+      `request_counts ${JSON.stringify(rc)} disagree with the files (total ${n}, output ${out.length}, error ${err.length})`,
+    );
   }
   for (const l of out) {
     const content = l.response?.body?.choices?.[0]?.message?.content as string | undefined;

@@ -60,8 +60,19 @@ type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
 type SchemaNode = { [key: string]: Json };
 
 // Keywords whose value is one subschema / an array of subschemas / a map of name -> subschema.
-const SUBSCHEMA = ['items', 'not', 'additionalProperties', 'propertyNames', 'contains', 'if', 'then', 'else',
-  'unevaluatedItems', 'unevaluatedProperties', 'additionalItems'];
+const SUBSCHEMA = [
+  'items',
+  'not',
+  'additionalProperties',
+  'propertyNames',
+  'contains',
+  'if',
+  'then',
+  'else',
+  'unevaluatedItems',
+  'unevaluatedProperties',
+  'additionalItems',
+];
 const SUBSCHEMA_ARRAY = ['allOf', 'anyOf', 'oneOf', 'prefixItems'];
 const SUBSCHEMA_MAP = ['properties', 'patternProperties', '$defs', 'definitions', 'dependentSchemas'];
 // Annotation-only keys that do not change what validates.
@@ -88,7 +99,8 @@ function normalize(input: Json, component: string): Json {
   for (const [key, value] of Object.entries(input)) {
     if (dropsOut(key) || key === '$recursiveAnchor') continue;
     if (key === '$recursiveRef') {
-      if (value !== '#') throw new Error(`openapi helper: unsupported $recursiveRef ${JSON.stringify(value)} in ${component}`);
+      if (value !== '#')
+        throw new Error(`openapi helper: unsupported $recursiveRef ${JSON.stringify(value)} in ${component}`);
       node.$ref = `#/components/schemas/${component}`;
     } else if (SUBSCHEMA.includes(key)) {
       node[key] = normalize(value, component);
@@ -110,7 +122,10 @@ function normalize(input: Json, component: string): Json {
   if (isObject(node.properties) && node.type === undefined) node.type = 'object';
 
   // OpenAPI 3.0 boolean form `minimum: 0, exclusiveMinimum: true` -> 2020-12 numeric form `exclusiveMinimum: 0`.
-  for (const [bound, exclusive] of [['minimum', 'exclusiveMinimum'], ['maximum', 'exclusiveMaximum']] as const) {
+  for (const [bound, exclusive] of [
+    ['minimum', 'exclusiveMinimum'],
+    ['maximum', 'exclusiveMaximum'],
+  ] as const) {
     if (typeof node[exclusive] !== 'boolean') continue;
     if (node[exclusive] === true && typeof node[bound] === 'number') {
       node[exclusive] = node[bound];
@@ -173,8 +188,10 @@ function validatorFor(schemaName: string): ValidateFunction {
   if (validate) return validate;
   if (!s.nameSet.has(schemaName)) {
     const close = s.names.filter((n) => n.toLowerCase().includes(schemaName.toLowerCase())).slice(0, 10);
-    throw new Error(`openapi helper: no schema named ${JSON.stringify(schemaName)}` +
-      (close.length ? ` (did you mean ${close.join(', ')}?)` : ''));
+    throw new Error(
+      `openapi helper: no schema named ${JSON.stringify(schemaName)}` +
+        (close.length ? ` (did you mean ${close.join(', ')}?)` : ''),
+    );
   }
   validate = s.ajv.compile({ $ref: `${DOC_ID}#/components/schemas/${schemaName}` });
   s.validators.set(schemaName, validate);
@@ -185,7 +202,8 @@ function formatError(e: ErrorObject): string {
   const where = e.instancePath === '' ? '(root)' : e.instancePath;
   let detail = '';
   if (e.keyword === 'enum') detail = ` ${JSON.stringify((e.params as { allowedValues?: unknown }).allowedValues)}`;
-  if (e.keyword === 'additionalProperties') detail = ` (${String((e.params as { additionalProperty?: unknown }).additionalProperty)})`;
+  if (e.keyword === 'additionalProperties')
+    detail = ` (${String((e.params as { additionalProperty?: unknown }).additionalProperty)})`;
   return `  ${where}: ${e.message ?? e.keyword}${detail}  [${e.schemaPath}]`;
 }
 

@@ -23,7 +23,9 @@ export function startMain(mode: 'all' | 'serve' | 'worker', env: Record<string, 
   let out = '';
   proc.stdout!.on('data', (d: Buffer) => (out += d.toString()));
   proc.stderr!.on('data', (d: Buffer) => (out += d.toString()));
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => proc.once('exit', (code, signal) => resolve({ code, signal })));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    proc.once('exit', (code, signal) => resolve({ code, signal })),
+  );
   return {
     proc,
     output: () => out,
@@ -38,13 +40,18 @@ export function startMain(mode: 'all' | 'serve' | 'worker', env: Record<string, 
 export async function waitForOutput(p: ServerProcess, pattern: RegExp, timeoutMs = 30_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!pattern.test(p.output())) {
-    if (p.proc.exitCode !== null) throw new Error(`process exited (${p.proc.exitCode}) before printing ${pattern}:\n${p.output().slice(-3000)}`);
+    if (p.proc.exitCode !== null)
+      throw new Error(`process exited (${p.proc.exitCode}) before printing ${pattern}:\n${p.output().slice(-3000)}`);
     if (Date.now() > deadline) throw new Error(`no ${pattern} within ${timeoutMs} ms:\n${p.output().slice(-3000)}`);
     await sleep(50);
   }
 }
 
-export async function waitUntil(cond: () => Promise<boolean> | boolean, timeoutMs: number, what: string): Promise<void> {
+export async function waitUntil(
+  cond: () => Promise<boolean> | boolean,
+  timeoutMs: number,
+  what: string,
+): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!(await cond())) {
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);

@@ -17,7 +17,11 @@ const ROOT = path.resolve(import.meta.dirname, '../..');
 
 /** `npm run keys -- ...` as a separate process, the way an operator runs it. */
 async function keysCli(dataDir: string, ...args: string[]): Promise<{ stdout: string; stderr: string }> {
-  return run(process.execPath, ['--import', 'tsx', 'scripts/keys.ts', ...args], { cwd: ROOT, env: { ...process.env, DATA_DIR: dataDir }, timeout: 60_000 });
+  return run(process.execPath, ['--import', 'tsx', 'scripts/keys.ts', ...args], {
+    cwd: ROOT,
+    env: { ...process.env, DATA_DIR: dataDir },
+    timeout: 60_000,
+  });
 }
 
 const dirs: string[] = [];
@@ -90,7 +94,10 @@ describe('key cache', () => {
     const { key, secret } = createKey(db, { name: 'x', project: 'p', admin: true });
     expect(authn.authenticate(undefined)).toEqual({ mode: 'keys', check: null });
     expect(authn.authenticate('anything')).toEqual({ mode: 'keys', check: { ok: false, reason: 'unknown' } });
-    expect(authn.authenticate(secret)).toEqual({ mode: 'keys', check: { ok: true, principal: { keyId: key.id, project: 'p', admin: true } } });
+    expect(authn.authenticate(secret)).toEqual({
+      mode: 'keys',
+      check: { ok: true, principal: { keyId: key.id, project: 'p', admin: true } },
+    });
   });
 
   it('sees keys written through its own connection too (which data_version does not count)', () => {
@@ -152,20 +159,30 @@ describe('npm run keys against a running server', () => {
     expect(table.stdout).toContain(key.id);
     expect(table.stdout).toContain('team-a');
     expect(table.stdout).not.toContain(key.secret);
-    const json = JSON.parse((await keysCli(server.dataDir, 'list', '--json')).stdout) as { id: string; lastUsedAt: number | null }[];
+    const json = JSON.parse((await keysCli(server.dataDir, 'list', '--json')).stdout) as {
+      id: string;
+      lastUsedAt: number | null;
+    }[];
     expect(json.find((k) => k.id === key.id)?.lastUsedAt).not.toBeNull();
     expect(JSON.stringify(json)).not.toContain(key.secret);
 
     // A second key keeps the server in key mode after the first is revoked.
     const other = JSON.parse((await keysCli(server.dataDir, 'create', '--name', 'other')).stdout) as { secret: string };
-    const revoked = JSON.parse((await keysCli(server.dataDir, 'revoke', key.id)).stdout) as { revokedAt: number | null };
+    const revoked = JSON.parse((await keysCli(server.dataDir, 'revoke', key.id)).stdout) as {
+      revokedAt: number | null;
+    };
     expect(revoked.revokedAt).not.toBeNull();
-    const err = await clientWith(server, key.secret).files.list().catch((e: unknown) => e);
+    const err = await clientWith(server, key.secret)
+      .files.list()
+      .catch((e: unknown) => e);
     expect(err).toBeInstanceOf(AuthenticationError);
     expect((err as AuthenticationError).code).toBe('invalid_api_key');
     await expect(clientWith(server, other.secret).files.list()).resolves.toBeDefined();
 
-    await expect(keysCli(server.dataDir, 'revoke', 'key_doesnotexist')).rejects.toMatchObject({ code: 1, stderr: expect.stringContaining('No key with id') });
+    await expect(keysCli(server.dataDir, 'revoke', 'key_doesnotexist')).rejects.toMatchObject({
+      code: 1,
+      stderr: expect.stringContaining('No key with id'),
+    });
   });
 });
 
@@ -193,4 +210,3 @@ describe('logs', () => {
     }
   });
 });
-

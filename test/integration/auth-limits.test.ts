@@ -44,7 +44,9 @@ describe('per-key request rate limit (RATE_LIMIT_PER_MIN)', () => {
     expect((await get(server, '/v1/models', kb)).status).toBe(200);
 
     // The SDK sees OpenAI's RateLimitError.
-    const e = await clientWith(server, ka).models.list().catch((x: unknown) => x);
+    const e = await clientWith(server, ka)
+      .models.list()
+      .catch((x: unknown) => x);
     expect(e).toBeInstanceOf(RateLimitError);
     expect((e as RateLimitError).code).toBe('rate_limit_exceeded');
 
@@ -63,9 +65,14 @@ describe('active batches per project (MAX_ACTIVE_BATCHES)', () => {
     servers.push(server);
     const a = clientWith(server, addKey(server, { project: 'A' }));
     const b = clientWith(server, addKey(server, { project: 'B' }));
-    const upload = async (c: typeof a) => (await c.files.create({ file: await toFile(Buffer.from(chatLines(2, SIM_MODEL)), 'in.jsonl'), purpose: 'batch' })).id;
+    const upload = async (c: typeof a) =>
+      (await c.files.create({ file: await toFile(Buffer.from(chatLines(2, SIM_MODEL)), 'in.jsonl'), purpose: 'batch' }))
+        .id;
     const create = async (c: typeof a, key?: string, fileId?: string) =>
-      c.batches.create({ input_file_id: fileId ?? (await upload(c)), endpoint: '/v1/chat/completions', completion_window: '24h' }, key ? { headers: { 'Idempotency-Key': key } } : undefined);
+      c.batches.create(
+        { input_file_id: fileId ?? (await upload(c)), endpoint: '/v1/chat/completions', completion_window: '24h' },
+        key ? { headers: { 'Idempotency-Key': key } } : undefined,
+      );
     const firstFile = await upload(a);
     const first = await create(a, 'first', firstFile);
     await create(a);

@@ -51,7 +51,11 @@ describe('open mode (no API keys)', () => {
   it('listens on a non-loopback HOST with ALLOW_UNAUTHENTICATED=1, and accepts any token', async () => {
     const { env } = dataDir();
     const api = await start({ ...env, HOST: '0.0.0.0', ALLOW_UNAUTHENTICATED: '1' });
-    const res = await api.app.inject({ method: 'GET', url: '/v1/files', headers: { authorization: 'Bearer whatever' } });
+    const res = await api.app.inject({
+      method: 'GET',
+      url: '/v1/files',
+      headers: { authorization: 'Bearer whatever' },
+    });
     expect(res.statusCode).toBe(200);
     expect((await api.app.inject({ method: 'GET', url: '/v1/files' })).statusCode).toBe(200);
     // Open mode: everyone is the operator (requireAdmin lets a null principal through).
@@ -89,7 +93,11 @@ describe('open mode (no API keys)', () => {
   it('`main.ts all` exits 1 with a one-line error that says what to do, before starting a private Redis or a worker', async () => {
     const { dir, env } = dataDir();
     const { REDIS_URL: _none, ...noRedis } = env;
-    const r = await run(process.execPath, ['--import', 'tsx', 'src/main.ts', 'all'], { cwd: ROOT, env: { ...process.env, ...noRedis, REDIS_URL: '', HOST: '0.0.0.0' }, timeout: 90_000 }).then(
+    const r = await run(process.execPath, ['--import', 'tsx', 'src/main.ts', 'all'], {
+      cwd: ROOT,
+      env: { ...process.env, ...noRedis, REDIS_URL: '', HOST: '0.0.0.0' },
+      timeout: 90_000,
+    }).then(
       () => ({ code: 0, stderr: '' }),
       (e: { code: number; stderr: string }) => e,
     );

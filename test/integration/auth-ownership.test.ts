@@ -16,13 +16,20 @@ let b: OpenAI;
 let admin: OpenAI;
 let openModeFileId: string;
 
-const upload = async (c: OpenAI, text = chatLines(2, SIM_MODEL), opts: { purpose?: 'batch' | 'user_data'; key?: string; name?: string } = {}) =>
+const upload = async (
+  c: OpenAI,
+  text = chatLines(2, SIM_MODEL),
+  opts: { purpose?: 'batch' | 'user_data'; key?: string; name?: string } = {},
+) =>
   c.files.create(
     { file: await toFile(Buffer.from(text), opts.name ?? 'in.jsonl'), purpose: opts.purpose ?? 'batch' },
     opts.key ? { headers: { 'Idempotency-Key': opts.key } } : undefined,
   );
 const newBatch = (c: OpenAI, fileId: string, key?: string) =>
-  c.batches.create({ input_file_id: fileId, endpoint: '/v1/chat/completions', completion_window: '24h' }, key ? { headers: { 'Idempotency-Key': key } } : undefined);
+  c.batches.create(
+    { input_file_id: fileId, endpoint: '/v1/chat/completions', completion_window: '24h' },
+    key ? { headers: { 'Idempotency-Key': key } } : undefined,
+  );
 
 /** The error an operation fails with (or a failure if it succeeds). */
 async function failure(p: Promise<unknown>): Promise<APIError> {
@@ -30,7 +37,8 @@ async function failure(p: Promise<unknown>): Promise<APIError> {
     () => undefined,
     (e: unknown) => e,
   );
-  if (!(r instanceof APIError)) throw new Error(`expected an API error, got ${r === undefined ? 'success' : String(r)}`);
+  if (!(r instanceof APIError))
+    throw new Error(`expected an API error, got ${r === undefined ? 'success' : String(r)}`);
   return r;
 }
 
@@ -155,7 +163,8 @@ describe('Idempotency-Key is scoped to the project', () => {
     // The retry's bytes were dropped: anything new on disk is a known file (earlier tests'
     // batches may still be writing their output files), never an orphan without a row.
     // (A finalizing batch renames its file just before inserting its row: poll briefly.)
-    const orphans = () => [...onDisk()].filter((n) => !diskBefore.has(n) && server.app.deps.files.getAny(n) === undefined);
+    const orphans = () =>
+      [...onDisk()].filter((n) => !diskBefore.has(n) && server.app.deps.files.getAny(n) === undefined);
     await expect.poll(orphans, { timeout: 3000 }).toEqual([]);
     const fromOtherKeyOfA = await upload(a2, text, { key: 'upload-1' });
     expect(fromOtherKeyOfA.id).toBe(first.id);

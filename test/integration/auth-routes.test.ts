@@ -46,7 +46,8 @@ function concrete(url: string): string {
   return url.replace(/:[A-Za-z0-9_]+(\([^)]*\))?/g, 'x1').replace(/\*/g, 'x1');
 }
 
-const isPublic = (method: string, url: string) => PUBLIC_ROUTES.some((r) => r.url === url && (r.method === method || (method === 'HEAD' && r.method === 'GET')));
+const isPublic = (method: string, url: string) =>
+  PUBLIC_ROUTES.some((r) => r.url === url && (r.method === method || (method === 'HEAD' && r.method === 'GET')));
 
 describe('authentication covers the whole route table', () => {
   it('sees every route Fastify has (the table the walk uses is complete)', () => {
@@ -54,7 +55,15 @@ describe('authentication covers the whole route table', () => {
     const table = new Set(server.app.routeTable().map((r) => `${r.method} ${r.url.replace(/\/\*$/, '*')}`));
     const printed = printedRoutes(server.app);
     // The parser works: it finds routes of several modules.
-    for (const r of ['GET /healthz', 'POST /v1/files', 'GET /v1/files/:id/content', 'POST /v1/batches/:id/cancel', 'POST /v1/chat/completions', 'GET /v1/models']) expect(printed).toContain(r);
+    for (const r of [
+      'GET /healthz',
+      'POST /v1/files',
+      'GET /v1/files/:id/content',
+      'POST /v1/batches/:id/cancel',
+      'POST /v1/chat/completions',
+      'GET /v1/models',
+    ])
+      expect(printed).toContain(r);
     expect([...printed].filter((r) => !table.has(r))).toEqual([]);
     expect(table.size).toBe(printed.size);
   });
@@ -65,7 +74,10 @@ describe('authentication covers the whole route table', () => {
       .filter((r) => r.public)
       .map((r) => `${r.method} ${r.url}`)
       .sort();
-    const allow = PUBLIC_ROUTES.flatMap((r) => [`${r.method} ${r.url}`, ...(r.method === 'GET' ? [`HEAD ${r.url}`] : [])]).sort();
+    const allow = PUBLIC_ROUTES.flatMap((r) => [
+      `${r.method} ${r.url}`,
+      ...(r.method === 'GET' ? [`HEAD ${r.url}`] : []),
+    ]).sort();
     expect(pub).toEqual(allow);
     for (const probe of ['GET /healthz', 'GET /readyz']) expect(pub).toContain(probe);
     // Nothing under /v1 or /ops is ever public.
@@ -95,7 +107,8 @@ describe('authentication covers the whole route table', () => {
         }
         if (r.method === 'HEAD') continue; // no body
         const body = res.json<ErrorEnvelope>();
-        if (body.error?.code !== 'invalid_api_key' || body.error.type !== 'invalid_request_error') failures.push(`${r.method} ${url} (${label}): ${res.body}`);
+        if (body.error?.code !== 'invalid_api_key' || body.error.type !== 'invalid_request_error')
+          failures.push(`${r.method} ${url} (${label}): ${res.body}`);
       }
     }
     expect(failures).toEqual([]);
@@ -104,7 +117,11 @@ describe('authentication covers the whole route table', () => {
   it('answers 401 on unknown paths too, so they reveal nothing', async () => {
     const res = await server.app.inject({ method: 'GET', url: '/v1/nothing-here' });
     expect(res.statusCode).toBe(401);
-    const ok = await server.app.inject({ method: 'GET', url: '/v1/nothing-here', headers: { authorization: `Bearer ${valid}` } });
+    const ok = await server.app.inject({
+      method: 'GET',
+      url: '/v1/nothing-here',
+      headers: { authorization: `Bearer ${valid}` },
+    });
     expect(ok.statusCode).toBe(404);
   });
 
@@ -115,18 +132,33 @@ describe('authentication covers the whole route table', () => {
     expect(none.error.param).toBeNull();
 
     const bad = `bw-${'Q'.repeat(40)}zz`;
-    const wrong = (await server.app.inject({ method: 'GET', url: '/v1/files', headers: { authorization: `Bearer ${bad}` } })).json<ErrorEnvelope>();
+    const wrong = (
+      await server.app.inject({ method: 'GET', url: '/v1/files', headers: { authorization: `Bearer ${bad}` } })
+    ).json<ErrorEnvelope>();
     expect(wrong.error.message).toMatch(/^Incorrect API key provided: bw-QQ…zz\./);
     expect(wrong.error.message).not.toContain(bad);
 
-    const rev = (await server.app.inject({ method: 'GET', url: '/v1/files', headers: { authorization: `Bearer ${revoked}` } })).json<ErrorEnvelope>();
+    const rev = (
+      await server.app.inject({ method: 'GET', url: '/v1/files', headers: { authorization: `Bearer ${revoked}` } })
+    ).json<ErrorEnvelope>();
     expect(rev.error.message).toContain('revoked');
     expect(rev.error.message).not.toContain(revoked);
   });
 
   it('lets a valid key through, and the probes answer with no key at all', async () => {
-    expect((await server.app.inject({ method: 'GET', url: '/v1/files', headers: { authorization: `Bearer ${valid}` } })).statusCode).toBe(200);
-    expect((await server.app.inject({ method: 'GET', url: '/v1/files', headers: { authorization: `bearer  ${projectKey}` } })).statusCode).toBe(200);
+    expect(
+      (await server.app.inject({ method: 'GET', url: '/v1/files', headers: { authorization: `Bearer ${valid}` } }))
+        .statusCode,
+    ).toBe(200);
+    expect(
+      (
+        await server.app.inject({
+          method: 'GET',
+          url: '/v1/files',
+          headers: { authorization: `bearer  ${projectKey}` },
+        })
+      ).statusCode,
+    ).toBe(200);
     expect((await server.app.inject({ method: 'GET', url: '/healthz' })).statusCode).toBe(200);
     // 200 or 503 (readiness depends on Redis and SQLite, not on auth), never 401.
     expect([200, 503]).toContain((await server.app.inject({ method: 'GET', url: '/readyz' })).statusCode);
@@ -134,21 +166,40 @@ describe('authentication covers the whole route table', () => {
 
   // The dashboard's results views (src/api/routes/ops-results.ts) scope what they show to the
   // key's project (canSee) instead of needing an admin key.
-  const PROJECT_SCOPED_OPS = ['/ops/batches/:id/results', '/ops/compare', '/ops/stars/export', '/ops/batches/:id/stars/:customId'];
+  const PROJECT_SCOPED_OPS = [
+    '/ops/batches/:id/results',
+    '/ops/compare',
+    '/ops/stars/export',
+    '/ops/batches/:id/stars/:customId',
+  ];
 
   it('keeps operator routes for admin keys: a project key gets 403 admin_required on /metrics, /health and every other /ops route', async () => {
     const operator = server.app
       .routeTable()
-      .filter((r) => r.method === 'GET' && (r.url === '/metrics' || r.url === '/health' || r.url.startsWith('/ops/')) && !PROJECT_SCOPED_OPS.includes(r.url));
+      .filter(
+        (r) =>
+          r.method === 'GET' &&
+          (r.url === '/metrics' || r.url === '/health' || r.url.startsWith('/ops/')) &&
+          !PROJECT_SCOPED_OPS.includes(r.url),
+      );
     expect(operator.length).toBeGreaterThan(3);
     const failures: string[] = [];
     for (const r of operator) {
-      const res = await server.app.inject({ method: 'GET', url: concrete(r.url), headers: { authorization: `Bearer ${projectKey}` } });
+      const res = await server.app.inject({
+        method: 'GET',
+        url: concrete(r.url),
+        headers: { authorization: `Bearer ${projectKey}` },
+      });
       const body = res.statusCode === 403 ? res.json<ErrorEnvelope>() : undefined;
-      if (res.statusCode !== 403 || body?.error.code !== 'admin_required') failures.push(`GET ${r.url}: ${res.statusCode} ${res.body.slice(0, 200)}`);
+      if (res.statusCode !== 403 || body?.error.code !== 'admin_required')
+        failures.push(`GET ${r.url}: ${res.statusCode} ${res.body.slice(0, 200)}`);
     }
     expect(failures).toEqual([]);
-    const admin = await server.app.inject({ method: 'GET', url: '/metrics', headers: { authorization: `Bearer ${valid}` } });
+    const admin = await server.app.inject({
+      method: 'GET',
+      url: '/metrics',
+      headers: { authorization: `Bearer ${valid}` },
+    });
     expect(admin.statusCode).toBe(200);
   });
 });

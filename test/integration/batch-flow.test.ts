@@ -18,8 +18,16 @@ describe('batch pipeline', () => {
   it('runs a chat batch to completed with one output line per custom_id', async () => {
     server = await startTestServer({ worker: true });
     const { client } = server;
-    const file = await client.files.create({ file: createReadStream(writeJsonl(tmp(), 'in.jsonl', chatLines(50, SIM_MODEL))), purpose: 'batch' });
-    const created = await client.batches.create({ input_file_id: file.id, endpoint: '/v1/chat/completions', completion_window: '24h', metadata: { run: 'a' } });
+    const file = await client.files.create({
+      file: createReadStream(writeJsonl(tmp(), 'in.jsonl', chatLines(50, SIM_MODEL))),
+      purpose: 'batch',
+    });
+    const created = await client.batches.create({
+      input_file_id: file.id,
+      endpoint: '/v1/chat/completions',
+      completion_window: '24h',
+      metadata: { run: 'a' },
+    });
     expect(created.status).toBe('validating');
     const done = await waitForBatch(client, created.id, ['completed', 'failed']);
     expect(done.status).toBe('completed');
@@ -43,13 +51,23 @@ describe('logs', () => {
     const secretKey = 'sk-canary-key-51b2e8';
     const client = new OpenAI({ baseURL: `${server.baseUrl}/v1`, apiKey: secretKey, maxRetries: 0 });
     const lines = chatLines(5, SIM_MODEL, () => ({ messages: [{ role: 'user', content: secretPrompt }] }));
-    const file = await client.files.create({ file: createReadStream(writeJsonl(tmp(), 'in.jsonl', lines)), purpose: 'batch' });
-    const b = await client.batches.create({ input_file_id: file.id, endpoint: '/v1/chat/completions', completion_window: '24h' });
+    const file = await client.files.create({
+      file: createReadStream(writeJsonl(tmp(), 'in.jsonl', lines)),
+      purpose: 'batch',
+    });
+    const b = await client.batches.create({
+      input_file_id: file.id,
+      endpoint: '/v1/chat/completions',
+      completion_window: '24h',
+    });
     const done = await waitForBatch(client, b.id, ['completed']);
     const out = await readLinesOf(client, done.output_file_id);
     // The completion echoes the prompt, so a leaked completion would show the canary too.
     expect(out[0]!.response.body.choices[0].message.content).toContain(secretPrompt);
-    const r = await client.chat.completions.create({ model: SIM_MODEL, messages: [{ role: 'user', content: secretPrompt }] });
+    const r = await client.chat.completions.create({
+      model: SIM_MODEL,
+      messages: [{ role: 'user', content: secretPrompt }],
+    });
     expect(r.choices[0]!.message.content).toContain(secretPrompt);
     expect(server.logs.length).toBeGreaterThan(20);
     const all = JSON.stringify(server.logs);

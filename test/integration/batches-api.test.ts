@@ -21,13 +21,24 @@ async function upload(s: TestServer, text: string) {
 
 async function createBatch(s: TestServer, text: string, extra: Partial<OpenAI.Batches.BatchCreateParams> = {}) {
   const f = await upload(s, text);
-  return s.client.batches.create({ input_file_id: f.id, endpoint: '/v1/chat/completions', completion_window: '24h', ...extra });
+  return s.client.batches.create({
+    input_file_id: f.id,
+    endpoint: '/v1/chat/completions',
+    completion_window: '24h',
+    ...extra,
+  });
 }
 
 describe('Batches API', () => {
   it('fails validation listing every bad line with its number, code and param', async () => {
     server = await startTestServer();
-    const good = (id: string) => JSON.stringify({ custom_id: id, method: 'POST', url: '/v1/chat/completions', body: { model: SIM_MODEL, messages: [] } });
+    const good = (id: string) =>
+      JSON.stringify({
+        custom_id: id,
+        method: 'POST',
+        url: '/v1/chat/completions',
+        body: { model: SIM_MODEL, messages: [] },
+      });
     const text = [
       good('a'),
       '{not json',
@@ -58,7 +69,10 @@ describe('Batches API', () => {
 
   it('rejects a batch mixing models (one model per batch, as OpenAI)', async () => {
     server = await startTestServer({ modelsYaml: defaultModelsYaml() + '  - id: other\n    engine: sim\n' });
-    const text = [JSON.stringify({ custom_id: 'a', method: 'POST', url: '/v1/chat/completions', body: { model: SIM_MODEL } }), JSON.stringify({ custom_id: 'b', method: 'POST', url: '/v1/chat/completions', body: { model: 'other' } })].join('\n');
+    const text = [
+      JSON.stringify({ custom_id: 'a', method: 'POST', url: '/v1/chat/completions', body: { model: SIM_MODEL } }),
+      JSON.stringify({ custom_id: 'b', method: 'POST', url: '/v1/chat/completions', body: { model: 'other' } }),
+    ].join('\n');
     const b = await waitForBatch(server.client, (await createBatch(server, text)).id, ['failed', 'in_progress']);
     expect(b.errors!.data![0]).toMatchObject({ line: 2, code: 'mismatched_model' });
   });
@@ -71,13 +85,20 @@ describe('Batches API', () => {
 
   it('fails a file with more requests than MAX_BATCH_REQUESTS, naming the first line over the limit', async () => {
     server = await startTestServer({ env: { MAX_BATCH_REQUESTS: '3' } });
-    const b = await waitForBatch(server.client, (await createBatch(server, chatLines(5, SIM_MODEL))).id, ['failed', 'in_progress']);
+    const b = await waitForBatch(server.client, (await createBatch(server, chatLines(5, SIM_MODEL))).id, [
+      'failed',
+      'in_progress',
+    ]);
     expect(b.status).toBe('failed');
     expect(b.errors!.data![0]).toMatchObject({ code: 'too_many_requests', line: 4 });
   });
 
   it('retries engine 5xx answers with backoff until they succeed', async () => {
-    server = await startTestServer({ worker: true, env: { REQUEST_MAX_ATTEMPTS: '20' }, modelsYaml: defaultModelsYaml({ error_rate: 0.3 }) });
+    server = await startTestServer({
+      worker: true,
+      env: { REQUEST_MAX_ATTEMPTS: '20' },
+      modelsYaml: defaultModelsYaml({ error_rate: 0.3 }),
+    });
     const b = await createBatch(server, chatLines(60, SIM_MODEL));
     const done = await waitForBatch(server.client, b.id, ['completed'], 60_000);
     expect(done.request_counts).toEqual({ total: 60, completed: 60, failed: 0 });
@@ -88,7 +109,11 @@ describe('Batches API', () => {
     server = await startTestServer();
     const f = await upload(server, chatLines(1, SIM_MODEL));
     const bad = async (body: Record<string, unknown>) => {
-      const res = await fetch(`${server!.baseUrl}/v1/batches`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+      const res = await fetch(`${server!.baseUrl}/v1/batches`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify(body),
+      });
       return { status: res.status, body: (await res.json()) as { error: Record<string, unknown> } };
     };
     const base = { input_file_id: f.id, endpoint: '/v1/chat/completions', completion_window: '24h' };
@@ -111,7 +136,11 @@ describe('Batches API', () => {
     r = await bad({ ...base, surprise: 1 });
     expect(r.status).toBe(400);
     expect(r.body.error.param).toBe('surprise');
-    const res = await fetch(`${server.baseUrl}/v1/batches`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"input_file_id":' });
+    const res = await fetch(`${server.baseUrl}/v1/batches`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: '{"input_file_id":',
+    });
     expect(res.status).toBe(400);
     expect(((await res.json()) as { error: { code: string } }).error.code).toBe('invalid_json');
   });
@@ -129,7 +158,17 @@ describe('Batches API', () => {
     server = await startTestServer();
     const f = await upload(server, chatLines(1, SIM_MODEL));
     const ids: string[] = [];
-    for (let i = 0; i < 5; i++) ids.push((await server.client.batches.create({ input_file_id: f.id, endpoint: '/v1/chat/completions', completion_window: '24h', metadata: { i: String(i) } })).id);
+    for (let i = 0; i < 5; i++)
+      ids.push(
+        (
+          await server.client.batches.create({
+            input_file_id: f.id,
+            endpoint: '/v1/chat/completions',
+            completion_window: '24h',
+            metadata: { i: String(i) },
+          })
+        ).id,
+      );
     const page1 = await server.client.batches.list({ limit: 2 });
     expect(page1.data.map((b) => b.id)).toEqual([ids[4], ids[3]]);
     expect(page1.has_more).toBe(true);
@@ -147,22 +186,34 @@ describe('Batches API', () => {
   it('returns the first batch for a repeated Idempotency-Key, and 409 for a different body', async () => {
     server = await startTestServer();
     const f = await upload(server, chatLines(1, SIM_MODEL));
-    const params = { input_file_id: f.id, endpoint: '/v1/chat/completions' as const, completion_window: '24h' as const };
+    const params = {
+      input_file_id: f.id,
+      endpoint: '/v1/chat/completions' as const,
+      completion_window: '24h' as const,
+    };
     const a = await server.client.batches.create(params, { headers: { 'Idempotency-Key': 'k-1' } });
     const b = await server.client.batches.create(params, { headers: { 'Idempotency-Key': 'k-1' } });
     expect(b.id).toBe(a.id);
-    const c = await server.client.batches.create({ ...params, metadata: { x: 'y' } }, { headers: { 'Idempotency-Key': 'k-1' } }).catch((e: unknown) => e);
+    const c = await server.client.batches
+      .create({ ...params, metadata: { x: 'y' } }, { headers: { 'Idempotency-Key': 'k-1' } })
+      .catch((e: unknown) => e);
     expect(c).toBeInstanceOf(OpenAI.ConflictError);
     // An SDK retry (x-stainless-retry-count > 0) without a key finds the first copy too.
     const d = await server.client.batches.create({ ...params, metadata: { r: '1' } });
-    const e = await server.client.batches.create({ ...params, metadata: { r: '1' } }, { headers: { 'x-stainless-retry-count': '1' } });
+    const e = await server.client.batches.create(
+      { ...params, metadata: { r: '1' } },
+      { headers: { 'x-stainless-retry-count': '1' } },
+    );
     expect(e.id).toBe(d.id);
     const list = await server.client.batches.list({ limit: 100 });
     expect(list.data).toHaveLength(2);
   });
 
   it('cancels a running batch: partial results kept, batch_cancelled lines for the rest', async () => {
-    server = await startTestServer({ worker: true, modelsYaml: defaultModelsYaml({ ttft_ms: 50, max_concurrency: 4 }) });
+    server = await startTestServer({
+      worker: true,
+      modelsYaml: defaultModelsYaml({ ttft_ms: 50, max_concurrency: 4 }),
+    });
     const b = await createBatch(server, chatLines(400, SIM_MODEL));
     const deadline = Date.now() + 30_000;
     while ((await server.client.batches.retrieve(b.id)).request_counts!.completed < 10) {

@@ -12,7 +12,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 
-function run(script: string, resultsDir: string, timeoutMs: number): Promise<{ code: number | null; signal: NodeJS.Signals | null; output: string }> {
+function run(
+  script: string,
+  resultsDir: string,
+  timeoutMs: number,
+): Promise<{ code: number | null; signal: NodeJS.Signals | null; output: string }> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, ['--import', 'tsx', script, '--quick'], {
       cwd: ROOT,
@@ -35,7 +39,15 @@ interface ResultFile {
   name: string;
   quick: boolean;
   machine: { cpuModel: string; cores: number; ramBytes: number; node: string };
-  metrics: { id: string; metric: string; value: unknown; unit: string; must?: unknown; target?: unknown; result: string }[];
+  metrics: {
+    id: string;
+    metric: string;
+    value: unknown;
+    unit: string;
+    must?: unknown;
+    target?: unknown;
+    result: string;
+  }[];
 }
 
 describe.each([

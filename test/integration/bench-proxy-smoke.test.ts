@@ -15,9 +15,15 @@ import { SIM_MODEL, startTestServer, type TestServer } from '../helpers/app.js';
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const OVERHEAD_RE = /^\d+\.\d{3}$/;
 
-function run(args: string[], timeoutMs: number): Promise<{ code: number | null; signal: NodeJS.Signals | null; output: string }> {
+function run(
+  args: string[],
+  timeoutMs: number,
+): Promise<{ code: number | null; signal: NodeJS.Signals | null; output: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', 'bench/proxy.ts', ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, ['--import', 'tsx', 'bench/proxy.ts', ...args], {
+      cwd: ROOT,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let output = '';
     child.stdout.on('data', (d: Buffer) => (output += d.toString()));
     child.stderr.on('data', (d: Buffer) => (output += d.toString()));
@@ -72,7 +78,11 @@ describe(`${OVERHEAD_HEADER} response header`, () => {
   });
 
   const post = (body: unknown) =>
-    fetch(`${server.baseUrl}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    fetch(`${server.baseUrl}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+    });
   const messages = [{ role: 'user', content: 'hello' }];
 
   function expectOverhead(value: string | null): void {

@@ -50,7 +50,10 @@ let worker: Worker<ChunkJob>;
 
 beforeAll(async () => {
   dir = mkdtempSync(path.join(tmpdir(), 'bw-race-'));
-  writeFileSync(path.join(dir, 'models.yaml'), `models:\n  - id: ${MODEL}\n    engine: sim\n    options: { max_num_seqs: 4 }\n`);
+  writeFileSync(
+    path.join(dir, 'models.yaml'),
+    `models:\n  - id: ${MODEL}\n    engine: sim\n    options: { max_num_seqs: 4 }\n`,
+  );
   const prefix = `race${randomBytes(4).toString('hex')}`;
   config = loadConfig({
     DATA_DIR: path.join(dir, 'data'),
@@ -70,7 +73,12 @@ beforeAll(async () => {
   runner = createBatchRunner({ config, log, redis, batches, files, storage });
   service = createBatchService({ config, log, batches, files, runner });
   // A worker in manual mode: getNextJob locks a job as a running worker would.
-  worker = new Worker<ChunkJob>(chunkQueueName(MODEL), null, { connection: createRedis(config.env.REDIS_URL!, 'race-worker'), prefix, autorun: false, lockDuration: 600_000 });
+  worker = new Worker<ChunkJob>(chunkQueueName(MODEL), null, {
+    connection: createRedis(config.env.REDIS_URL!, 'race-worker'),
+    prefix,
+    autorun: false,
+    lockDuration: 600_000,
+  });
 });
 
 afterAll(async () => {
@@ -111,7 +119,16 @@ function playWorker(batchId: string) {
   const taken: Taken[] = [];
   const store = (j: ChunkJob, r: ChunkRequest, ok: boolean) => {
     const line = ok
-      ? responseLine(r.customId, 200, `req_${r.idx}`, JSON.stringify({ id: `c${r.idx}`, choices: [{ message: { content: `answer ${r.customId}` } }], usage: { prompt_tokens: 1, completion_tokens: 1 } }))
+      ? responseLine(
+          r.customId,
+          200,
+          `req_${r.idx}`,
+          JSON.stringify({
+            id: `c${r.idx}`,
+            choices: [{ message: { content: `answer ${r.customId}` } }],
+            usage: { prompt_tokens: 1, completion_tokens: 1 },
+          }),
+        )
       : errorOnlyLine(r.customId, 'engine_unavailable', 'engine gone');
     batches.transaction(() => batches.storeResults([{ batchId: j.batchId, idx: r.idx, line, isError: !ok }]));
   };
@@ -122,7 +139,8 @@ function playWorker(batchId: string) {
       const token = randomBytes(4).toString('hex');
       const job = (await worker.getNextJob(token, { block: false })) as Job<ChunkJob> | undefined;
       if (!job) return false;
-      if (job.data.batchId !== batchId) throw new Error(`a job of another batch (${job.data.batchId}) was still queued`);
+      if (job.data.batchId !== batchId)
+        throw new Error(`a job of another batch (${job.data.batchId}) was still queued`);
       taken.push({ job, token, remaining: [...job.data.requests] });
       return true;
     },
@@ -159,20 +177,41 @@ async function cancel(id: string) {
 
 function readLines(fileId: string | null): Record<string, any>[] {
   if (!fileId) return [];
-  return readFileSync(storage.pathOf(fileId), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, any>);
+  return readFileSync(storage.pathOf(fileId), 'utf8')
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as Record<string, any>);
 }
 
 let trial = 0;
 
 async function newBatch(n: number) {
   trial += 1;
-  const lines = Array.from({ length: n }, (_, i) =>
-    JSON.stringify({ custom_id: `t${trial}-${i}`, method: 'POST', url: '/v1/chat/completions', body: { model: MODEL, messages: [{ role: 'user', content: `q ${i}` }] } }),
-  ).join('\n') + '\n';
+  const lines =
+    Array.from({ length: n }, (_, i) =>
+      JSON.stringify({
+        custom_id: `t${trial}-${i}`,
+        method: 'POST',
+        url: '/v1/chat/completions',
+        body: { model: MODEL, messages: [{ role: 'user', content: `q ${i}` }] },
+      }),
+    ).join('\n') + '\n';
   const fileId = newFileId();
   const bytes = await storage.save(fileId, Readable.from([Buffer.from(lines)]), 64 << 20);
-  files.insert({ id: fileId, bytes, createdAt: Math.floor(Date.now() / 1000), expiresAt: null, filename: 'in.jsonl', purpose: 'batch', deletedAt: null, owner: null });
-  return service.create({ input_file_id: fileId, endpoint: '/v1/chat/completions', completion_window: '24h' }, { retryCount: 0, principal: null });
+  files.insert({
+    id: fileId,
+    bytes,
+    createdAt: Math.floor(Date.now() / 1000),
+    expiresAt: null,
+    filename: 'in.jsonl',
+    purpose: 'batch',
+    deletedAt: null,
+    owner: null,
+  });
+  return service.create(
+    { input_file_id: fileId, endpoint: '/v1/chat/completions', completion_window: '24h' },
+    { retryCount: 0, principal: null },
+  );
 }
 
 describe('cancel and expiry racing with completion', () => {
@@ -228,76 +267,99 @@ describe('cancel and expiry racing with completion', () => {
   it(`${RUNS} random interleavings end consistent with the files`, { timeout: 900_000 }, async () => {
     const outcomes: Record<string, number> = {};
     await fc.assert(
-      fc.asyncProperty(fc.integer({ min: 1, max: 25 }), fc.array(cmdArb, { maxLength: 40 }), fc.boolean(), async (n, cmds, cancelEarly) => {
-        trial += 1;
-        const lines = Array.from({ length: n }, (_, i) =>
-          JSON.stringify({ custom_id: `t${trial}-${i}`, method: 'POST', url: '/v1/chat/completions', body: { model: MODEL, messages: [{ role: 'user', content: `q ${i}` }] } }),
-        ).join('\n') + '\n';
-        const fileId = newFileId();
-        writeFileSync(path.join(dir, 'in.jsonl'), lines);
-        const { createReadStream } = await import('node:fs');
-        const bytes = await storage.save(fileId, createReadStream(path.join(dir, 'in.jsonl')), 1 << 20);
-        files.insert({ id: fileId, bytes, createdAt: Math.floor(Date.now() / 1000), expiresAt: null, filename: 'in.jsonl', purpose: 'batch', deletedAt: null, owner: null });
-        const b = service.create({ input_file_id: fileId, endpoint: '/v1/chat/completions', completion_window: '24h' }, { retryCount: 0, principal: null });
-        const w = playWorker(b.id);
-        if (cancelEarly) await Promise.all([runner.tickNow(), cancel(b.id)]); // cancel racing validation
-        await runner.tickNow();
-        await untilValidated(b.id);
-
-        for (const c of cmds) {
-          switch (c.t) {
-            case 'tick':
-              await runner.tickNow();
-              break;
-            case 'take':
-              await w.take();
-              break;
-            case 'result':
-              w.result(c.k, c.ok);
-              break;
-            case 'finish':
-              await w.finish(c.k);
-              break;
-            case 'cancel':
-              await cancel(b.id);
-              break;
-            case 'cancel-during-tick':
-              await Promise.all([runner.tickNow(), cancel(b.id), runner.tickNow()]);
-              break;
-            case 'expire':
-              batches.update(b.id, { expiresAt: 0 });
-              break;
-          }
-        }
-        // Drain: the worker finishes what it holds and whatever is still queued, until the batch ends.
-        for (let i = 0; i < 400 && !TERMINAL.includes(batches.get(b.id)!.status); i++) {
-          while (await w.take());
-          while (w.taken.length > 0) await w.finish(0, true);
+      fc.asyncProperty(
+        fc.integer({ min: 1, max: 25 }),
+        fc.array(cmdArb, { maxLength: 40 }),
+        fc.boolean(),
+        async (n, cmds, cancelEarly) => {
+          trial += 1;
+          const lines =
+            Array.from({ length: n }, (_, i) =>
+              JSON.stringify({
+                custom_id: `t${trial}-${i}`,
+                method: 'POST',
+                url: '/v1/chat/completions',
+                body: { model: MODEL, messages: [{ role: 'user', content: `q ${i}` }] },
+              }),
+            ).join('\n') + '\n';
+          const fileId = newFileId();
+          writeFileSync(path.join(dir, 'in.jsonl'), lines);
+          const { createReadStream } = await import('node:fs');
+          const bytes = await storage.save(fileId, createReadStream(path.join(dir, 'in.jsonl')), 1 << 20);
+          files.insert({
+            id: fileId,
+            bytes,
+            createdAt: Math.floor(Date.now() / 1000),
+            expiresAt: null,
+            filename: 'in.jsonl',
+            purpose: 'batch',
+            deletedAt: null,
+            owner: null,
+          });
+          const b = service.create(
+            { input_file_id: fileId, endpoint: '/v1/chat/completions', completion_window: '24h' },
+            { retryCount: 0, principal: null },
+          );
+          const w = playWorker(b.id);
+          if (cancelEarly) await Promise.all([runner.tickNow(), cancel(b.id)]); // cancel racing validation
           await runner.tickNow();
           await untilValidated(b.id);
-        }
-        const end = batches.get(b.id)!;
-        outcomes[end.status] = (outcomes[end.status] ?? 0) + 1;
-        expect(['completed', 'cancelled', 'expired'], `batch ${b.id} ended ${end.status}`).toContain(end.status);
-        const out = readLines(end.outputFileId);
-        const err = readLines(end.errorFileId);
-        const ids = [...out, ...err].map((l) => l.custom_id as string);
-        // Cancelled before validation finished: no request rows, so no lines (total 0).
-        const total = end.total ?? 0;
-        expect([0, n]).toContain(total);
-        expect(ids.length).toBe(total);
-        expect(new Set(ids).size).toBe(total);
-        expect(end.completed).toBe(out.length);
-        expect(end.failed).toBe(err.length);
-        expect(end.completed + end.failed).toBe(total);
-        for (const l of out) expect(l.response.status_code).toBe(200);
-        const notRun = err.filter((l) => l.error?.code === 'batch_cancelled' || l.error?.code === 'batch_expired');
-        if (end.status === 'completed') expect(notRun).toHaveLength(0);
-        if (end.status === 'cancelled') expect(err.filter((l) => l.error?.code === 'batch_expired')).toHaveLength(0);
-        if (end.status === 'expired') expect(err.filter((l) => l.error?.code === 'batch_cancelled')).toHaveLength(0);
-        expect(batches.countQueuedChunks(b.id)).toBe(0);
-        expect(w.taken).toHaveLength(0);
-      }),
+
+          for (const c of cmds) {
+            switch (c.t) {
+              case 'tick':
+                await runner.tickNow();
+                break;
+              case 'take':
+                await w.take();
+                break;
+              case 'result':
+                w.result(c.k, c.ok);
+                break;
+              case 'finish':
+                await w.finish(c.k);
+                break;
+              case 'cancel':
+                await cancel(b.id);
+                break;
+              case 'cancel-during-tick':
+                await Promise.all([runner.tickNow(), cancel(b.id), runner.tickNow()]);
+                break;
+              case 'expire':
+                batches.update(b.id, { expiresAt: 0 });
+                break;
+            }
+          }
+          // Drain: the worker finishes what it holds and whatever is still queued, until the batch ends.
+          for (let i = 0; i < 400 && !TERMINAL.includes(batches.get(b.id)!.status); i++) {
+            while (await w.take());
+            while (w.taken.length > 0) await w.finish(0, true);
+            await runner.tickNow();
+            await untilValidated(b.id);
+          }
+          const end = batches.get(b.id)!;
+          outcomes[end.status] = (outcomes[end.status] ?? 0) + 1;
+          expect(['completed', 'cancelled', 'expired'], `batch ${b.id} ended ${end.status}`).toContain(end.status);
+          const out = readLines(end.outputFileId);
+          const err = readLines(end.errorFileId);
+          const ids = [...out, ...err].map((l) => l.custom_id as string);
+          // Cancelled before validation finished: no request rows, so no lines (total 0).
+          const total = end.total ?? 0;
+          expect([0, n]).toContain(total);
+          expect(ids.length).toBe(total);
+          expect(new Set(ids).size).toBe(total);
+          expect(end.completed).toBe(out.length);
+          expect(end.failed).toBe(err.length);
+          expect(end.completed + end.failed).toBe(total);
+          for (const l of out) expect(l.response.status_code).toBe(200);
+          const notRun = err.filter((l) => l.error?.code === 'batch_cancelled' || l.error?.code === 'batch_expired');
+          if (end.status === 'completed') expect(notRun).toHaveLength(0);
+          if (end.status === 'cancelled') expect(err.filter((l) => l.error?.code === 'batch_expired')).toHaveLength(0);
+          if (end.status === 'expired') expect(err.filter((l) => l.error?.code === 'batch_cancelled')).toHaveLength(0);
+          expect(batches.countQueuedChunks(b.id)).toBe(0);
+          expect(w.taken).toHaveLength(0);
+        },
+      ),
       { numRuns: RUNS, endOnFailure: true },
     );
     console.log(`cancel race: ${RUNS} runs, outcomes ${JSON.stringify(outcomes)}`);
@@ -329,7 +391,10 @@ describe('cancel and expiry racing with completion', () => {
     while (await w.take());
     const retry0 = w.taken.find((t) => t.job.data.chunkNo === 0)!;
     expect(retry0.job.data.attempt).toBe(1);
-    await w.finish(w.taken.findIndex((t) => t.job.data.chunkNo === 1), true); // chunk 1 completes
+    await w.finish(
+      w.taken.findIndex((t) => t.job.data.chunkNo === 1),
+      true,
+    ); // chunk 1 completes
     // The straggler stores idx 0 and says "chunk 0 done" (attempt 0).
     w.store(zombie.job.data, zombie.remaining[0]!, true);
     batches.transaction(() => batches.finishChunk(b.id, 0, 0));
@@ -339,7 +404,11 @@ describe('cancel and expiry racing with completion', () => {
     await runner.tickNow();
     expect(batches.get(b.id)!.status).toBe('cancelling');
     // Attempt 1 answers idx 1 (started before the cancel), skips idx 2, and closes the chunk.
-    w.store(retry0.job.data, retry0.remaining.find((r) => r.idx === 1)!, true);
+    w.store(
+      retry0.job.data,
+      retry0.remaining.find((r) => r.idx === 1)!,
+      true,
+    );
     retry0.remaining = [];
     await w.finish(w.taken.indexOf(retry0));
     await q.close();
@@ -351,8 +420,18 @@ describe('cancel and expiry racing with completion', () => {
     const after = batches.get(b.id)!;
     const out = readLines(after.outputFileId);
     const err = readLines(after.errorFileId);
-    expect(out.map((l) => l.custom_id).sort()).toEqual([`t${trial}-0`, `t${trial}-1`, `t${trial}-3`, `t${trial}-4`, `t${trial}-5`]);
+    expect(out.map((l) => l.custom_id).sort()).toEqual([
+      `t${trial}-0`,
+      `t${trial}-1`,
+      `t${trial}-3`,
+      `t${trial}-4`,
+      `t${trial}-5`,
+    ]);
     expect(err.map((l) => l.custom_id)).toEqual([`t${trial}-2`]);
-    expect({ completed: after.completed, failed: after.failed, total: after.total }).toEqual({ completed: out.length, failed: err.length, total: 6 });
+    expect({ completed: after.completed, failed: after.failed, total: after.total }).toEqual({
+      completed: out.length,
+      failed: err.length,
+      total: 6,
+    });
   });
 });

@@ -35,8 +35,15 @@ describe.skipIf(!hasTmux)('batchwright watch on a terminal (tmux)', () => {
   });
 
   it('shows a bar and why it waits; d prints details, c then y cancels (exit 4)', async () => {
-    const file = await server.client.files.create({ file: new File([chatLines(3, SIM_MODEL)], 'tty.jsonl'), purpose: 'batch' });
-    const b = await server.client.batches.create({ input_file_id: file.id, endpoint: '/v1/chat/completions', completion_window: '24h' });
+    const file = await server.client.files.create({
+      file: new File([chatLines(3, SIM_MODEL)], 'tty.jsonl'),
+      purpose: 'batch',
+    });
+    const b = await server.client.batches.create({
+      input_file_id: file.id,
+      endpoint: '/v1/chat/completions',
+      completion_window: '24h',
+    });
     const exitFile = path.join(work, 'exit');
     const cmd = [
       `cd ${ROOT} &&`,

@@ -61,7 +61,10 @@ describe('EngineClient', () => {
       error: { message: expect.stringMatching(/temperature/), type: 'invalid_request_error', param: null, code: null },
     });
     const missing = await client.post('/v1/chat/completions', { ...chat, model: 'other' });
-    expect(toOpenAIErrorBody(missing.status, missing.body).error).toMatchObject({ type: 'invalid_request_error', code: 'model_not_found' });
+    expect(toOpenAIErrorBody(missing.status, missing.body).error).toMatchObject({
+      type: 'invalid_request_error',
+      code: 'model_not_found',
+    });
   });
 
   it('streams SSE for the caller to read', async () => {
@@ -82,7 +85,9 @@ describe('EngineClient', () => {
 
   it("passes the caller's abort through unwrapped, classified final", async () => {
     const { client } = await simEngine({ ttft_ms: 3_000 });
-    const err = await client.post('/v1/chat/completions', chat, { signal: AbortSignal.timeout(1), timeoutMs: 10_000 }).catch((e: unknown) => e);
+    const err = await client
+      .post('/v1/chat/completions', chat, { signal: AbortSignal.timeout(1), timeoutMs: 10_000 })
+      .catch((e: unknown) => e);
     expect(err).toMatchObject({ name: 'TimeoutError' }); // the caller's own signal's reason
     const ac = new AbortController();
     const p = client.post('/v1/chat/completions', chat, { signal: ac.signal });

@@ -31,8 +31,20 @@ let readyMs: number;
 beforeAll(async () => {
   dir = mkdtempSync(path.join(tmpdir(), 'engine-embedded-'));
   gguf = await ensureTinyModel(dir);
-  const model = modelSchema.parse({ id: MODEL, engine: 'embedded', path: gguf, startup_timeout_s: 60, options: { max_num_seqs: 4, max_model_len: CTX } });
-  mm = new ModelManager({ models: [model], logDir: path.join(dir, 'logs'), log: createLogger('silent'), stopTimeoutMs: 2_000, restartBackoffMs: 20 });
+  const model = modelSchema.parse({
+    id: MODEL,
+    engine: 'embedded',
+    path: gguf,
+    startup_timeout_s: 60,
+    options: { max_num_seqs: 4, max_model_len: CTX },
+  });
+  mm = new ModelManager({
+    models: [model],
+    logDir: path.join(dir, 'logs'),
+    log: createLogger('silent'),
+    stopTimeoutMs: 2_000,
+    restartBackoffMs: 20,
+  });
   const t0 = Date.now();
   h = await mm.ensureReady(MODEL);
   readyMs = Date.now() - t0;
@@ -44,15 +56,24 @@ afterAll(async () => {
 });
 
 async function post(p: string, body: unknown): Promise<{ status: number; json: Json }> {
-  const res = await fetch(`${h.baseUrl}${p}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  const res = await fetch(`${h.baseUrl}${p}`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+  });
   return { status: res.status, json: (await res.json()) as Json };
 }
 
-const chat = (extra: Json = {}) => post('/v1/chat/completions', { model: MODEL, messages: [{ role: 'user', content: 'Say the alphabet' }], ...extra });
+const chat = (extra: Json = {}) =>
+  post('/v1/chat/completions', { model: MODEL, messages: [{ role: 'user', content: 'Say the alphabet' }], ...extra });
 
 /** SSE `data:` payloads of a streamed response, [DONE] last. */
 async function sse(p: string, body: unknown): Promise<string[]> {
-  const res = await fetch(`${h.baseUrl}${p}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  const res = await fetch(`${h.baseUrl}${p}`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+  });
   expect(res.status).toBe(200);
   expect(res.headers.get('content-type')).toMatch(/^text\/event-stream/);
   const text = await res.text();
@@ -67,7 +88,13 @@ async function sse(p: string, body: unknown): Promise<string[]> {
 
 function expectVllmError(r: { status: number; json: Json }, status: number, message: RegExp): void {
   expect(r.status).toBe(status);
-  expect(r.json).toEqual({ object: 'error', message: expect.stringMatching(message), type: status === 404 ? 'NotFoundError' : 'BadRequestError', param: null, code: status });
+  expect(r.json).toEqual({
+    object: 'error',
+    message: expect.stringMatching(message),
+    type: status === 404 ? 'NotFoundError' : 'BadRequestError',
+    param: null,
+    code: status,
+  });
 }
 
 describe('embedded engine (node-llama-cpp) on the tiny generated model', () => {
@@ -84,7 +111,15 @@ describe('embedded engine (node-llama-cpp) on the tiny generated model', () => {
     expect(r.status).toBe(200);
     expect(r.json).toMatchObject({ object: 'chat.completion', model: MODEL });
     expect(r.json.id).toMatch(/^chatcmpl-/);
-    expect(r.json.choices).toEqual([{ index: 0, message: { role: 'assistant', content: ABC }, logprobs: null, finish_reason: 'stop', stop_reason: null }]);
+    expect(r.json.choices).toEqual([
+      {
+        index: 0,
+        message: { role: 'assistant', content: ABC },
+        logprobs: null,
+        finish_reason: 'stop',
+        stop_reason: null,
+      },
+    ]);
     const u = r.json.usage;
     expect(u.completion_tokens).toBe(26);
     expect(u.prompt_tokens).toBeGreaterThan(10); // ChatML template + BOS + the message bytes
@@ -93,18 +128,30 @@ describe('embedded engine (node-llama-cpp) on the tiny generated model', () => {
 
   it('cuts at max_tokens (finish_reason length) and at stop strings', async () => {
     const cut = await chat({ max_tokens: 5 });
-    expect(cut.json.choices[0]).toMatchObject({ message: { content: 'abcde' }, finish_reason: 'length', stop_reason: null });
+    expect(cut.json.choices[0]).toMatchObject({
+      message: { content: 'abcde' },
+      finish_reason: 'length',
+      stop_reason: null,
+    });
     expect(cut.json.usage.completion_tokens).toBe(5);
     const mct = await chat({ max_tokens: 100, max_completion_tokens: 3 });
     expect(mct.json.choices[0]).toMatchObject({ message: { content: 'abc' }, finish_reason: 'length' });
 
     const stop = await chat({ stop: ['j'] });
-    expect(stop.json.choices[0]).toMatchObject({ message: { content: 'abcdefghi' }, finish_reason: 'stop', stop_reason: 'j' });
+    expect(stop.json.choices[0]).toMatchObject({
+      message: { content: 'abcdefghi' },
+      finish_reason: 'stop',
+      stop_reason: 'j',
+    });
     expect(stop.json.usage.completion_tokens).toBe(10); // the token that completed the stop string counts
     const multi = await chat({ stop: ['xyz!', 'mno', 'q'] });
     expect(multi.json.choices[0]).toMatchObject({ message: { content: 'abcdefghijkl' }, stop_reason: 'mno' });
     const unmatched = await chat({ stop: 'xyz!' });
-    expect(unmatched.json.choices[0]).toMatchObject({ message: { content: ABC }, finish_reason: 'stop', stop_reason: null });
+    expect(unmatched.json.choices[0]).toMatchObject({
+      message: { content: ABC },
+      finish_reason: 'stop',
+      stop_reason: null,
+    });
   });
 
   it('gives several choices with n', async () => {
@@ -118,11 +165,17 @@ describe('embedded engine (node-llama-cpp) on the tiny generated model', () => {
   });
 
   it('streams chunks that concatenate to the same text, with usage when include_usage', async () => {
-    const events = await sse('/v1/chat/completions', { model: MODEL, messages: [{ role: 'user', content: 'hi' }], stream: true, stream_options: { include_usage: true } });
+    const events = await sse('/v1/chat/completions', {
+      model: MODEL,
+      messages: [{ role: 'user', content: 'hi' }],
+      stream: true,
+      stream_options: { include_usage: true },
+    });
     expect(events.at(-1)).toBe('[DONE]');
     const chunks = events.slice(0, -1).map((e) => JSON.parse(e) as Json);
     expect(chunks[0]!.choices[0].delta).toEqual({ role: 'assistant', content: '' });
-    for (const c of chunks) expect(c).toMatchObject({ object: 'chat.completion.chunk', model: MODEL, id: chunks[0]!.id });
+    for (const c of chunks)
+      expect(c).toMatchObject({ object: 'chat.completion.chunk', model: MODEL, id: chunks[0]!.id });
     const text = chunks.flatMap((c) => c.choices.map((ch: Json) => ch.delta.content ?? '')).join('');
     expect(text).toBe(ABC);
     expect(chunks.filter((c) => c.choices.length > 0).length).toBeGreaterThan(2); // really streamed, not one blob
@@ -132,7 +185,12 @@ describe('embedded engine (node-llama-cpp) on the tiny generated model', () => {
     expect(usage.choices).toEqual([]);
     expect(usage.usage).toMatchObject({ completion_tokens: 26, total_tokens: usage.usage.prompt_tokens + 26 });
 
-    const plain = await sse('/v1/chat/completions', { model: MODEL, messages: [{ role: 'user', content: 'hi' }], stream: true, stop: ['f'] });
+    const plain = await sse('/v1/chat/completions', {
+      model: MODEL,
+      messages: [{ role: 'user', content: 'hi' }],
+      stream: true,
+      stop: ['f'],
+    });
     const parsed = plain.slice(0, -1).map((e) => JSON.parse(e) as Json);
     expect(parsed.every((c) => !('usage' in c))).toBe(true);
     expect(parsed.flatMap((c) => c.choices.map((ch: Json) => ch.delta.content ?? '')).join('')).toBe('abcde');
@@ -143,10 +201,16 @@ describe('embedded engine (node-llama-cpp) on the tiny generated model', () => {
     // After "\n" the cycle model writes the alphabet, whatever came before.
     const r = await post('/v1/completions', { model: MODEL, prompt: 'The alphabet:\n', temperature: 0 });
     expect(r.status).toBe(200);
-    expect(r.json).toMatchObject({ object: 'text_completion', choices: [{ index: 0, text: ABC, finish_reason: 'stop', logprobs: null }] });
+    expect(r.json).toMatchObject({
+      object: 'text_completion',
+      choices: [{ index: 0, text: ABC, finish_reason: 'stop', logprobs: null }],
+    });
     expect(r.json.usage).toEqual({ prompt_tokens: 15, completion_tokens: 26, total_tokens: 41 }); // BOS + 14 bytes
     // Special tokens in a prompt are parsed (as vLLM's tokenizer does): the ChatML text of a chat is the same prompt.
-    const raw = await post('/v1/completions', { prompt: '<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n', max_tokens: 3 });
+    const raw = await post('/v1/completions', {
+      prompt: '<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n',
+      max_tokens: 3,
+    });
     const viaChat = await post('/v1/chat/completions', { messages: [{ role: 'user', content: 'hi' }], max_tokens: 3 });
     expect(raw.json.choices[0].text).toBe('abc');
     expect(raw.json.usage.prompt_tokens).toBe(viaChat.json.usage.prompt_tokens);
@@ -158,7 +222,12 @@ describe('embedded engine (node-llama-cpp) on the tiny generated model', () => {
       [0, 'ab', 'length'],
       [1, 'ab', 'length'],
     ]);
-    const events = await sse('/v1/completions', { prompt: 'go\n', stream: true, max_tokens: 7, stream_options: { include_usage: true } });
+    const events = await sse('/v1/completions', {
+      prompt: 'go\n',
+      stream: true,
+      max_tokens: 7,
+      stream_options: { include_usage: true },
+    });
     const chunks = events.slice(0, -1).map((e) => JSON.parse(e) as Json);
     expect(chunks.flatMap((c) => c.choices.map((ch: Json) => ch.text)).join('')).toBe('abcdefg');
     expect(chunks.at(-1)!.usage.completion_tokens).toBe(7);
@@ -174,15 +243,25 @@ describe('embedded engine (node-llama-cpp) on the tiny generated model', () => {
     // The byte-level vocabulary makes 5000 characters 5000+ tokens: beyond the 4096-token context.
     const long = await post('/v1/chat/completions', { messages: [{ role: 'user', content: 'x'.repeat(5000) }] });
     expectVllmError(long, 400, /maximum context length is 4096 tokens\. However, your request has \d+ input tokens/);
-    expectVllmError(await chat({ max_tokens: 4090 }), 400, /maximum context length is 4096 tokens\. However, you requested \d+ tokens/);
-    expectVllmError(await post('/v1/embeddings', { model: MODEL, input: 'x' }), 400, /embeddings not supported by this engine/);
+    expectVllmError(
+      await chat({ max_tokens: 4090 }),
+      400,
+      /maximum context length is 4096 tokens\. However, you requested \d+ tokens/,
+    );
+    expectVllmError(
+      await post('/v1/embeddings', { model: MODEL, input: 'x' }),
+      400,
+      /embeddings not supported by this engine/,
+    );
     expectVllmError(await chat({ model: 'other-model' }), 404, /`other-model` does not exist/);
     const bad = await fetch(`${h.baseUrl}/v1/chat/completions`, { method: 'POST', body: '{not json' });
     expect(bad.status).toBe(400);
   });
 
   it('serves 4 concurrent requests on its 4 sequences, and queues the rest', async () => {
-    const rs = await Promise.all(Array.from({ length: 6 }, (_, i) => chat({ seed: i, max_tokens: i === 5 ? 8 : undefined })));
+    const rs = await Promise.all(
+      Array.from({ length: 6 }, (_, i) => chat({ seed: i, max_tokens: i === 5 ? 8 : undefined })),
+    );
     for (const [i, r] of rs.entries()) {
       expect(r.status).toBe(200);
       expect(r.json.choices[0].message.content).toBe(i === 5 ? 'abcdefgh' : ABC);
@@ -230,7 +309,11 @@ describe('embedded engine (node-llama-cpp) on the tiny generated model', () => {
     h = await mm.ensureReady(MODEL);
     expect(mm.info(MODEL)).toMatchObject({ state: 'ready', restarts: 1 });
     expect(mm.info(MODEL).pid).not.toBe(pid);
-    const r = await h.client.post('/v1/chat/completions', { model: MODEL, messages: [{ role: 'user', content: 'again' }] }, { timeoutMs: 20_000 });
+    const r = await h.client.post(
+      '/v1/chat/completions',
+      { model: MODEL, messages: [{ role: 'user', content: 'again' }] },
+      { timeoutMs: 20_000 },
+    );
     expect(r.status).toBe(200);
     expect(JSON.parse(r.body.toString()).choices[0].message.content).toBe(ABC);
   });
@@ -271,9 +354,17 @@ describe('a batch on the embedded demo model', () => {
       'models:\n  - id: demo-tiny\n    engine: embedded\n    path: builtin:tiny-cycle\n    startup_timeout_s: 60\n    options:\n      max_num_seqs: 4\n      max_model_len: 512\n';
     server = await startTestServer({ worker: true, modelsYaml });
     const { client } = server;
-    const input = writeJsonl(mkdtempSync(path.join(tmpdir(), 'bw-in-')), 'in.jsonl', chatLines(12, 'demo-tiny', (i) => (i % 3 === 0 ? { max_tokens: 5 } : {})));
+    const input = writeJsonl(
+      mkdtempSync(path.join(tmpdir(), 'bw-in-')),
+      'in.jsonl',
+      chatLines(12, 'demo-tiny', (i) => (i % 3 === 0 ? { max_tokens: 5 } : {})),
+    );
     const file = await client.files.create({ file: createReadStream(input), purpose: 'batch' });
-    const created = await client.batches.create({ input_file_id: file.id, endpoint: '/v1/chat/completions', completion_window: '24h' });
+    const created = await client.batches.create({
+      input_file_id: file.id,
+      endpoint: '/v1/chat/completions',
+      completion_window: '24h',
+    });
     const done = await waitForBatch(client, created.id, ['completed', 'failed'], 120_000);
     expect(done.status).toBe('completed');
     expect(done.request_counts).toEqual({ total: 12, completed: 12, failed: 0 });

@@ -4,7 +4,12 @@ import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { modelSchema, type ModelConfig } from '../../src/config/models.js';
 import { isPortOpen } from '../../src/engines/net.js';
-import { ModelManager, type EngineInfo, type ModelManagerOptions, type SwapEvent } from '../../src/engines/model-manager.js';
+import {
+  ModelManager,
+  type EngineInfo,
+  type ModelManagerOptions,
+  type SwapEvent,
+} from '../../src/engines/model-manager.js';
 import { createLogger } from '../../src/log/logger.js';
 
 type LogLine = Record<string, unknown> & { msg: string; level: number };
@@ -69,7 +74,14 @@ describe('ModelManager', () => {
     const h = await mm.ensureReady('a');
     expect(states.map((s) => s.state)).toEqual(['starting', 'ready']);
     const info = mm.info('a');
-    expect(info).toMatchObject({ model: 'a', engine: 'sim', state: 'ready', baseUrl: h.baseUrl, restarts: 0, lastError: null });
+    expect(info).toMatchObject({
+      model: 'a',
+      engine: 'sim',
+      state: 'ready',
+      baseUrl: h.baseUrl,
+      restarts: 0,
+      lastError: null,
+    });
     expect(info.pid).toBeGreaterThan(0);
     expect(info.readyMs).toBeGreaterThan(0);
     expect(swaps).toEqual([{ from: null, to: 'a', reason: 'cold-start', ms: expect.any(Number) }]);
@@ -168,7 +180,12 @@ describe('ModelManager', () => {
     await waitFor(() => mm.info('a').state === 'failed', 'state failed');
     expect(states.at(-1)).toMatchObject({ state: 'failed', pid: null });
     expect(mm.info('a').lastError).toMatch(/killed by SIGKILL.*engine log at/);
-    expect(logs.find((l) => l.msg === 'engine exited unexpectedly')).toMatchObject({ level: 40, model: 'a', signal: 'SIGKILL', logFile: mm.info('a').logFile });
+    expect(logs.find((l) => l.msg === 'engine exited unexpectedly')).toMatchObject({
+      level: 40,
+      model: 'a',
+      signal: 'SIGKILL',
+      logFile: mm.info('a').logFile,
+    });
 
     const h = await mm.ensureReady('a');
     const pid2 = mm.info('a').pid!;
@@ -189,14 +206,20 @@ describe('ModelManager', () => {
 
   it('reports a start failure with the stderr tail and exit code, then stops at the restart cap', async () => {
     const script = path.join(tempDir(), 'bad-engine.sh');
-    writeFileSync(script, '#!/bin/sh\necho "loading weights" \necho "ValueError: Free memory on device is less than desired" >&2\nexit 3\n');
+    writeFileSync(
+      script,
+      '#!/bin/sh\necho "loading weights" \necho "ValueError: Free memory on device is less than desired" >&2\nexit 3\n',
+    );
     chmodSync(script, 0o755);
     const { mm } = setup([sim('bad', { command: script })], { maxRestarts: 2, restartBackoffMs: 10 });
     const first = await mm.ensureReady('bad').catch((e: unknown) => e);
     expect(first).toMatchObject({ code: 'ENGINE_START_FAILED', exitCode: 3, model: 'bad' });
-    expect((first as Error).message).toMatch(/exited with code 3 during start-up; last output: ValueError: Free memory.*engine log at .*bad\.log/);
+    expect((first as Error).message).toMatch(
+      /exited with code 3 during start-up; last output: ValueError: Free memory.*engine log at .*bad\.log/,
+    );
     expect(mm.info('bad')).toMatchObject({ state: 'failed', pid: null });
-    for (let i = 0; i < 2; i++) await expect(mm.ensureReady('bad')).rejects.toMatchObject({ code: 'ENGINE_START_FAILED' });
+    for (let i = 0; i < 2; i++)
+      await expect(mm.ensureReady('bad')).rejects.toMatchObject({ code: 'ENGINE_START_FAILED' });
     expect(mm.info('bad').restarts).toBe(2);
     const capped = await mm.ensureReady('bad').catch((e: unknown) => e);
     expect(capped).toMatchObject({ code: 'ENGINE_RESTART_LIMIT' });
@@ -208,7 +231,10 @@ describe('ModelManager', () => {
 
   it('reports a missing executable as a start failure', async () => {
     const { mm } = setup([sim('x', { command: '/nonexistent/engine-binary' })]);
-    await expect(mm.ensureReady('x')).rejects.toMatchObject({ code: 'ENGINE_START_FAILED', message: expect.stringMatching(/ENOENT/) });
+    await expect(mm.ensureReady('x')).rejects.toMatchObject({
+      code: 'ENGINE_START_FAILED',
+      message: expect.stringMatching(/ENOENT/),
+    });
   });
 
   it('kills an engine that ignores SIGTERM after stopTimeoutMs', async () => {

@@ -27,7 +27,10 @@ describe('orphan engines', () => {
     const orphanExit = new Promise((r) => orphan.once('exit', r));
     const owned = spawn('sleep', ['60'], { detached: true, stdio: 'ignore' });
     try {
-      writeFileSync(path.join(dir, 'a.engine.json'), JSON.stringify({ enginePid: orphan.pid, ownerPid: deadPid(), model: 'a' }));
+      writeFileSync(
+        path.join(dir, 'a.engine.json'),
+        JSON.stringify({ enginePid: orphan.pid, ownerPid: deadPid(), model: 'a' }),
+      );
       recordEngine(path.join(dir, 'b.log'), 'b', owned.pid!); // owner: this live process
       const n = await reapOrphanEngines(dir, pino({ level: 'silent' }));
       expect(n).toBe(1);

@@ -99,7 +99,9 @@ describe('EngineProcess', () => {
     proc.on('exit', (e) => exits.push(e));
     await proc.start();
     await waitFor(() => exits.length > 0, 'exit event');
-    expect(exits).toEqual([{ code: null, signal: 'SIGKILL', reason: 'unhealthy', outputTail: [expect.stringMatching(/^grandchild \d+$/)] }]);
+    expect(exits).toEqual([
+      { code: null, signal: 'SIGKILL', reason: 'unhealthy', outputTail: [expect.stringMatching(/^grandchild \d+$/)] },
+    ]);
     await waitFor(() => !isAlive(grandchildPid(proc)), 'grandchild gone');
   });
 

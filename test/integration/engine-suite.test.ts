@@ -60,18 +60,38 @@ interface EngineCase {
 const llamaBin = llamaServerBinary({});
 const CASES: EngineCase[] = [
   { kind: 'sim', skip: null, tiny: false, model: { engine: 'sim', startup_timeout_s: 30 } },
-  { kind: 'embedded', skip: null, tiny: true, model: { engine: 'embedded', path: '{gguf}', startup_timeout_s: 60, options: { max_num_seqs: 4, max_model_len: 512 } } },
+  {
+    kind: 'embedded',
+    skip: null,
+    tiny: true,
+    model: {
+      engine: 'embedded',
+      path: '{gguf}',
+      startup_timeout_s: 60,
+      options: { max_num_seqs: 4, max_model_len: 512 },
+    },
+  },
   {
     kind: 'llamacpp',
     skip: onPath(llamaBin) ? null : `no llama-server binary (${llamaBin}); build it with: npm run build:llama`,
     tiny: true,
-    model: { engine: 'llamacpp', path: '{gguf}', startup_timeout_s: 60, options: { max_num_seqs: 4, max_model_len: 512 } },
+    model: {
+      engine: 'llamacpp',
+      path: '{gguf}',
+      startup_timeout_s: 60,
+      options: { max_num_seqs: 4, max_model_len: 512 },
+    },
   },
   {
     kind: 'vllm',
     skip: onPath('vllm') ? null : 'no `vllm` binary on PATH',
     tiny: false,
-    model: { engine: 'vllm', path: process.env['VLLM_TEST_MODEL'] ?? 'facebook/opt-125m', startup_timeout_s: 600, options: { max_num_seqs: 8, max_model_len: 1024 } },
+    model: {
+      engine: 'vllm',
+      path: process.env['VLLM_TEST_MODEL'] ?? 'facebook/opt-125m',
+      startup_timeout_s: 600,
+      options: { max_num_seqs: 8, max_model_len: 1024 },
+    },
   },
 ];
 
@@ -100,7 +120,13 @@ describe.each(present)('engine $kind', (c) => {
   let h: EngineHandle;
 
   beforeAll(async () => {
-    mm = new ModelManager({ models: [configFor(c, MODEL)], logDir: path.join(dir, `logs-${c.kind}`), log: createLogger('silent'), stopTimeoutMs: 2_000, restartBackoffMs: 20 });
+    mm = new ModelManager({
+      models: [configFor(c, MODEL)],
+      logDir: path.join(dir, `logs-${c.kind}`),
+      log: createLogger('silent'),
+      stopTimeoutMs: 2_000,
+      restartBackoffMs: 20,
+    });
     h = await mm.ensureReady(MODEL);
   }, 620_000);
   afterAll(async () => {
@@ -108,7 +134,11 @@ describe.each(present)('engine $kind', (c) => {
   });
 
   async function post(p: string, body: unknown): Promise<{ status: number; raw: Buffer; json: Json }> {
-    const res = await fetch(`${h.baseUrl}${p}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    const res = await fetch(`${h.baseUrl}${p}`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+    });
     const raw = Buffer.from(await res.arrayBuffer());
     let json: Json = {};
     try {
@@ -118,10 +148,15 @@ describe.each(present)('engine $kind', (c) => {
     }
     return { status: res.status, raw, json };
   }
-  const chat = (extra: Json = {}) => post('/v1/chat/completions', { model: MODEL, messages: [{ role: 'user', content: 'Say the alphabet' }], ...extra });
+  const chat = (extra: Json = {}) =>
+    post('/v1/chat/completions', { model: MODEL, messages: [{ role: 'user', content: 'Say the alphabet' }], ...extra });
 
   async function sse(p: string, body: Json): Promise<Json[]> {
-    const res = await fetch(`${h.baseUrl}${p}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: MODEL, ...body, stream: true }) });
+    const res = await fetch(`${h.baseUrl}${p}`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ model: MODEL, ...body, stream: true }),
+    });
     expect(res.status).toBe(200);
     expect(res.headers.get('content-type')).toMatch(/^text\/event-stream/);
     const events = (await res.text())
@@ -161,7 +196,10 @@ describe.each(present)('engine $kind', (c) => {
   });
 
   it('streams a chat completion', async () => {
-    const chunks = await sse('/v1/chat/completions', { messages: [{ role: 'user', content: 'Say the alphabet' }], stream_options: { include_usage: true } });
+    const chunks = await sse('/v1/chat/completions', {
+      messages: [{ role: 'user', content: 'Say the alphabet' }],
+      stream_options: { include_usage: true },
+    });
     for (const ch of chunks) expect(ch.object).toBe('chat.completion.chunk');
     const text = chunks.flatMap((ch) => (ch.choices ?? []).map((x: Json) => x.delta?.content ?? '')).join('');
     if (c.tiny) expect(text).toBe(ABC);
@@ -177,7 +215,11 @@ describe.each(present)('engine $kind', (c) => {
     expect(r.json.object).toBe('text_completion');
     if (c.tiny) expect(r.json.choices[0].text).toBe(ABC);
     expectUsage(r.json.usage);
-    const chunks = await sse('/v1/completions', { prompt: 'The alphabet:\n', max_tokens: 7, stream_options: { include_usage: true } });
+    const chunks = await sse('/v1/completions', {
+      prompt: 'The alphabet:\n',
+      max_tokens: 7,
+      stream_options: { include_usage: true },
+    });
     const text = chunks.flatMap((ch) => (ch.choices ?? []).map((x: Json) => x.text ?? '')).join('');
     if (c.tiny) expect(text).toBe('abcdefg');
     const usage = [...chunks].reverse().find((ch) => ch.usage)?.usage;
@@ -208,7 +250,14 @@ describe.each(present)('engine $kind', (c) => {
     const expectEnvelope = (r: { status: number; raw: Buffer }, message: RegExp) => {
       expect(r.status).toBe(400);
       const env = toOpenAIErrorBody(r.status, r.raw);
-      expect(env).toEqual({ error: { message: expect.any(String), type: 'invalid_request_error', param: expect.toSatisfy(nullOrString), code: expect.toSatisfy(nullOrString) } });
+      expect(env).toEqual({
+        error: {
+          message: expect.any(String),
+          type: 'invalid_request_error',
+          param: expect.toSatisfy(nullOrString),
+          code: expect.toSatisfy(nullOrString),
+        },
+      });
       expect(env.error.message).toMatch(message);
     };
     const neg = await chat({ max_tokens: -1 });
@@ -252,11 +301,24 @@ describe.each(present)('engine $kind', (c) => {
     try {
       const { client } = server;
       const lines = Array.from({ length: 5 }, (_, i) =>
-        JSON.stringify({ custom_id: `req-${i}`, method: 'POST', url: '/v1/chat/completions', body: { model: id, messages: [{ role: 'user', content: `question ${i}` }], ...(i % 2 === 0 && { max_tokens: 5 }) } }),
+        JSON.stringify({
+          custom_id: `req-${i}`,
+          method: 'POST',
+          url: '/v1/chat/completions',
+          body: {
+            model: id,
+            messages: [{ role: 'user', content: `question ${i}` }],
+            ...(i % 2 === 0 && { max_tokens: 5 }),
+          },
+        }),
       );
       const input = writeJsonl(mkdtempSync(path.join(tmpdir(), 'bw-suite-in-')), 'in.jsonl', lines.join('\n') + '\n');
       const file = await client.files.create({ file: createReadStream(input), purpose: 'batch' });
-      const created = await client.batches.create({ input_file_id: file.id, endpoint: '/v1/chat/completions', completion_window: '24h' });
+      const created = await client.batches.create({
+        input_file_id: file.id,
+        endpoint: '/v1/chat/completions',
+        completion_window: '24h',
+      });
       const done = await waitForBatch(client, created.id, ['completed', 'failed'], 120_000);
       expect(done.status).toBe('completed');
       expect(done.request_counts).toEqual({ total: 5, completed: 5, failed: 0 });

@@ -4,14 +4,28 @@
  * server) as the model's `command`, and a fake nvidia-smi printing CSV the test rewrites.
  * Everything else is the real code: version gate, memory wait, spawn, capacity read, sleep/wake.
  */
-import { accessSync, chmodSync, constants, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  accessSync,
+  chmodSync,
+  constants,
+  existsSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { modelSchema, type ModelConfig } from '../../src/config/models.js';
 import { isEngineError } from '../../src/engines/errors.js';
-import { ModelManager, type EngineInfo, type ModelManagerOptions, type SwapEvent } from '../../src/engines/model-manager.js';
+import {
+  ModelManager,
+  type EngineInfo,
+  type ModelManagerOptions,
+  type SwapEvent,
+} from '../../src/engines/model-manager.js';
 import { createLogger } from '../../src/log/logger.js';
 import { isProcessAlive } from '../../src/os/process.js';
 
@@ -49,13 +63,17 @@ function tempDir(): string {
 /** A fake nvidia-smi for one test: its state dir holds gpus.csv / apps.csv and logs each call. */
 function fakeSmi(gpus: string | null, apps?: string) {
   const dir = tempDir();
-  const set = (csv: string | null) => (csv === null ? rmSync(path.join(dir, 'gpus.csv'), { force: true }) : writeFileSync(path.join(dir, 'gpus.csv'), csv));
+  const set = (csv: string | null) =>
+    csv === null ? rmSync(path.join(dir, 'gpus.csv'), { force: true }) : writeFileSync(path.join(dir, 'gpus.csv'), csv);
   set(gpus);
   if (apps !== undefined) writeFileSync(path.join(dir, 'apps.csv'), apps);
   const command = path.join(dir, 'nvidia-smi');
   writeFileSync(command, `#!/bin/sh\nexec sh '${FAKE_SMI}' '${dir}' "$@"\n`);
   chmodSync(command, 0o755);
-  const calls = () => (existsSync(path.join(dir, 'calls.log')) ? readFileSync(path.join(dir, 'calls.log'), 'utf8').split('\n').filter(Boolean) : []);
+  const calls = () =>
+    existsSync(path.join(dir, 'calls.log'))
+      ? readFileSync(path.join(dir, 'calls.log'), 'utf8').split('\n').filter(Boolean)
+      : [];
   return { command, set, gpuQueries: () => calls().filter((c) => c.startsWith('--query-gpu')).length };
 }
 
@@ -75,7 +93,16 @@ function setup(models: ModelConfig[], opts: Partial<ModelManagerOptions> = {}) {
   const log = createLogger('debug', { write: (s: string) => void logs.push(JSON.parse(s) as LogLine) });
   const states: EngineInfo[] = [];
   const swaps: SwapEvent[] = [];
-  const mm = new ModelManager({ models, logDir: tempDir(), log, stopTimeoutMs: 2_000, restartBackoffMs: 20, nvidiaSmi: '/nonexistent/nvidia-smi', gpuMemoryPollMs: 50, ...opts });
+  const mm = new ModelManager({
+    models,
+    logDir: tempDir(),
+    log,
+    stopTimeoutMs: 2_000,
+    restartBackoffMs: 20,
+    nvidiaSmi: '/nonexistent/nvidia-smi',
+    gpuMemoryPollMs: 50,
+    ...opts,
+  });
   mm.on('state', (i) => states.push(i));
   mm.on('swap', (s) => swaps.push(s));
   cleanups.push(() => mm.shutdown());
@@ -99,7 +126,6 @@ async function fakeState(baseUrl: string): Promise<FakeState> {
   return (await res.json()) as FakeState;
 }
 
-
 const chat = (model: string) => ({ model, messages: [{ role: 'user', content: 'hi' }], max_tokens: 4 });
 
 describe('vLLM version gate', () => {
@@ -109,7 +135,9 @@ describe('vLLM version gate', () => {
     const { mm, logs } = setup([vllm('old', {}, { FAKE_VLLM_VERSION: '0.21.3', FAKE_VLLM_CALLS: calls })]);
     const err = await mm.ensureReady('old').catch((e: unknown) => e);
     expect(isEngineError(err, 'ENGINE_START_FAILED')).toBe(true);
-    expect((err as Error).message).toContain('vLLM 0.21.3 has a Host-header authentication bypass (fixed in 0.22.0); upgrade with pip install -U vllm');
+    expect((err as Error).message).toContain(
+      'vLLM 0.21.3 has a Host-header authentication bypass (fixed in 0.22.0); upgrade with pip install -U vllm',
+    );
     expect(mm.info('old')).toMatchObject({ state: 'failed', pid: null, lastError: expect.stringContaining('0.21.3') });
     expect(existsSync(mm.info('old').logFile)).toBe(false); // never spawned
     expect(logs.some((l) => l.msg === 'engine spawned')).toBe(false);
@@ -131,8 +159,15 @@ describe('vLLM version gate', () => {
 
 describe('free GPU memory check', () => {
   it('waits for the memory, then fails with ENGINE_GPU_MEMORY naming the numbers and the holder', async () => {
-    const smi = fakeSmi(gpusCsv('one-gpu-busy.csv'), 'GPU-1b2c3d4e-aaaa-bbbb-cccc-111111111111, 4242, python3, 13380\n');
-    const { mm, logs } = setup([vllm('X', { gpu_memory_utilization: 0.9 })], { nvidiaSmi: smi.command, gpuMemoryWaitMs: 600, gpuMemoryPollMs: 100 });
+    const smi = fakeSmi(
+      gpusCsv('one-gpu-busy.csv'),
+      'GPU-1b2c3d4e-aaaa-bbbb-cccc-111111111111, 4242, python3, 13380\n',
+    );
+    const { mm, logs } = setup([vllm('X', { gpu_memory_utilization: 0.9 })], {
+      nvidiaSmi: smi.command,
+      gpuMemoryWaitMs: 600,
+      gpuMemoryPollMs: 100,
+    });
     const t0 = Date.now();
     const err = await mm.ensureReady('X').catch((e: unknown) => e);
     expect(Date.now() - t0).toBeGreaterThanOrEqual(600);
@@ -146,9 +181,13 @@ describe('free GPU memory check', () => {
     expect(logs.some((l) => l.msg === 'engine spawned')).toBe(false);
   });
 
-  it('starts once the previous engine\'s memory is released', async () => {
+  it("starts once the previous engine's memory is released", async () => {
     const smi = fakeSmi(gpusCsv('one-gpu-busy.csv'));
-    const { mm, logs } = setup([vllm('X', { gpu_memory_utilization: 0.9 })], { nvidiaSmi: smi.command, gpuMemoryWaitMs: 10_000, gpuMemoryPollMs: 50 });
+    const { mm, logs } = setup([vllm('X', { gpu_memory_utilization: 0.9 })], {
+      nvidiaSmi: smi.command,
+      gpuMemoryWaitMs: 10_000,
+      gpuMemoryPollMs: 50,
+    });
     const t0 = Date.now();
     setTimeout(() => smi.set(ONE_GPU_FREE), 400);
     await mm.ensureReady('X');
@@ -160,17 +199,29 @@ describe('free GPU memory check', () => {
   it('sets CUDA_VISIBLE_DEVICES from WORKER_GPUS and checks only those GPUs', async () => {
     // two-gpus.csv: GPU 0 has 81,008 MiB free, GPU 1 only 10,700 (of 81,559).
     const smi = fakeSmi(gpusCsv('two-gpus.csv'));
-    const small = setup([vllm('small', { gpu_memory_utilization: 0.1 }), vllm('pinned', { gpu_memory_utilization: 0.9 }, { CUDA_VISIBLE_DEVICES: '0' })], { nvidiaSmi: smi.command, workerGpus: '1' });
+    const small = setup(
+      [
+        vllm('small', { gpu_memory_utilization: 0.1 }),
+        vllm('pinned', { gpu_memory_utilization: 0.9 }, { CUDA_VISIBLE_DEVICES: '0' }),
+      ],
+      { nvidiaSmi: smi.command, workerGpus: '1' },
+    );
     const h = await small.mm.ensureReady('small');
     expect((await fakeState(h.baseUrl)).cudaVisibleDevices).toBe('1');
     // A model's own options.env CUDA_VISIBLE_DEVICES wins over WORKER_GPUS.
     const p = await small.mm.ensureReady('pinned');
     expect((await fakeState(p.baseUrl)).cudaVisibleDevices).toBe('0');
 
-    const big = setup([vllm('big', { gpu_memory_utilization: 0.9 })], { nvidiaSmi: smi.command, workerGpus: '1', gpuMemoryWaitMs: 200 });
+    const big = setup([vllm('big', { gpu_memory_utilization: 0.9 })], {
+      nvidiaSmi: smi.command,
+      workerGpus: '1',
+      gpuMemoryWaitMs: 200,
+    });
     const err = await big.mm.ensureReady('big').catch((e: unknown) => e);
     expect(isEngineError(err, 'ENGINE_GPU_MEMORY')).toBe(true);
-    expect((err as Error).message).toContain('GPU 1 (NVIDIA H100 80GB HBM3) has 10,700 MiB free of 81,559 MiB; model big needs 0.9 × 81,559 = 73,404 MiB.');
+    expect((err as Error).message).toContain(
+      'GPU 1 (NVIDIA H100 80GB HBM3) has 10,700 MiB free of 81,559 MiB; model big needs 0.9 × 81,559 = 73,404 MiB.',
+    );
     expect((err as Error).message).not.toContain('GPU 0');
   });
 
@@ -180,7 +231,10 @@ describe('free GPU memory check', () => {
       const { mm, logs } = setup([vllm('m', { gpu_memory_utilization: 0.9 })], { nvidiaSmi });
       await mm.ensureReady('m');
       expect(mm.info('m').state).toBe('ready');
-      expect(logs.find((l) => l.msg === 'cannot check free GPU memory; letting vLLM try')).toMatchObject({ level: 40, model: 'm' });
+      expect(logs.find((l) => l.msg === 'cannot check free GPU memory; letting vLLM try')).toMatchObject({
+        level: 40,
+        model: 'm',
+      });
       await mm.shutdown();
     }
   });
@@ -188,15 +242,21 @@ describe('free GPU memory check', () => {
 
 describe('real concurrency', () => {
   it('caps max_num_seqs by the "Maximum concurrency" line of the start-up log', async () => {
-    const { mm, logs } = setup([
-      vllm('kv', { max_num_seqs: 64, max_model_len: 8192 }, { FAKE_VLLM_CONCURRENCY: '21.51' }),
-      vllm('seqs', { max_num_seqs: 8 }, { FAKE_VLLM_CONCURRENCY: '21.51' }),
-      vllm('metrics', { max_model_len: 400 }, { FAKE_VLLM_GPU_BLOCKS: '100' }),
-      vllm('none', { max_num_seqs: 48 }),
-    ], { maxLoaded: 4 });
+    const { mm, logs } = setup(
+      [
+        vllm('kv', { max_num_seqs: 64, max_model_len: 8192 }, { FAKE_VLLM_CONCURRENCY: '21.51' }),
+        vllm('seqs', { max_num_seqs: 8 }, { FAKE_VLLM_CONCURRENCY: '21.51' }),
+        vllm('metrics', { max_model_len: 400 }, { FAKE_VLLM_GPU_BLOCKS: '100' }),
+        vllm('none', { max_num_seqs: 48 }),
+      ],
+      { maxLoaded: 4 },
+    );
     // The line is followed by 80 more lines: it is read from the engine log, not the 50-line ring.
     expect((await mm.ensureReady('kv')).concurrency).toBe(21);
-    expect(logs.find((l) => l.msg === 'engine ready' && l['model'] === 'kv')).toMatchObject({ concurrency: 21, concurrencySource: 'log: 21.51x for 8192 tokens' });
+    expect(logs.find((l) => l.msg === 'engine ready' && l['model'] === 'kv')).toMatchObject({
+      concurrency: 21,
+      concurrencySource: 'log: 21.51x for 8192 tokens',
+    });
     expect((await mm.ensureReady('seqs')).concurrency).toBe(8);
     // No log line: /metrics cache_config_info (100 blocks × 16 tokens) over max_model_len 400.
     expect((await mm.ensureReady('metrics')).concurrency).toBe(4);
@@ -209,9 +269,15 @@ describe('real concurrency', () => {
 
 describe('sleep mode as a swap cache', () => {
   it('puts an evicted engine to sleep and wakes it on ensureReady, with the same process', async () => {
-    const { mm, states, swaps, logs } = setup([vllm('a', { sleep_mode: 'level2', max_num_seqs: 32 }, { FAKE_VLLM_CONCURRENCY: '9.5' }), vllm('b', { sleep_mode: 'level2' })], {
-      bindHost: '0.0.0.0', // a dev-mode engine ignores it
-    });
+    const { mm, states, swaps, logs } = setup(
+      [
+        vllm('a', { sleep_mode: 'level2', max_num_seqs: 32 }, { FAKE_VLLM_CONCURRENCY: '9.5' }),
+        vllm('b', { sleep_mode: 'level2' }),
+      ],
+      {
+        bindHost: '0.0.0.0', // a dev-mode engine ignores it
+      },
+    );
     const a = await mm.ensureReady('a');
     const aPid = mm.info('a').pid!;
     const started = await fakeState(a.baseUrl);
@@ -223,7 +289,11 @@ describe('sleep mode as a swap cache', () => {
     expect(isProcessAlive(aPid)).toBe(true);
     expect(await fakeState(a.baseUrl)).toMatchObject({ sleeping: true, level: 2, sleeps: [2] });
     // The old handle's client was closed; a request straight to the sleeping engine gets vLLM's 503.
-    const direct = await fetch(`${a.baseUrl}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(chat('a')) });
+    const direct = await fetch(`${a.baseUrl}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(chat('a')),
+    });
     expect(direct.status).toBe(503);
     expect(logs.find((l) => l.msg === 'engine asleep')).toMatchObject({ model: 'a', level: 2 });
 
@@ -234,7 +304,11 @@ describe('sleep mode as a swap cache', () => {
     expect(await fakeState(a.baseUrl)).toMatchObject({ sleeping: false, wakes: 1 });
     const res = await woke.client.post('/v1/chat/completions', chat('a'), { timeoutMs: 5_000 });
     expect(res.status).toBe(200);
-    expect(logs.find((l) => l.msg === 'engine woke up')).toMatchObject({ model: 'a', level: 2, wakeMs: expect.any(Number) });
+    expect(logs.find((l) => l.msg === 'engine woke up')).toMatchObject({
+      model: 'a',
+      level: 2,
+      wakeMs: expect.any(Number),
+    });
 
     const aStates = states.filter((s) => s.model === 'a').map((s) => s.state);
     expect(aStates).toEqual(['starting', 'ready', 'sleeping', 'starting', 'ready']);
@@ -261,7 +335,11 @@ describe('sleep mode as a swap cache', () => {
   });
 
   it('stops the engine as before when sleep fails, and cold-starts it when wake-up fails', async () => {
-    const { mm, logs } = setup([vllm('nosleep', { sleep_mode: 'level2' }, { FAKE_VLLM_SLEEP_FAIL: '1' }), vllm('nowake', { sleep_mode: 'level2' }, { FAKE_VLLM_WAKE_FAIL: '1' }), vllm('other')]);
+    const { mm, logs } = setup([
+      vllm('nosleep', { sleep_mode: 'level2' }, { FAKE_VLLM_SLEEP_FAIL: '1' }),
+      vllm('nowake', { sleep_mode: 'level2' }, { FAKE_VLLM_WAKE_FAIL: '1' }),
+      vllm('other'),
+    ]);
     await mm.ensureReady('nosleep');
     const pid1 = mm.info('nosleep').pid!;
     await mm.ensureReady('other');
@@ -284,10 +362,17 @@ describe('sleep mode as a swap cache', () => {
   it('stops a sleeping engine when its GPU memory is needed for a cold start', async () => {
     // The GPU looks busy until the sleeping engine is stopped (our fake nvidia-smi cannot see it go).
     const smi = fakeSmi(gpusCsv('one-gpu-busy.csv'));
-    const { mm, logs } = setup([vllm('sleeper', { sleep_mode: 'level2', gpu_memory_utilization: 0.1 }), vllm('small', { gpu_memory_utilization: 0.1 }), vllm('big', { gpu_memory_utilization: 0.9 })], {
-      nvidiaSmi: smi.command,
-      gpuMemoryWaitMs: 5_000,
-    });
+    const { mm, logs } = setup(
+      [
+        vllm('sleeper', { sleep_mode: 'level2', gpu_memory_utilization: 0.1 }),
+        vllm('small', { gpu_memory_utilization: 0.1 }),
+        vllm('big', { gpu_memory_utilization: 0.9 }),
+      ],
+      {
+        nvidiaSmi: smi.command,
+        gpuMemoryWaitMs: 5_000,
+      },
+    );
     await mm.ensureReady('sleeper');
     await mm.ensureReady('small');
     expect(mm.info('sleeper').state).toBe('sleeping');
@@ -295,7 +380,10 @@ describe('sleep mode as a swap cache', () => {
     const done = mm.ensureReady('big');
     await expect.poll(() => mm.info('sleeper').state, { timeout: 5_000 }).toBe('stopped');
     expect(isProcessAlive(sleeperPid)).toBe(false);
-    expect(logs.find((l) => l.msg === 'stopping a sleeping engine to free GPU memory')).toMatchObject({ model: 'sleeper', for: 'big' });
+    expect(logs.find((l) => l.msg === 'stopping a sleeping engine to free GPU memory')).toMatchObject({
+      model: 'sleeper',
+      for: 'big',
+    });
     smi.set(ONE_GPU_FREE);
     await done;
     expect(mm.info('big').state).toBe('ready');
@@ -327,7 +415,9 @@ describe('sleep mode as a swap cache', () => {
 
 // Keeps the fixture CSVs and this file's inline copy in step.
 it('fixture sanity: ONE_GPU_FREE is the busy GPU with its memory released', () => {
-  const busy = gpusCsv('one-gpu-busy.csv').split(',').map((s) => s.trim());
+  const busy = gpusCsv('one-gpu-busy.csv')
+    .split(',')
+    .map((s) => s.trim());
   const free = ONE_GPU_FREE.split(',').map((s) => s.trim());
   expect(free.slice(0, 4)).toEqual(busy.slice(0, 4));
 });

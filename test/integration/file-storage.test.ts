@@ -73,7 +73,9 @@ describe('FileStorage', () => {
     expect(existsSync(storage.pathOf(id))).toBe(false);
     const bytes = await w.commit();
     expect(bytes).toBe(Buffer.byteLength('{"a":"é"}\n') + 2);
-    expect(readFileSync(storage.pathOf(id))).toEqual(Buffer.concat([Buffer.from('{"a":"é"}\n'), Buffer.from([0xff, 0x00])]));
+    expect(readFileSync(storage.pathOf(id))).toEqual(
+      Buffer.concat([Buffer.from('{"a":"é"}\n'), Buffer.from([0xff, 0x00])]),
+    );
     expect(listAll(storage.root)).toEqual([id]);
   });
 
@@ -95,7 +97,17 @@ describe('FileStorage', () => {
   });
 
   it('rejects ids that are not file ids, so no path can escape the root', () => {
-    for (const bad of ['../x', 'file-../../etc', 'file-abc/../../x', '/etc/passwd', 'file-', 'file-a.b', 'file-a\0b', '', 'batch_abc']) {
+    for (const bad of [
+      '../x',
+      'file-../../etc',
+      'file-abc/../../x',
+      '/etc/passwd',
+      'file-',
+      'file-a.b',
+      'file-a\0b',
+      '',
+      'batch_abc',
+    ]) {
       expect(() => storage.pathOf(bad), bad).toThrow(/not a file id/);
       expect(() => storage.createWriter(bad), bad).toThrow(/not a file id/);
     }
@@ -155,11 +167,24 @@ describe('FilesRepo and sweepFiles', () => {
   const batchReading = (inputFileId: string, status: string) =>
     db
       .insert(batches)
-      .values({ id: `batch_${inputFileId.slice(5)}${status.length}`, endpoint: '/v1/chat/completions', inputFileId, completionWindow: '24h', status, createdAt: 1, expiresAt: 2 })
+      .values({
+        id: `batch_${inputFileId.slice(5)}${status.length}`,
+        endpoint: '/v1/chat/completions',
+        inputFileId,
+        completionWindow: '24h',
+        status,
+        createdAt: 1,
+        expiresAt: 2,
+      })
       .run();
 
   it('pages by created_at then id in both orders with a stable cursor', () => {
-    const rows = [row({ id: 'file-a', createdAt: 5 }), row({ id: 'file-b', createdAt: 5 }), row({ id: 'file-c', createdAt: 3 }), row({ id: 'file-d', createdAt: 9, purpose: 'user_data' })];
+    const rows = [
+      row({ id: 'file-a', createdAt: 5 }),
+      row({ id: 'file-b', createdAt: 5 }),
+      row({ id: 'file-c', createdAt: 3 }),
+      row({ id: 'file-d', createdAt: 9, purpose: 'user_data' }),
+    ];
     for (const r of rows) files.insert(r);
     const ids = (p: { rows: FileRow[] }) => p.rows.map((r) => r.id);
     expect(ids(files.list({ limit: 10, order: 'desc' }))).toEqual(['file-d', 'file-b', 'file-a', 'file-c']);

@@ -30,9 +30,22 @@ afterAll(async () => {
   if (scratch) rmSync(scratch, { recursive: true, force: true });
 });
 
-const FILE_KEYS = ['id', 'object', 'bytes', 'created_at', 'expires_at', 'filename', 'purpose', 'status', 'status_details'];
+const FILE_KEYS = [
+  'id',
+  'object',
+  'bytes',
+  'created_at',
+  'expires_at',
+  'filename',
+  'purpose',
+  'status',
+  'status_details',
+];
 const storageRoot = () => server.app.deps.storage.root;
-const storedIds = () => readdirSync(storageRoot()).filter((n) => n !== 'tmp').sort();
+const storedIds = () =>
+  readdirSync(storageRoot())
+    .filter((n) => n !== 'tmp')
+    .sort();
 const tempFiles = () => readdirSync(path.join(storageRoot(), 'tmp'));
 
 /** The spec types expires_at and status_details as non-null; like OpenAI we print null when unset. */
@@ -71,9 +84,15 @@ function multipart(parts: RawPart[]): { body: Buffer; headers: Record<string, st
   const boundary = `----bwtest${randomBytes(8).toString('hex')}`;
   const chunks: Buffer[] = [];
   for (const p of parts) {
-    const fname = p.filename === undefined ? '' : p.filename.startsWith(';') ? p.filename : `; filename="${p.filename}"`;
+    const fname =
+      p.filename === undefined ? '' : p.filename.startsWith(';') ? p.filename : `; filename="${p.filename}"`;
     const ctype = p.filename === undefined ? '' : 'Content-Type: application/octet-stream\r\n';
-    chunks.push(Buffer.from(`--${boundary}\r\nContent-Disposition: form-data; name="${p.name}"${fname}\r\n${ctype}\r\n`, 'latin1'));
+    chunks.push(
+      Buffer.from(
+        `--${boundary}\r\nContent-Disposition: form-data; name="${p.name}"${fname}\r\n${ctype}\r\n`,
+        'latin1',
+      ),
+    );
     chunks.push(Buffer.isBuffer(p.data) ? p.data : Buffer.from(p.data));
     chunks.push(Buffer.from('\r\n'));
   }
@@ -90,11 +109,22 @@ const jsonl = '{"custom_id":"r1","method":"POST","url":"/v1/chat/completions","b
 
 describe('Files API with the official SDK', () => {
   it('uploads a streamed file, retrieves it and returns the exact bytes', async () => {
-    const bytes = Buffer.concat([Buffer.from('{"custom_id":"ü✓","x":"日本"}\r\n'), Buffer.from([0x00, 0xff, 0xfe, 0x80, 0x0a]), randomBytes(4096)]);
+    const bytes = Buffer.concat([
+      Buffer.from('{"custom_id":"ü✓","x":"日本"}\r\n'),
+      Buffer.from([0x00, 0xff, 0xfe, 0x80, 0x0a]),
+      randomBytes(4096),
+    ]);
     const p = writeTemp('input.jsonl', bytes);
     const created = await client.files.create({ file: createReadStream(p), purpose: 'batch' });
     assertFileObject(created as unknown as Record<string, unknown>);
-    expect(created).toMatchObject({ object: 'file', bytes: bytes.length, filename: 'input.jsonl', purpose: 'batch', status: 'processed', status_details: null });
+    expect(created).toMatchObject({
+      object: 'file',
+      bytes: bytes.length,
+      filename: 'input.jsonl',
+      purpose: 'batch',
+      status: 'processed',
+      status_details: null,
+    });
     expect(created.id).toMatch(/^file-[A-Za-z0-9]+$/);
     expect(Math.abs(created.created_at - Date.now() / 1000)).toBeLessThan(60);
     expect(created.expires_at).toBe(created.created_at + 30 * 24 * 3600);
@@ -125,13 +155,23 @@ describe('Files API with the official SDK', () => {
       expires_after: { anchor: 'created_at', seconds: 3600 },
     });
     expect(f.expires_at).toBe(f.created_at + 3600);
-    const b = await client.files.create({ file: createReadStream(writeTemp('exp2.jsonl', jsonl)), purpose: 'batch', expires_after: { anchor: 'created_at', seconds: 7200 } });
+    const b = await client.files.create({
+      file: createReadStream(writeTemp('exp2.jsonl', jsonl)),
+      purpose: 'batch',
+      expires_after: { anchor: 'created_at', seconds: 7200 },
+    });
     expect(b.expires_at).toBe(b.created_at + 7200);
   });
 
   it('lists with limit/after pagination, both orders and a purpose filter', async () => {
     const made = [];
-    for (let i = 0; i < 5; i++) made.push(await client.files.create({ file: createReadStream(writeTemp(`e${i}.jsonl`, `{"i":${i}}\n`)), purpose: 'evals' }));
+    for (let i = 0; i < 5; i++)
+      made.push(
+        await client.files.create({
+          file: createReadStream(writeTemp(`e${i}.jsonl`, `{"i":${i}}\n`)),
+          purpose: 'evals',
+        }),
+      );
     // Newest first; uploads within the same second keep their upload order.
     const desc = [...made].reverse().map((f) => f.id);
 
@@ -150,7 +190,10 @@ describe('Files API with the official SDK', () => {
     expect(Object.keys(page)).toEqual(['object', 'data', 'first_id', 'last_id', 'has_more']);
     expect(page).toMatchObject({ object: 'list', first_id: desc[2], last_id: desc[3], has_more: true });
     assertMatchesSchema('ListFilesResponse', { ...page, data: [] });
-    const last = (await (await fetch(`${server.baseUrl}/v1/files?purpose=evals&after=${desc[4]}`)).json()) as Record<string, unknown>;
+    const last = (await (await fetch(`${server.baseUrl}/v1/files?purpose=evals&after=${desc[4]}`)).json()) as Record<
+      string,
+      unknown
+    >;
     expect(last).toEqual({ object: 'list', data: [], first_id: null, last_id: null, has_more: false });
 
     const everything = await client.files.list();
@@ -162,12 +205,23 @@ describe('Files API with the official SDK', () => {
     await expectError(await fetch(`${server.baseUrl}/v1/files?limit=0`), 400, 'invalid_request', 'limit');
     await expectError(await fetch(`${server.baseUrl}/v1/files?limit=10001`), 400, 'invalid_request', 'limit');
     await expectError(await fetch(`${server.baseUrl}/v1/files?order=sideways`), 400, 'invalid_request', 'order');
-    await expectError(await fetch(`${server.baseUrl}/v1/files?after=file-doesnotexist`), 400, 'invalid_request', 'after');
+    await expectError(
+      await fetch(`${server.baseUrl}/v1/files?after=file-doesnotexist`),
+      400,
+      'invalid_request',
+      'after',
+    );
   });
 
   it('takes concurrent uploads without mixing their bytes', async () => {
-    const inputs = Array.from({ length: 6 }, (_, i) => Buffer.concat([Buffer.from(`{"n":${i}}\n`), randomBytes(100_000 + i)]));
-    const made = await Promise.all(inputs.map((b, i) => client.files.create({ file: createReadStream(writeTemp(`c${i}.jsonl`, b)), purpose: 'batch' })));
+    const inputs = Array.from({ length: 6 }, (_, i) =>
+      Buffer.concat([Buffer.from(`{"n":${i}}\n`), randomBytes(100_000 + i)]),
+    );
+    const made = await Promise.all(
+      inputs.map((b, i) =>
+        client.files.create({ file: createReadStream(writeTemp(`c${i}.jsonl`, b)), purpose: 'batch' }),
+      ),
+    );
     expect(new Set(made.map((f) => f.id)).size).toBe(inputs.length);
     for (const [i, f] of made.entries()) {
       expect(f.bytes).toBe(inputs[i]!.length);
@@ -192,8 +246,15 @@ describe('Files API with the official SDK', () => {
   });
 
   it('keeps the bytes of a deleted input file until its batch ends, then the janitor removes them', async () => {
-    const input = await client.files.create({ file: createReadStream(writeTemp('active.jsonl', chatLines(3, SIM_MODEL))), purpose: 'batch' });
-    const batch = await client.batches.create({ input_file_id: input.id, endpoint: '/v1/chat/completions', completion_window: '24h' });
+    const input = await client.files.create({
+      file: createReadStream(writeTemp('active.jsonl', chatLines(3, SIM_MODEL))),
+      purpose: 'batch',
+    });
+    const batch = await client.batches.create({
+      input_file_id: input.id,
+      endpoint: '/v1/chat/completions',
+      completion_window: '24h',
+    });
     await waitForBatch(client, batch.id, ['in_progress']); // no worker: it stays there
     const bytesPath = server.app.deps.storage.pathOf(input.id);
 
@@ -213,12 +274,29 @@ describe('Files API with the official SDK', () => {
 describe('Files API errors', () => {
   it('answers 404 file_not_found for unknown and malformed ids', async () => {
     // (Ids past Fastify's maxParamLength, 100, get Fastify's own 414 before any route runs.)
-    for (const id of ['file-nope', 'nope', '..%2F..%2Fetc%2Fpasswd', 'file-..%2F..%2Fx', 'file-a%00b', `file-${'a'.repeat(90)}`]) {
+    for (const id of [
+      'file-nope',
+      'nope',
+      '..%2F..%2Fetc%2Fpasswd',
+      'file-..%2F..%2Fx',
+      'file-a%00b',
+      `file-${'a'.repeat(90)}`,
+    ]) {
       for (const suffix of ['', '/content']) {
-        const msg = await expectError(await fetch(`${server.baseUrl}/v1/files/${id}${suffix}`), 404, 'file_not_found', 'id');
+        const msg = await expectError(
+          await fetch(`${server.baseUrl}/v1/files/${id}${suffix}`),
+          404,
+          'file_not_found',
+          'id',
+        );
         expect(msg).toContain('GET /v1/files');
       }
-      await expectError(await fetch(`${server.baseUrl}/v1/files/${id}`, { method: 'DELETE' }), 404, 'file_not_found', 'id');
+      await expectError(
+        await fetch(`${server.baseUrl}/v1/files/${id}`, { method: 'DELETE' }),
+        404,
+        'file_not_found',
+        'id',
+      );
     }
   });
 
@@ -226,7 +304,15 @@ describe('Files API errors', () => {
     const form = new FormData();
     form.append('purpose', 'batch');
     await expectError(await postForm(form), 400, 'missing_required_parameter', 'file');
-    await expectError(await postRaw([{ name: 'purpose', data: 'batch' }, { name: 'file', data: 'text, not a file part' }]), 400, 'missing_required_parameter', 'file');
+    await expectError(
+      await postRaw([
+        { name: 'purpose', data: 'batch' },
+        { name: 'file', data: 'text, not a file part' },
+      ]),
+      400,
+      'missing_required_parameter',
+      'file',
+    );
   });
 
   it('refuses two files and leaves nothing behind', async () => {
@@ -241,10 +327,31 @@ describe('Files API errors', () => {
 
   it('refuses missing, unknown and server-only purposes', async () => {
     const before = storedIds();
-    await expectError(await postRaw([{ name: 'file', filename: 'a.jsonl', data: jsonl }]), 400, 'missing_required_parameter', 'purpose');
+    await expectError(
+      await postRaw([{ name: 'file', filename: 'a.jsonl', data: jsonl }]),
+      400,
+      'missing_required_parameter',
+      'purpose',
+    );
     for (const purpose of ['batch_output', 'nope', '']) {
-      await expectError(await postRaw([{ name: 'purpose', data: purpose }, { name: 'file', filename: 'a.jsonl', data: jsonl }]), 400, 'invalid_purpose', 'purpose');
-      await expectError(await postRaw([{ name: 'file', filename: 'a.jsonl', data: jsonl }, { name: 'purpose', data: purpose }]), 400, 'invalid_purpose', 'purpose');
+      await expectError(
+        await postRaw([
+          { name: 'purpose', data: purpose },
+          { name: 'file', filename: 'a.jsonl', data: jsonl },
+        ]),
+        400,
+        'invalid_purpose',
+        'purpose',
+      );
+      await expectError(
+        await postRaw([
+          { name: 'file', filename: 'a.jsonl', data: jsonl },
+          { name: 'purpose', data: purpose },
+        ]),
+        400,
+        'invalid_purpose',
+        'purpose',
+      );
     }
     expect(storedIds()).toEqual(before);
   });
@@ -255,28 +362,82 @@ describe('Files API errors', () => {
     const anchor = (v: string) => ({ name: 'expires_after[anchor]', data: v });
     const seconds = (v: string) => ({ name: 'expires_after[seconds]', data: v });
     for (const s of ['3599', '2592001', '-5', '1.5', 'abc', '']) {
-      await expectError(await postRaw([purpose, anchor('created_at'), seconds(s), file]), 400, 'invalid_request', 'expires_after.seconds');
+      await expectError(
+        await postRaw([purpose, anchor('created_at'), seconds(s), file]),
+        400,
+        'invalid_request',
+        'expires_after.seconds',
+      );
     }
-    await expectError(await postRaw([purpose, anchor('last_active_at'), seconds('3600'), file]), 400, 'invalid_request', 'expires_after.anchor');
-    await expectError(await postRaw([purpose, seconds('3600'), file]), 400, 'missing_required_parameter', 'expires_after.anchor');
-    await expectError(await postRaw([purpose, file, anchor('created_at')]), 400, 'missing_required_parameter', 'expires_after.seconds');
+    await expectError(
+      await postRaw([purpose, anchor('last_active_at'), seconds('3600'), file]),
+      400,
+      'invalid_request',
+      'expires_after.anchor',
+    );
+    await expectError(
+      await postRaw([purpose, seconds('3600'), file]),
+      400,
+      'missing_required_parameter',
+      'expires_after.anchor',
+    );
+    await expectError(
+      await postRaw([purpose, file, anchor('created_at')]),
+      400,
+      'missing_required_parameter',
+      'expires_after.seconds',
+    );
     const ok = await postRaw([file, purpose, anchor('created_at'), seconds('2592000')]);
     expect(ok.status).toBe(200);
   });
 
   it('refuses unknown fields and file parts under another name', async () => {
     const file = { name: 'file', filename: 'a.jsonl', data: jsonl };
-    await expectError(await postRaw([{ name: 'purpose', data: 'batch' }, { name: 'colour', data: 'red' }, file]), 400, 'invalid_request', 'colour');
-    await expectError(await postRaw([{ name: 'purpose', data: 'batch' }, { name: 'upload', filename: 'a.jsonl', data: jsonl }]), 400, 'invalid_request', 'upload');
-    await expectError(await postRaw([{ name: 'purpose', data: 'batch' }, { name: 'purpose', data: 'batch' }, file]), 400, 'invalid_request', 'purpose');
+    await expectError(
+      await postRaw([{ name: 'purpose', data: 'batch' }, { name: 'colour', data: 'red' }, file]),
+      400,
+      'invalid_request',
+      'colour',
+    );
+    await expectError(
+      await postRaw([
+        { name: 'purpose', data: 'batch' },
+        { name: 'upload', filename: 'a.jsonl', data: jsonl },
+      ]),
+      400,
+      'invalid_request',
+      'upload',
+    );
+    await expectError(
+      await postRaw([{ name: 'purpose', data: 'batch' }, { name: 'purpose', data: 'batch' }, file]),
+      400,
+      'invalid_request',
+      'purpose',
+    );
   });
 
   it('refuses non-multipart bodies with 415', async () => {
     const url = `${server.baseUrl}/v1/files`;
-    await expectError(await fetch(url, { method: 'POST', body: '{"purpose":"batch"}', headers: { 'content-type': 'application/json' } }), 415, 'unsupported_media_type');
-    await expectError(await fetch(url, { method: 'POST', body: 'x', headers: { 'content-type': 'application/octet-stream' } }), 415, 'unsupported_media_type');
+    await expectError(
+      await fetch(url, {
+        method: 'POST',
+        body: '{"purpose":"batch"}',
+        headers: { 'content-type': 'application/json' },
+      }),
+      415,
+      'unsupported_media_type',
+    );
+    await expectError(
+      await fetch(url, { method: 'POST', body: 'x', headers: { 'content-type': 'application/octet-stream' } }),
+      415,
+      'unsupported_media_type',
+    );
     await expectError(await fetch(url, { method: 'POST' }), 415, 'unsupported_media_type');
-    await expectError(await fetch(url, { method: 'POST', body: 'garbage', headers: { 'content-type': 'multipart/form-data' } }), 400, 'invalid_multipart');
+    await expectError(
+      await fetch(url, { method: 'POST', body: 'garbage', headers: { 'content-type': 'multipart/form-data' } }),
+      400,
+      'invalid_multipart',
+    );
   });
 
   it('answers 413 past the limits, whatever the field order, and keeps nothing', async () => {
@@ -313,7 +474,10 @@ describe('Files API errors', () => {
   it('cleans up when the client disconnects mid-upload', async () => {
     const before = storedIds();
     const boundary = 'bwabort';
-    const req = request(`${server.baseUrl}/v1/files`, { method: 'POST', headers: { 'content-type': `multipart/form-data; boundary=${boundary}` } });
+    const req = request(`${server.baseUrl}/v1/files`, {
+      method: 'POST',
+      headers: { 'content-type': `multipart/form-data; boundary=${boundary}` },
+    });
     req.on('error', () => undefined);
     req.write(`--${boundary}\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nbatch\r\n`);
     req.write(`--${boundary}\r\nContent-Disposition: form-data; name="file"; filename="cut.jsonl"\r\n\r\n`);
@@ -340,7 +504,10 @@ describe('Files API errors', () => {
     ];
     const before = new Set(storedIds());
     for (const [name, check] of names) {
-      const res = await postRaw([{ name: 'purpose', data: 'user_data' }, { name: 'file', filename: name, data: jsonl }]);
+      const res = await postRaw([
+        { name: 'purpose', data: 'user_data' },
+        { name: 'file', filename: name, data: jsonl },
+      ]);
       expect(res.status, name).toBe(200);
       const body = (await res.json()) as { id: string; filename: string };
       check(body.filename);
@@ -355,6 +522,10 @@ describe('Files API errors', () => {
       ...readdirSync(server.dataDir, { recursive: true }).map(String),
       ...readdirSync(path.dirname(server.dataDir)).map(String),
     ];
-    for (const bad of ['passwd', 'path.jsonl', 'win.jsonl', 'evil✓.jsonl']) expect(everywhere.some((n) => path.basename(n) === bad), bad).toBe(false);
+    for (const bad of ['passwd', 'path.jsonl', 'win.jsonl', 'evil✓.jsonl'])
+      expect(
+        everywhere.some((n) => path.basename(n) === bad),
+        bad,
+      ).toBe(false);
   });
 });

@@ -19,7 +19,10 @@ describe('health probes', () => {
       return { status: res.status, body: (await res.json()) as Record<string, any> };
     };
     expect(await get('/healthz')).toEqual({ status: 200, body: { status: 'ok' } });
-    expect(await get('/readyz')).toEqual({ status: 200, body: { status: 'ready', checks: { sqlite: 'ok', redis: 'ok' } } });
+    expect(await get('/readyz')).toEqual({
+      status: 200,
+      body: { status: 'ready', checks: { sqlite: 'ok', redis: 'ok' } },
+    });
 
     const port = redis.port;
     await redis.stop();

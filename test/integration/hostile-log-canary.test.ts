@@ -34,7 +34,13 @@ const S = {
   engineErr: 'canary-engine-error-31f0aa',
 };
 
-const chatLine = (id: string, content: string) => JSON.stringify({ custom_id: id, method: 'POST', url: '/v1/chat/completions', body: { model: SIM_MODEL, messages: [{ role: 'user', content }] } });
+const chatLine = (id: string, content: string) =>
+  JSON.stringify({
+    custom_id: id,
+    method: 'POST',
+    url: '/v1/chat/completions',
+    body: { model: SIM_MODEL, messages: [{ role: 'user', content }] },
+  });
 
 async function exercise(srv: TestServer): Promise<{ goodKey: string }> {
   const { secret: goodKey } = createKey(srv.app.deps.db, { name: 'canary', project: 'canary' });
@@ -44,12 +50,23 @@ async function exercise(srv: TestServer): Promise<{ goodKey: string }> {
   // Uploads: a secret file name and secret bytes, then a batch of secret prompts run by the worker.
   const form = new FormData();
   form.append('purpose', 'batch');
-  form.append('file', new Blob([Array.from({ length: 4 }, (_, i) => chatLine(`r${i}`, `${S.batchPrompt} ${S.fileBody}`)).join('\n') + '\n']), `${S.fileName}.jsonl`);
+  form.append(
+    'file',
+    new Blob([
+      Array.from({ length: 4 }, (_, i) => chatLine(`r${i}`, `${S.batchPrompt} ${S.fileBody}`)).join('\n') + '\n',
+    ]),
+    `${S.fileName}.jsonl`,
+  );
   const up = await fetch(`${srv.baseUrl}/v1/files`, { method: 'POST', body: form, headers: auth });
   expect(up.status).toBe(200);
   const file = (await up.json()) as { id: string; filename: string };
   expect(file.filename).toContain(S.fileName);
-  const batch = await client.batches.create({ input_file_id: file.id, endpoint: '/v1/chat/completions', completion_window: '24h', metadata: { [S.metadataKey]: 'v' } });
+  const batch = await client.batches.create({
+    input_file_id: file.id,
+    endpoint: '/v1/chat/completions',
+    completion_window: '24h',
+    metadata: { [S.metadataKey]: 'v' },
+  });
   const done = await waitForBatch(client, batch.id, ['completed', 'failed'], 120_000);
   expect(done.status).toBe('completed');
   const out = await readLinesOf(client, done.output_file_id);
@@ -59,16 +76,36 @@ async function exercise(srv: TestServer): Promise<{ goodKey: string }> {
   // A batch whose lines are broken: validation messages quote the line (returned, never logged).
   const badForm = new FormData();
   badForm.append('purpose', 'batch');
-  badForm.append('file', new Blob([`{"custom_id":"x","oops":"${S.badLine}"\n${chatLine('y', S.badLine)}\n{"custom_id":"y","method":"GET","url":"${S.badLine}","body":{"model":"${S.badLine}"}}\n`]), 'bad.jsonl');
-  const badUp = (await (await fetch(`${srv.baseUrl}/v1/files`, { method: 'POST', body: badForm, headers: auth })).json()) as { id: string };
-  const badBatch = await client.batches.create({ input_file_id: badUp.id, endpoint: '/v1/chat/completions', completion_window: '24h' });
+  badForm.append(
+    'file',
+    new Blob([
+      `{"custom_id":"x","oops":"${S.badLine}"\n${chatLine('y', S.badLine)}\n{"custom_id":"y","method":"GET","url":"${S.badLine}","body":{"model":"${S.badLine}"}}\n`,
+    ]),
+    'bad.jsonl',
+  );
+  const badUp = (await (
+    await fetch(`${srv.baseUrl}/v1/files`, { method: 'POST', body: badForm, headers: auth })
+  ).json()) as { id: string };
+  const badBatch = await client.batches.create({
+    input_file_id: badUp.id,
+    endpoint: '/v1/chat/completions',
+    completion_window: '24h',
+  });
   const failed = await waitForBatch(client, badBatch.id, ['failed'], 60_000);
   expect(JSON.stringify(failed.errors)).toContain(S.badLine);
 
   // Interactive: chat non-streaming and streaming, completions, embeddings.
-  const chat = await client.chat.completions.create({ model: SIM_MODEL, messages: [{ role: 'user', content: S.prompt }] });
+  const chat = await client.chat.completions.create({
+    model: SIM_MODEL,
+    messages: [{ role: 'user', content: S.prompt }],
+  });
   expect(chat.choices[0]!.message.content).toContain(S.prompt);
-  const stream = await client.chat.completions.create({ model: SIM_MODEL, messages: [{ role: 'user', content: S.prompt }], stream: true, stream_options: { include_usage: true } });
+  const stream = await client.chat.completions.create({
+    model: SIM_MODEL,
+    messages: [{ role: 'user', content: S.prompt }],
+    stream: true,
+    stream_options: { include_usage: true },
+  });
   let streamed = '';
   for await (const c of stream) streamed += c.choices[0]?.delta?.content ?? '';
   expect(streamed).toContain(S.prompt);
@@ -76,14 +113,33 @@ async function exercise(srv: TestServer): Promise<{ goodKey: string }> {
   await client.embeddings.create({ model: SIM_MODEL, input: [S.prompt] });
 
   // Errors that echo input back to the client.
-  const post = (url: string, body: string, headers: Record<string, string> = auth) => fetch(`${srv.baseUrl}${url}`, { method: 'POST', body, headers: { 'content-type': 'application/json', ...headers } });
-  const unknown = await post('/v1/batches', JSON.stringify({ input_file_id: file.id, endpoint: '/v1/chat/completions', completion_window: '24h', [S.unknownParam]: 1 }));
+  const post = (url: string, body: string, headers: Record<string, string> = auth) =>
+    fetch(`${srv.baseUrl}${url}`, {
+      method: 'POST',
+      body,
+      headers: { 'content-type': 'application/json', ...headers },
+    });
+  const unknown = await post(
+    '/v1/batches',
+    JSON.stringify({
+      input_file_id: file.id,
+      endpoint: '/v1/chat/completions',
+      completion_window: '24h',
+      [S.unknownParam]: 1,
+    }),
+  );
   expect(unknown.status).toBe(400);
   expect(await unknown.text()).toContain(S.unknownParam);
-  const noModel = await post('/v1/chat/completions', JSON.stringify({ model: S.unknownModel, messages: [{ role: 'user', content: S.prompt }] }));
+  const noModel = await post(
+    '/v1/chat/completions',
+    JSON.stringify({ model: S.unknownModel, messages: [{ role: 'user', content: S.prompt }] }),
+  );
   expect(noModel.status).toBe(404);
   expect(await noModel.text()).toContain(S.unknownModel);
-  const badJson = await post('/v1/chat/completions', `{"model":"${SIM_MODEL}","messages":[{"content":"${S.invalidJson}"`);
+  const badJson = await post(
+    '/v1/chat/completions',
+    `{"model":"${SIM_MODEL}","messages":[{"content":"${S.invalidJson}"`,
+  );
   expect(badJson.status).toBe(400);
   const badJsonBatch = await post('/v1/batches', `{"input_file_id":"${S.invalidJson}",}`);
   expect(badJsonBatch.status).toBe(400);
@@ -92,11 +148,19 @@ async function exercise(srv: TestServer): Promise<{ goodKey: string }> {
   expect(engine4xx.status).toBeGreaterThanOrEqual(400);
 
   // Keys: a wrong Bearer key, a header without "Bearer", an x-api-key, each on a data route.
-  const badHeaders: Record<string, string>[] = [{ authorization: `Bearer ${S.badBearer}` }, { authorization: S.badRaw }, { 'x-api-key': S.badXApiKey }];
+  const badHeaders: Record<string, string>[] = [
+    { authorization: `Bearer ${S.badBearer}` },
+    { authorization: S.badRaw },
+    { 'x-api-key': S.badXApiKey },
+  ];
   for (const headers of badHeaders) {
     const r = await fetch(`${srv.baseUrl}/v1/files`, { headers });
     expect(r.status).toBe(401);
-    const chatWithBadKey = await post('/v1/chat/completions', JSON.stringify({ model: SIM_MODEL, messages: [{ role: 'user', content: S.prompt }] }), headers);
+    const chatWithBadKey = await post(
+      '/v1/chat/completions',
+      JSON.stringify({ model: SIM_MODEL, messages: [{ role: 'user', content: S.prompt }] }),
+      headers,
+    );
     expect(chatWithBadKey.status).toBe(401);
   }
   // Some clients put the key in the query string.
@@ -123,7 +187,9 @@ describe('logs (canary)', () => {
       else expect(server.logs.some((l) => l.level === 20)).toBe(true);
       expectNoSecrets(server.logs, { ...S, goodKey });
       // The scan can fail: a planted secret is found.
-      expect(() => expectNoSecrets([...server!.logs, { msg: `x ${S.prompt} y` }], { prompt: S.prompt })).toThrow(/prompt leaked/);
+      expect(() => expectNoSecrets([...server!.logs, { msg: `x ${S.prompt} y` }], { prompt: S.prompt })).toThrow(
+        /prompt leaked/,
+      );
       // The refusals were logged (as status codes), so the scan looked at the lines that handled the secrets.
       const statuses = server.logs.map((l) => (l.res as { statusCode?: number } | undefined)?.statusCode);
       expect(statuses).toContain(401);

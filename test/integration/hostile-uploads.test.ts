@@ -21,8 +21,17 @@ let small: TestServer;
 let big: TestServer;
 beforeAll(async () => {
   [small, big] = await Promise.all([
-    startTestServer({ env: { MAX_UPLOAD_BYTES: String(MAX_UPLOAD), MAX_BATCH_FILE_BYTES: String(MAX_BATCH), UPLOAD_IDLE_TIMEOUT_MS: String(IDLE_MS), RATE_LIMIT_PER_MIN: '0' } }),
-    startTestServer({ env: { MAX_UPLOAD_BYTES: String(64 << 20), MAX_BATCH_FILE_BYTES: String(48 << 20), RATE_LIMIT_PER_MIN: '0' } }),
+    startTestServer({
+      env: {
+        MAX_UPLOAD_BYTES: String(MAX_UPLOAD),
+        MAX_BATCH_FILE_BYTES: String(MAX_BATCH),
+        UPLOAD_IDLE_TIMEOUT_MS: String(IDLE_MS),
+        RATE_LIMIT_PER_MIN: '0',
+      },
+    }),
+    startTestServer({
+      env: { MAX_UPLOAD_BYTES: String(64 << 20), MAX_BATCH_FILE_BYTES: String(48 << 20), RATE_LIMIT_PER_MIN: '0' },
+    }),
   ]);
 });
 afterAll(async () => {
@@ -33,7 +42,10 @@ const FILE_ID = /^file-[A-Za-z0-9]+$/;
 const tmpDir = (s: TestServer) => path.join(s.app.deps.storage.root, 'tmp');
 function tmpBytes(s: TestServer): number {
   try {
-    return readdirSync(tmpDir(s)).reduce((n, f) => n + (statSync(path.join(tmpDir(s), f), { throwIfNoEntry: false })?.size ?? 0), 0);
+    return readdirSync(tmpDir(s)).reduce(
+      (n, f) => n + (statSync(path.join(tmpDir(s), f), { throwIfNoEntry: false })?.size ?? 0),
+      0,
+    );
   } catch {
     return 0; // a temp file renamed or removed between readdir and stat
   }
@@ -44,15 +56,26 @@ interface Part {
   headers: string[];
   body: Buffer | string;
 }
-const fieldPart = (name: string, value: string): Part => ({ headers: [`Content-Disposition: form-data; name="${name}"`], body: value });
+const fieldPart = (name: string, value: string): Part => ({
+  headers: [`Content-Disposition: form-data; name="${name}"`],
+  body: value,
+});
 const filePart = (body: Buffer | string, filename = 'in.jsonl', name = 'file'): Part => ({
-  headers: [`Content-Disposition: form-data; name="${name}"; filename="${filename}"`, 'Content-Type: application/octet-stream'],
+  headers: [
+    `Content-Disposition: form-data; name="${name}"; filename="${filename}"`,
+    'Content-Type: application/octet-stream',
+  ],
   body,
 });
 
 function multipartBody(boundary: string, parts: Part[], close = true): Buffer {
   const chunks: Buffer[] = [];
-  for (const p of parts) chunks.push(Buffer.from(`--${boundary}\r\n${p.headers.join('\r\n')}\r\n\r\n`), Buffer.from(p.body), Buffer.from('\r\n'));
+  for (const p of parts)
+    chunks.push(
+      Buffer.from(`--${boundary}\r\n${p.headers.join('\r\n')}\r\n\r\n`),
+      Buffer.from(p.body),
+      Buffer.from('\r\n'),
+    );
   if (close) chunks.push(Buffer.from(`--${boundary}--\r\n`));
   return Buffer.concat(chunks);
 }
@@ -63,12 +86,24 @@ function multipartBody(boundary: string, parts: Part[], close = true): Buffer {
  * while a real socket gets "Part terminated early" as it should.)
  */
 async function inject(s: TestServer, payload: Buffer, contentType: string | undefined) {
-  const res = await fetch(`${s.baseUrl}/v1/files`, { method: 'POST', body: new Uint8Array(payload), headers: contentType ? { 'content-type': contentType } : {} });
-  const body = JSON.parse(await res.text()) as { error?: { message: string; type: string; param: string | null; code: string }; id?: string; filename?: string };
+  const res = await fetch(`${s.baseUrl}/v1/files`, {
+    method: 'POST',
+    body: new Uint8Array(payload),
+    headers: contentType ? { 'content-type': contentType } : {},
+  });
+  const body = JSON.parse(await res.text()) as {
+    error?: { message: string; type: string; param: string | null; code: string };
+    id?: string;
+    filename?: string;
+  };
   return { status: res.status, body, headers: res.headers };
 }
 
-function expectEnvelope(r: { status: number; body: { error?: Record<string, unknown> } }, status: number, code: string): string {
+function expectEnvelope(
+  r: { status: number; body: { error?: Record<string, unknown> } },
+  status: number,
+  code: string,
+): string {
   expect({ status: r.status, code: r.body.error?.code }).toEqual({ status, code });
   expect(Object.keys(r.body.error!).sort()).toEqual(['code', 'message', 'param', 'type']);
   const message = r.body.error!.message as string;
@@ -84,7 +119,10 @@ describe('oversized uploads', () => {
    */
   async function streamUpload(purposeFirst: boolean, total: number) {
     const boundary = 'bwbig';
-    const req = request(`${small.baseUrl}/v1/files`, { method: 'POST', headers: { 'content-type': `multipart/form-data; boundary=${boundary}` } });
+    const req = request(`${small.baseUrl}/v1/files`, {
+      method: 'POST',
+      headers: { 'content-type': `multipart/form-data; boundary=${boundary}` },
+    });
     let sent = 0;
     let sentAtResponse = -1;
     let maxTmp = 0;
@@ -154,20 +192,124 @@ describe('multipart tricks', () => {
   const B = 'bwtrick';
   const ct = `multipart/form-data; boundary=${B}`;
   const cases: [string, Buffer, string | undefined, number, string, RegExp][] = [
-    ['missing file part', multipartBody(B, [fieldPart('purpose', 'batch')]), ct, 400, 'missing_required_parameter', /Missing the "file" part/],
-    ['two file parts', multipartBody(B, [fieldPart('purpose', 'batch'), filePart(jsonl), filePart(jsonl, 'b.jsonl')]), ct, 400, 'invalid_multipart', /more than one file/],
-    ['unknown field name', multipartBody(B, [fieldPart('purpose', 'batch'), fieldPart('porpose', 'batch'), filePart(jsonl)]), ct, 400, 'invalid_request', /Unknown parameter "porpose"/],
-    ['file part under another name', multipartBody(B, [fieldPart('purpose', 'batch'), filePart(jsonl, 'a.jsonl', 'upload')]), ct, 400, 'invalid_request', /part named "file"/],
-    ['file field without filename', multipartBody(B, [fieldPart('purpose', 'batch'), { headers: ['Content-Disposition: form-data; name="file"'], body: jsonl }]), ct, 400, 'missing_required_parameter', /no filename/],
-    ['no boundary', multipartBody(B, [fieldPart('purpose', 'batch'), filePart(jsonl)]), 'multipart/form-data', 400, 'invalid_multipart', /multipart/],
-    ['bogus boundary', multipartBody(B, [fieldPart('purpose', 'batch'), filePart(jsonl)]), 'multipart/form-data; boundary=nothere', 400, 'missing_required_parameter', /Missing the "file" part/],
-    ['truncated body (in the file data)', multipartBody(B, [fieldPart('purpose', 'batch'), filePart(jsonl)], false).subarray(0, 220), ct, 400, 'invalid_multipart', /ended before|could not be read/],
-    ['truncated body (in a part header)', multipartBody(B, [fieldPart('purpose', 'batch'), filePart(jsonl)], false).subarray(0, 150), ct, 400, 'missing_required_parameter', /Missing the "file" part/],
-    ['a part without a name', multipartBody(B, [fieldPart('purpose', 'batch'), { headers: ['Content-Disposition: form-data;\u0000name="file"; filename="in.jsonl"'], body: jsonl }]), ct, 400, 'invalid_multipart', /has no name/],
-    ['duplicate purpose', multipartBody(B, [fieldPart('purpose', 'batch'), fieldPart('purpose', 'batch'), filePart(jsonl)]), ct, 400, 'invalid_request', /more than once/],
-    ['purpose missing after the file', multipartBody(B, [filePart(jsonl)]), ct, 400, 'missing_required_parameter', /Missing "purpose"/],
-    ['no content type', multipartBody(B, [filePart(jsonl)]), undefined, 415, 'unsupported_media_type', /multipart\/form-data/],
-    ['prototype field name', multipartBody(B, [fieldPart('__proto__', 'x'), filePart(jsonl)]), ct, 400, 'invalid_multipart', /field name is not allowed|Unknown parameter/],
+    [
+      'missing file part',
+      multipartBody(B, [fieldPart('purpose', 'batch')]),
+      ct,
+      400,
+      'missing_required_parameter',
+      /Missing the "file" part/,
+    ],
+    [
+      'two file parts',
+      multipartBody(B, [fieldPart('purpose', 'batch'), filePart(jsonl), filePart(jsonl, 'b.jsonl')]),
+      ct,
+      400,
+      'invalid_multipart',
+      /more than one file/,
+    ],
+    [
+      'unknown field name',
+      multipartBody(B, [fieldPart('purpose', 'batch'), fieldPart('porpose', 'batch'), filePart(jsonl)]),
+      ct,
+      400,
+      'invalid_request',
+      /Unknown parameter "porpose"/,
+    ],
+    [
+      'file part under another name',
+      multipartBody(B, [fieldPart('purpose', 'batch'), filePart(jsonl, 'a.jsonl', 'upload')]),
+      ct,
+      400,
+      'invalid_request',
+      /part named "file"/,
+    ],
+    [
+      'file field without filename',
+      multipartBody(B, [
+        fieldPart('purpose', 'batch'),
+        { headers: ['Content-Disposition: form-data; name="file"'], body: jsonl },
+      ]),
+      ct,
+      400,
+      'missing_required_parameter',
+      /no filename/,
+    ],
+    [
+      'no boundary',
+      multipartBody(B, [fieldPart('purpose', 'batch'), filePart(jsonl)]),
+      'multipart/form-data',
+      400,
+      'invalid_multipart',
+      /multipart/,
+    ],
+    [
+      'bogus boundary',
+      multipartBody(B, [fieldPart('purpose', 'batch'), filePart(jsonl)]),
+      'multipart/form-data; boundary=nothere',
+      400,
+      'missing_required_parameter',
+      /Missing the "file" part/,
+    ],
+    [
+      'truncated body (in the file data)',
+      multipartBody(B, [fieldPart('purpose', 'batch'), filePart(jsonl)], false).subarray(0, 220),
+      ct,
+      400,
+      'invalid_multipart',
+      /ended before|could not be read/,
+    ],
+    [
+      'truncated body (in a part header)',
+      multipartBody(B, [fieldPart('purpose', 'batch'), filePart(jsonl)], false).subarray(0, 150),
+      ct,
+      400,
+      'missing_required_parameter',
+      /Missing the "file" part/,
+    ],
+    [
+      'a part without a name',
+      multipartBody(B, [
+        fieldPart('purpose', 'batch'),
+        { headers: ['Content-Disposition: form-data;\u0000name="file"; filename="in.jsonl"'], body: jsonl },
+      ]),
+      ct,
+      400,
+      'invalid_multipart',
+      /has no name/,
+    ],
+    [
+      'duplicate purpose',
+      multipartBody(B, [fieldPart('purpose', 'batch'), fieldPart('purpose', 'batch'), filePart(jsonl)]),
+      ct,
+      400,
+      'invalid_request',
+      /more than once/,
+    ],
+    [
+      'purpose missing after the file',
+      multipartBody(B, [filePart(jsonl)]),
+      ct,
+      400,
+      'missing_required_parameter',
+      /Missing "purpose"/,
+    ],
+    [
+      'no content type',
+      multipartBody(B, [filePart(jsonl)]),
+      undefined,
+      415,
+      'unsupported_media_type',
+      /multipart\/form-data/,
+    ],
+    [
+      'prototype field name',
+      multipartBody(B, [fieldPart('__proto__', 'x'), filePart(jsonl)]),
+      ct,
+      400,
+      'invalid_multipart',
+      /field name is not allowed|Unknown parameter/,
+    ],
   ];
   for (const [name, payload, type, status, code, message] of cases) {
     it(`refuses: ${name}`, async () => {
@@ -179,14 +321,18 @@ describe('multipart tricks', () => {
     });
   }
 
-  it('accepts purpose after the file (field order is the client\'s choice), and an empty file', async () => {
+  it("accepts purpose after the file (field order is the client's choice), and an empty file", async () => {
     const r = await inject(small, multipartBody(B, [filePart(jsonl), fieldPart('purpose', 'batch')]), ct);
     expect(r.status).toBe(200);
     expect(r.body.id).toMatch(FILE_ID);
     const empty = await inject(small, multipartBody(B, [fieldPart('purpose', 'batch'), filePart('')]), ct);
     expect(empty.status).toBe(200);
     // An empty batch file is caught where it can be explained: when a batch is created from it.
-    const b = await small.client.batches.create({ input_file_id: empty.body.id!, endpoint: '/v1/chat/completions', completion_window: '24h' });
+    const b = await small.client.batches.create({
+      input_file_id: empty.body.id!,
+      endpoint: '/v1/chat/completions',
+      completion_window: '24h',
+    });
     const failed = await waitStatus(small, b.id, 'failed');
     expect(failed.errors?.data?.map((e) => e.code)).toEqual(['empty_file']);
   });
@@ -194,19 +340,25 @@ describe('multipart tricks', () => {
   it('never crashes on random mutations of a valid multipart body', async () => {
     const valid = multipartBody(B, [fieldPart('purpose', 'user_data'), filePart(jsonl)]);
     await fc.assert(
-      fc.asyncProperty(fc.array(fc.tuple(fc.nat(valid.length - 1), fc.integer({ min: 0, max: 255 }), fc.constantFrom('set', 'cut', 'dup')), { minLength: 1, maxLength: 4 }), async (edits) => {
-        let buf = Buffer.from(valid);
-        for (const [at, byte, op] of edits) {
-          const i = at % Math.max(1, buf.length);
-          if (op === 'set') buf[i] = byte;
-          else if (op === 'cut') buf = Buffer.concat([buf.subarray(0, i), buf.subarray(i + 1 + (byte % 20))]);
-          else buf = Buffer.concat([buf.subarray(0, i), buf.subarray(i, i + (byte % 40)), buf.subarray(i)]);
-        }
-        const r = await inject(small, buf, ct);
-        expect(r.status, JSON.stringify(r.body)).toBeLessThan(500);
-        if (r.status >= 400) expect(Object.keys(r.body.error!).sort()).toEqual(['code', 'message', 'param', 'type']);
-        else expect(r.body.id).toMatch(FILE_ID);
-      }),
+      fc.asyncProperty(
+        fc.array(
+          fc.tuple(fc.nat(valid.length - 1), fc.integer({ min: 0, max: 255 }), fc.constantFrom('set', 'cut', 'dup')),
+          { minLength: 1, maxLength: 4 },
+        ),
+        async (edits) => {
+          let buf = Buffer.from(valid);
+          for (const [at, byte, op] of edits) {
+            const i = at % Math.max(1, buf.length);
+            if (op === 'set') buf[i] = byte;
+            else if (op === 'cut') buf = Buffer.concat([buf.subarray(0, i), buf.subarray(i + 1 + (byte % 20))]);
+            else buf = Buffer.concat([buf.subarray(0, i), buf.subarray(i, i + (byte % 40)), buf.subarray(i)]);
+          }
+          const r = await inject(small, buf, ct);
+          expect(r.status, JSON.stringify(r.body)).toBeLessThan(500);
+          if (r.status >= 400) expect(Object.keys(r.body.error!).sort()).toEqual(['code', 'message', 'param', 'type']);
+          else expect(r.body.id).toMatch(FILE_ID);
+        },
+      ),
       { numRuns: fuzzRuns(300) },
     );
     expect(readdirSync(tmpDir(small))).toEqual([]);
@@ -290,8 +442,12 @@ const EVIL_NAMES = [
 
 /** Quotes a name into a multipart header the way a careless client would (raw) or a careful one (escaped, RFC 7578). */
 function dispositionFor(name: string, style: 'raw' | 'escaped' | 'ext'): string {
-  if (style === 'ext') return `Content-Disposition: form-data; name="file"; filename*=UTF-8''${encodeURIComponent(name).replace(/'/g, '%27')}`;
-  const v = style === 'raw' ? name : name.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\r/g, '%0D').replace(/\n/g, '%0A');
+  if (style === 'ext')
+    return `Content-Disposition: form-data; name="file"; filename*=UTF-8''${encodeURIComponent(name).replace(/'/g, '%27')}`;
+  const v =
+    style === 'raw'
+      ? name
+      : name.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\r/g, '%0D').replace(/\n/g, '%0A');
   return `Content-Disposition: form-data; name="file"; filename="${v}"`;
 }
 
@@ -301,16 +457,25 @@ describe('path traversal and header injection in file names', () => {
     const root = small.app.deps.storage.root;
     const dataDir = small.dataDir;
     // Where each name would land if it were ever used as a path; those that do not exist yet must not exist after.
-    const wouldBe = EVIL_NAMES.flatMap((n) => [path.resolve(root, n.replace(/\u0000/g, '')), path.resolve(dataDir, n.replace(/\u0000/g, ''))]).filter((p) => !existsSync(p));
+    const wouldBe = EVIL_NAMES.flatMap((n) => [
+      path.resolve(root, n.replace(/\u0000/g, '')),
+      path.resolve(dataDir, n.replace(/\u0000/g, '')),
+    ]).filter((p) => !existsSync(p));
     const before = new Set(storedIds(small));
     const filesDir = path.relative(dataDir, root);
-    const outsideStorage = () => readdirSync(dataDir, { recursive: true }).map(String).filter((rel) => rel !== filesDir && !rel.startsWith(filesDir + path.sep)).sort();
+    const outsideStorage = () =>
+      readdirSync(dataDir, { recursive: true })
+        .map(String)
+        .filter((rel) => rel !== filesDir && !rel.startsWith(filesDir + path.sep))
+        .sort();
     const othersBefore = outsideStorage();
     let uploads = 0;
     for (const name of EVIL_NAMES) {
       for (const style of ['raw', 'escaped', 'ext'] as const) {
         const payload = Buffer.concat([
-          Buffer.from(`--X\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nuser_data\r\n--X\r\n${dispositionFor(name, style)}\r\nContent-Type: text/plain\r\n\r\n`),
+          Buffer.from(
+            `--X\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nuser_data\r\n--X\r\n${dispositionFor(name, style)}\r\nContent-Type: text/plain\r\n\r\n`,
+          ),
           Buffer.from('hello\n'),
           Buffer.from('\r\n--X--\r\n'),
         ]);
@@ -361,7 +526,10 @@ describe('stalled uploads', () => {
     it(`cut off after UPLOAD_IDLE_TIMEOUT_MS with 408 and the partial file removed (${mode})`, async () => {
       const before = storedIds(small);
       const B = 'bwslow';
-      const req = request(`${small.baseUrl}/v1/files`, { method: 'POST', headers: { 'content-type': `multipart/form-data; boundary=${B}` } });
+      const req = request(`${small.baseUrl}/v1/files`, {
+        method: 'POST',
+        headers: { 'content-type': `multipart/form-data; boundary=${B}` },
+      });
       let closedAt = 0;
       const started = Date.now();
       req.on('error', () => undefined);
@@ -378,7 +546,9 @@ describe('stalled uploads', () => {
           resolve({ status: 0, body: '' });
         });
       });
-      req.write(`--${B}\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nbatch\r\n--${B}\r\nContent-Disposition: form-data; name="file"; filename="slow.jsonl"\r\n\r\n`);
+      req.write(
+        `--${B}\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nbatch\r\n--${B}\r\nContent-Disposition: form-data; name="file"; filename="slow.jsonl"\r\n\r\n`,
+      );
       req.write(Buffer.alloc(32 * 1024, 0x61));
       if (mode === 'trickle-then-stall') {
         // Slower than the idle timeout in total, but never silent for that long: not cut.
@@ -395,7 +565,11 @@ describe('stalled uploads', () => {
       const stalledAt = Date.now();
       const r = await Promise.race([response, sleep(IDLE_MS * 10).then(() => ({ status: -1, body: 'still open' }))]);
       expect(r.status).toBe(408);
-      expect(JSON.parse(r.body).error).toMatchObject({ code: 'request_timeout', type: 'invalid_request_error', param: 'file' });
+      expect(JSON.parse(r.body).error).toMatchObject({
+        code: 'request_timeout',
+        type: 'invalid_request_error',
+        param: 'file',
+      });
       expect(JSON.parse(r.body).error.message).toMatch(/UPLOAD_IDLE_TIMEOUT_MS/);
       expect(Date.now() - stalledAt).toBeGreaterThanOrEqual(IDLE_MS * 0.8);
       // The connection is closed (the rest of the body never comes), and the partial file is gone.
@@ -420,17 +594,30 @@ async function waitStatus(s: TestServer, id: string, status: string, timeoutMs =
 }
 
 async function upload(s: TestServer, bytes: Buffer): Promise<string> {
-  const r = await inject(s, multipartBody('bwb', [fieldPart('purpose', 'batch'), filePart(bytes)]), 'multipart/form-data; boundary=bwb');
+  const r = await inject(
+    s,
+    multipartBody('bwb', [fieldPart('purpose', 'batch'), filePart(bytes)]),
+    'multipart/form-data; boundary=bwb',
+  );
   expect(r.status).toBe(200);
   return r.body.id!;
 }
 
-const line = (id: string, extra = '') => `{"custom_id":"${id}","method":"POST","url":"/v1/chat/completions","body":{"model":"${SIM_MODEL}","messages":[{"role":"user","content":"hi"}]${extra}}}`;
+const line = (id: string, extra = '') =>
+  `{"custom_id":"${id}","method":"POST","url":"/v1/chat/completions","body":{"model":"${SIM_MODEL}","messages":[{"role":"user","content":"hi"}]${extra}}}`;
 
 describe('hostile batch files (validated by the control plane, no worker)', () => {
   it('invalid UTF-8 on line 3: the batch fails with invalid_utf8 at line 3', async () => {
-    const bytes = Buffer.concat([Buffer.from(`${line('a')}\n${line('b')}\n`), Buffer.from(line('c').replace('hi', 'h\u00ffi'), 'latin1'), Buffer.from(`\n${line('d')}\n`)]);
-    const b = await big.client.batches.create({ input_file_id: await upload(big, bytes), endpoint: '/v1/chat/completions', completion_window: '24h' });
+    const bytes = Buffer.concat([
+      Buffer.from(`${line('a')}\n${line('b')}\n`),
+      Buffer.from(line('c').replace('hi', 'h\u00ffi'), 'latin1'),
+      Buffer.from(`\n${line('d')}\n`),
+    ]);
+    const b = await big.client.batches.create({
+      input_file_id: await upload(big, bytes),
+      endpoint: '/v1/chat/completions',
+      completion_window: '24h',
+    });
     const failed = await waitStatus(big, b.id, 'failed');
     expect(failed.errors?.data?.map((e) => [e.line, e.code])).toEqual([[3, 'invalid_utf8']]);
     expect(failed.errors?.data?.[0]?.message).toMatch(/Line 3 is not valid UTF-8\. Save the file as UTF-8/);
@@ -438,11 +625,19 @@ describe('hostile batch files (validated by the control plane, no worker)', () =
 
   it('a 12 MB line within the 16 MiB line limit is accepted; a 17 MB line is reported with its line number', async () => {
     const pad = (n: number) => `,"pad":"${'p'.repeat(n)}"`;
-    const ok = await big.client.batches.create({ input_file_id: await upload(big, Buffer.from(`${line('a', pad(12 << 20))}\n${line('b')}\n`)), endpoint: '/v1/chat/completions', completion_window: '24h' });
+    const ok = await big.client.batches.create({
+      input_file_id: await upload(big, Buffer.from(`${line('a', pad(12 << 20))}\n${line('b')}\n`)),
+      endpoint: '/v1/chat/completions',
+      completion_window: '24h',
+    });
     const running = await waitStatus(big, ok.id, 'in_progress');
     expect(running.request_counts?.total).toBe(2);
     await big.client.batches.cancel(ok.id);
-    const tooLong = await big.client.batches.create({ input_file_id: await upload(big, Buffer.from(`${line('a')}\n${line('b', pad(17 << 20))}\n${line('c')}\n`)), endpoint: '/v1/chat/completions', completion_window: '24h' });
+    const tooLong = await big.client.batches.create({
+      input_file_id: await upload(big, Buffer.from(`${line('a')}\n${line('b', pad(17 << 20))}\n${line('c')}\n`)),
+      endpoint: '/v1/chat/completions',
+      completion_window: '24h',
+    });
     const failed = await waitStatus(big, tooLong.id, 'failed');
     expect(failed.errors?.data?.map((e) => [e.line, e.code])).toEqual([[2, 'line_too_long']]);
   });
@@ -450,7 +645,11 @@ describe('hostile batch files (validated by the control plane, no worker)', () =
   it('a line nested 100k levels deep fails validation at its line; the server stays up', async () => {
     const deep = line('deep', `,"x":${deepJson(100_000)}`);
     const deepObj = line('deep2', `,"x":${deepJson(100_000, 'object')}`);
-    const b = await big.client.batches.create({ input_file_id: await upload(big, Buffer.from(`${line('a')}\n${deep}\n${deepObj}\n`)), endpoint: '/v1/chat/completions', completion_window: '24h' });
+    const b = await big.client.batches.create({
+      input_file_id: await upload(big, Buffer.from(`${line('a')}\n${deep}\n${deepObj}\n`)),
+      endpoint: '/v1/chat/completions',
+      completion_window: '24h',
+    });
     const failed = await waitStatus(big, b.id, 'failed');
     expect(failed.errors?.data?.map((e) => [e.line, e.code])).toEqual([
       [2, 'invalid_json_line'],
@@ -461,7 +660,11 @@ describe('hostile batch files (validated by the control plane, no worker)', () =
   });
 
   it('a BOM at the start of the file is ignored (Windows editors write one)', async () => {
-    const b = await big.client.batches.create({ input_file_id: await upload(big, Buffer.from(`\ufeff${line('a')}\r\n${line('b')}\r\n`)), endpoint: '/v1/chat/completions', completion_window: '24h' });
+    const b = await big.client.batches.create({
+      input_file_id: await upload(big, Buffer.from(`\ufeff${line('a')}\r\n${line('b')}\r\n`)),
+      endpoint: '/v1/chat/completions',
+      completion_window: '24h',
+    });
     const running = await waitStatus(big, b.id, 'in_progress');
     expect(running.request_counts?.total).toBe(2);
     await big.client.batches.cancel(b.id);

@@ -99,7 +99,12 @@ describe('inference proxy (fast simulator: 8 output tokens)', () => {
   });
 
   it('streams a chat completion: chunks in order, same text as non-streaming, usage at the end', async () => {
-    const stream = await client.chat.completions.create({ model: SIM_MODEL, messages, stream: true, stream_options: { include_usage: true } });
+    const stream = await client.chat.completions.create({
+      model: SIM_MODEL,
+      messages,
+      stream: true,
+      stream_options: { include_usage: true },
+    });
     const chunks: OpenAI.Chat.Completions.ChatCompletionChunk[] = [];
     for await (const c of stream) chunks.push(c);
     expect(chunks.length).toBeGreaterThanOrEqual(9); // 8 tokens + the usage chunk
@@ -154,11 +159,25 @@ describe('inference proxy (fast simulator: 8 output tokens)', () => {
           role: 'user' as const,
           content: [
             { type: 'text' as const, text: 'describe this picture' },
-            { type: 'image_url' as const, image_url: { url: 'data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==' } },
+            {
+              type: 'image_url' as const,
+              image_url: {
+                url: 'data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==',
+              },
+            },
           ],
         },
       ],
-      tools: [{ type: 'function' as const, function: { name: 'lookup', description: 'look up', parameters: { type: 'object', properties: { q: { type: 'string' } } } } }],
+      tools: [
+        {
+          type: 'function' as const,
+          function: {
+            name: 'lookup',
+            description: 'look up',
+            parameters: { type: 'object', properties: { q: { type: 'string' } } },
+          },
+        },
+      ],
       response_format: { type: 'json_object' as const },
       seed: 42,
       // vLLM-style extras the SDK does not know: the simulator honours sim_output_tokens,
@@ -167,7 +186,9 @@ describe('inference proxy (fast simulator: 8 output tokens)', () => {
       top_k: 5,
       x_unknown_extra: { nested: [1, 2, 3] },
     };
-    const r = await client.chat.completions.create(params as OpenAI.Chat.Completions.ChatCompletionCreateParamsNonStreaming);
+    const r = await client.chat.completions.create(
+      params as OpenAI.Chat.Completions.ChatCompletionCreateParamsNonStreaming,
+    );
     expect(r.choices[0]!.message.content).toBe('You said: describe this picture');
     expect(r.usage?.completion_tokens).toBe(5);
     // 3 words + 1 for the image part + 1 for the message: the image part arrived.
@@ -188,15 +209,26 @@ describe('inference proxy (fast simulator: 8 output tokens)', () => {
     const emb = await client.embeddings.create({ model: 'no-such-model', input: 'x' }).catch((e: unknown) => e);
     expect(emb).toBeInstanceOf(OpenAI.NotFoundError);
 
-    const res = await fetch(`${server.baseUrl}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ messages }) });
+    const res = await fetch(`${server.baseUrl}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ messages }),
+    });
     expect(res.status).toBe(400);
     expect(await res.json()).toEqual({
-      error: { message: expect.stringContaining("'model'"), type: 'invalid_request_error', param: 'model', code: 'missing_required_parameter' },
+      error: {
+        message: expect.stringContaining("'model'"),
+        type: 'invalid_request_error',
+        param: 'model',
+        code: 'missing_required_parameter',
+      },
     });
   });
 
   it("returns the engine's 400 in OpenAI's envelope", async () => {
-    const err = await client.chat.completions.create({ model: SIM_MODEL, messages, max_tokens: -1 }).catch((e: unknown) => e);
+    const err = await client.chat.completions
+      .create({ model: SIM_MODEL, messages, max_tokens: -1 })
+      .catch((e: unknown) => e);
     expect(err).toBeInstanceOf(OpenAI.BadRequestError);
     const br = err as InstanceType<typeof OpenAI.BadRequestError>;
     expect(br.status).toBe(400);
@@ -216,8 +248,10 @@ describe('inference proxy (fast simulator: 8 output tokens)', () => {
     expect(body.error.type).toBe('invalid_request_error');
   });
 
-  it('echoes the caller\'s x-request-id', async () => {
-    const { response } = await client.chat.completions.create({ model: SIM_MODEL, messages }, { headers: { 'x-request-id': 'my-id-123' } }).withResponse();
+  it("echoes the caller's x-request-id", async () => {
+    const { response } = await client.chat.completions
+      .create({ model: SIM_MODEL, messages }, { headers: { 'x-request-id': 'my-id-123' } })
+      .withResponse();
     expect(response.headers.get('x-request-id')).toBe('my-id-123');
     const { response: r2 } = await client.embeddings.create({ model: SIM_MODEL, input: 'x' }).withResponse();
     expect(r2.headers.get('x-request-id')).toMatch(/^req_/);
@@ -225,7 +259,9 @@ describe('inference proxy (fast simulator: 8 output tokens)', () => {
 
   it('serves concurrent requests', async () => {
     const results = await Promise.all(
-      Array.from({ length: 20 }, (_, i) => client.completions.create({ model: SIM_MODEL, prompt: `n${i}`, max_tokens: 3 })),
+      Array.from({ length: 20 }, (_, i) =>
+        client.completions.create({ model: SIM_MODEL, prompt: `n${i}`, max_tokens: 3 }),
+      ),
     );
     results.forEach((r, i) => expect(r.choices[0]!.text).toBe(`You said: n${i}`));
   });
@@ -235,7 +271,10 @@ describe('inference proxy (slow simulator)', () => {
   let server: TestServer;
 
   beforeAll(async () => {
-    server = await startTestServer({ worker: true, modelsYaml: defaultModelsYaml({ tokens_per_second: 20, output_tokens: 200 }) });
+    server = await startTestServer({
+      worker: true,
+      modelsYaml: defaultModelsYaml({ tokens_per_second: 20, output_tokens: 200 }),
+    });
   });
   afterAll(async () => {
     await server?.close();
@@ -266,10 +305,13 @@ describe('inference proxy (slow simulator)', () => {
 
     // 200 tokens at 20/s would take 10 s: the engine must learn of the abort at once.
     await expect
-      .poll(async () => {
-        const s = await simStats(engine);
-        return { aborted: s.aborted - before.aborted >= 1, running: s.running };
-      }, { timeout: 5_000, interval: 100 })
+      .poll(
+        async () => {
+          const s = await simStats(engine);
+          return { aborted: s.aborted - before.aborted >= 1, running: s.running };
+        },
+        { timeout: 5_000, interval: 100 },
+      )
       .toEqual({ aborted: true, running: 0 });
 
     // The slot is free and the engine still serves.

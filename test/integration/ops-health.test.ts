@@ -35,7 +35,11 @@ const getJson = async (s: TestServer, p: string) => {
   return { status: res.status, body: (await res.json()) as any };
 };
 
-async function until<T>(what: string, timeoutMs: number, probe: () => Promise<T | undefined | null | false>): Promise<T> {
+async function until<T>(
+  what: string,
+  timeoutMs: number,
+  probe: () => Promise<T | undefined | null | false>,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const v = await probe();
@@ -69,26 +73,43 @@ describe('/health', () => {
       GPU_POLL_MS: '300',
       PATH: `${smi.binDir}:${process.env.PATH}`,
     });
-    const gpuSeries = async () => pick(parseProm(await (await fetch(`${server!.baseUrl}/metrics`)).text()), 'batchwright_gpu_utilization_percent', { worker: 'w-gpu' });
+    const gpuSeries = async () =>
+      pick(parseProm(await (await fetch(`${server!.baseUrl}/metrics`)).text()), 'batchwright_gpu_utilization_percent', {
+        worker: 'w-gpu',
+      });
 
     // Fresh: two GPUs from the fixture, in /ops/gpus, /metrics and /health.
     const gpus = await until('GPU readings', 30_000, async () => {
       const d = (await getJson(server!, '/ops/gpus')).body.data as any[];
-      const alive = ((await getJson(server!, '/ops/workers')).body.data as any[]).some((w) => w.id === 'w-gpu' && w.alive);
+      const alive = ((await getJson(server!, '/ops/workers')).body.data as any[]).some(
+        (w) => w.id === 'w-gpu' && w.alive,
+      );
       return alive && d.length === 2 && d;
     });
-    expect(gpus[0]).toMatchObject({ worker_id: 'w-gpu', index: 0, name: expect.any(String), memory_total_mib: expect.any(Number), memory_used_mib: expect.any(Number) });
+    expect(gpus[0]).toMatchObject({
+      worker_id: 'w-gpu',
+      index: 0,
+      name: expect.any(String),
+      memory_total_mib: expect.any(Number),
+      memory_used_mib: expect.any(Number),
+    });
     expect(Math.abs(gpus[0].read_at - Date.now() / 1000)).toBeLessThan(5);
     expect((await gpuSeries()).map((s) => s.labels.gpu).sort()).toEqual(['0', '1']);
     const healthy = (await getJson(server, '/health')).body;
     expect(healthy.reasons).toEqual([]);
     expect(healthy.status).toBe('healthy');
     expect(healthy.checks.gpus).toHaveLength(2);
-    expect(healthy.checks.workers).toEqual([{ id: 'w-gpu', last_heartbeat_at: expect.any(Number), age_s: expect.any(Number), ok: true }]);
+    expect(healthy.checks.workers).toEqual([
+      { id: 'w-gpu', last_heartbeat_at: expect.any(Number), age_s: expect.any(Number), ok: true },
+    ]);
 
     // nvidia-smi stops answering: the old readings go stale and disappear, /health says why.
     writeFileSync(path.join(smi.state, 'hang'), '');
-    await until('GPU series to vanish', 15_000, async () => (await gpuSeries()).length === 0 && (await getJson(server!, '/ops/gpus')).body.data.length === 0);
+    await until(
+      'GPU series to vanish',
+      15_000,
+      async () => (await gpuSeries()).length === 0 && (await getJson(server!, '/ops/gpus')).body.data.length === 0,
+    );
     const stale = (await getJson(server, '/health')).body;
     expect(stale.status).toBe('degraded');
     expect(stale.checks.gpus).toEqual([]);
@@ -106,10 +127,16 @@ describe('/health', () => {
       return h.reasons.some((r: string) => r.startsWith('no live worker')) && h;
     });
     expect(dead.status).toBe('degraded');
-    expect(dead.reasons.join('\n')).toMatch(/no live worker: batches and interactive requests wait \(last heartbeat: worker w-gpu, \d+ s ago\)/);
-    expect(dead.checks.workers).toEqual([{ id: 'w-gpu', last_heartbeat_at: expect.any(Number), age_s: expect.any(Number), ok: false }]);
+    expect(dead.reasons.join('\n')).toMatch(
+      /no live worker: batches and interactive requests wait \(last heartbeat: worker w-gpu, \d+ s ago\)/,
+    );
+    expect(dead.checks.workers).toEqual([
+      { id: 'w-gpu', last_heartbeat_at: expect.any(Number), age_s: expect.any(Number), ok: false },
+    ]);
     expect(dead.checks.gpus).toEqual([]);
-    expect((await getJson(server, '/ops/workers')).body.data).toEqual([expect.objectContaining({ id: 'w-gpu', alive: false })]);
+    expect((await getJson(server, '/ops/workers')).body.data).toEqual([
+      expect.objectContaining({ id: 'w-gpu', alive: false }),
+    ]);
     expect(await gpuSeries()).toEqual([]);
     expect((await fetch(`${server.baseUrl}/healthz`)).status).toBe(200);
     expect((await fetch(`${server.baseUrl}/readyz`)).status).toBe(200);
@@ -119,20 +146,31 @@ describe('/health', () => {
     const yaml = defaultModelsYaml({ startup_ms: 60_000 }).replace('startup_timeout_s: 30', 'startup_timeout_s: 120');
     server = await startTestServer({ modelsYaml: yaml, worker: true });
     const { client } = server;
-    const file = await client.files.create({ file: createReadStream(writeJsonl(tmp(), 'in.jsonl', chatLines(3, SIM_MODEL))), purpose: 'batch' });
-    const b = await client.batches.create({ input_file_id: file.id, endpoint: '/v1/chat/completions', completion_window: '24h' });
+    const file = await client.files.create({
+      file: createReadStream(writeJsonl(tmp(), 'in.jsonl', chatLines(3, SIM_MODEL))),
+      purpose: 'batch',
+    });
+    const b = await client.batches.create({
+      input_file_id: file.id,
+      endpoint: '/v1/chat/completions',
+      completion_window: '24h',
+    });
 
     const health = await until('the engine loading', 30_000, async () => {
       const h = (await getJson(server!, '/health')).body;
       return h.checks.engines.some((e: any) => e.state === 'starting') && h;
     });
     expect(health.status).toBe('healthy');
-    expect(health.notes.join('\n')).toMatch(new RegExp(`model ${SIM_MODEL} is loading on worker \\S+ \\(since \\d+ s\\)`));
+    expect(health.notes.join('\n')).toMatch(
+      new RegExp(`model ${SIM_MODEL} is loading on worker \\S+ \\(since \\d+ s\\)`),
+    );
     const view = await until('a waiting reason', 20_000, async () => {
       const v = (await getJson(server!, `/ops/batches/${b.id}`)).body;
       return v.waiting_reason && v;
     });
-    expect(view.waiting_reason).toMatch(new RegExp(`^model ${SIM_MODEL} is loading on worker \\S+ \\(since \\d+ s\\)$`));
+    expect(view.waiting_reason).toMatch(
+      new RegExp(`^model ${SIM_MODEL} is loading on worker \\S+ \\(since \\d+ s\\)$`),
+    );
     expect(view.eta_s).toBeNull();
     const m = parseProm(await (await fetch(`${server.baseUrl}/metrics`)).text());
     expect(pick(m, 'batchwright_engine_state', { model: SIM_MODEL, state: 'starting' })[0]?.value).toBe(1);
@@ -175,7 +213,10 @@ describe('/health', () => {
     expect(pick(parseProm(await metrics.text()), 'batchwright_batches', { status: 'completed' })[0]?.value).toBe(0);
     const errors = await getJson(server, '/ops/errors');
     expect(errors.status).toBe(200);
-    expect(errors.body.data[0]).toMatchObject({ source: 'api', message: expect.stringMatching(/engine failures cannot be shown/) });
+    expect(errors.body.data[0]).toMatchObject({
+      source: 'api',
+      message: expect.stringMatching(/engine failures cannot be shown/),
+    });
     expect(Date.now() - t0).toBeLessThan(20_000); // nothing waited for Redis to come back
     expect((await fetch(`${server.baseUrl}/healthz`)).status).toBe(200);
     // Back (the control plane's shutdown needs its Redis).

@@ -13,7 +13,10 @@ let batchId: string;
 const call = (key: string | null, p: string, method = 'GET', body?: unknown) =>
   fetch(`${server.baseUrl}${p}`, {
     method,
-    headers: { ...(key ? { authorization: `Bearer ${key}` } : {}), ...(body ? { 'content-type': 'application/json' } : {}) },
+    headers: {
+      ...(key ? { authorization: `Bearer ${key}` } : {}),
+      ...(body ? { 'content-type': 'application/json' } : {}),
+    },
     body: body ? JSON.stringify(body) : undefined,
   });
 const codeOf = async (r: Response) => ((await r.json()) as { error: { code: string } }).error.code;
@@ -25,7 +28,11 @@ beforeAll(async () => {
   keyB = addKey(server, { name: 'b', project: 'team-b' });
   const a = clientWith(server, keyA);
   const file = await a.files.create({ file: new File([chatLines(3, SIM_MODEL)], 'in.jsonl'), purpose: 'batch' });
-  const b = await a.batches.create({ input_file_id: file.id, endpoint: '/v1/chat/completions', completion_window: '24h' });
+  const b = await a.batches.create({
+    input_file_id: file.id,
+    endpoint: '/v1/chat/completions',
+    completion_window: '24h',
+  });
   batchId = b.id;
   expect((await waitForBatch(a, b.id, ['completed'], 120_000)).status).toBe('completed');
 }, 180_000);

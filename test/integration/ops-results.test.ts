@@ -59,12 +59,20 @@ beforeAll(async () => {
   const dir = mkdtempSync(path.join(tmpdir(), 'bw-ops-'));
   const ids: string[] = [];
   for (const model of [A, B]) {
-    const file = await server.client.files.create({ file: createReadStream(writeJsonl(dir, `${model}.jsonl`, lines(model))), purpose: 'batch' });
-    const b = await server.client.batches.create({ input_file_id: file.id, endpoint: '/v1/chat/completions', completion_window: '24h' });
+    const file = await server.client.files.create({
+      file: createReadStream(writeJsonl(dir, `${model}.jsonl`, lines(model))),
+      purpose: 'batch',
+    });
+    const b = await server.client.batches.create({
+      input_file_id: file.id,
+      endpoint: '/v1/chat/completions',
+      completion_window: '24h',
+    });
     ids.push(b.id);
   }
   [batchA, batchB] = ids as [string, string];
-  for (const id of ids) expect((await waitForBatch(server.client, id, ['completed', 'failed'], 120_000)).status).toBe('completed');
+  for (const id of ids)
+    expect((await waitForBatch(server.client, id, ['completed', 'failed'], 120_000)).status).toBe('completed');
 }, 180_000);
 afterAll(async () => server?.close());
 
@@ -99,7 +107,10 @@ describe('GET /ops/batches/:id/results', () => {
     // Text with JSON escapes in the file (a newline, quotes), and a needle that has a quote.
     for (const needle of ['stripes', '"stripes"', 'zebras.\nthey']) {
       const r = await json(`/ops/batches/${batchA}/results?q=${encodeURIComponent(needle)}`);
-      expect(r.data.map((x: any) => x.custom_id), needle).toEqual(['q-4']);
+      expect(
+        r.data.map((x: any) => x.custom_id),
+        needle,
+      ).toEqual(['q-4']);
     }
     const byId = await json(`/ops/batches/${batchA}/results?q=q-5`);
     expect(byId.data.map((x: any) => x.custom_id)).toEqual(['q-5']);
@@ -142,7 +153,10 @@ describe('stars and the fine-tuning export', () => {
     expect(exp.status).toBe(200);
     expect(exp.headers.get('content-type')).toContain('application/jsonl');
     expect(exp.headers.get('x-batchwright-skipped')).toBe('1');
-    const out = exp.text.trim().split('\n').map((l) => JSON.parse(l));
+    const out = exp.text
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
     expect(out).toHaveLength(2);
     const all = await json(`/ops/batches/${batchA}/results`);
     const answer = (cid: string) => all.data.find((x: any) => x.custom_id === cid).output;
@@ -180,9 +194,22 @@ describe('GET /ops/compare', () => {
   });
 
   it('orders by the first batch, appends custom_ids only later batches have, and shows null where a batch lacks one', async () => {
-    const text = ['q-5', 'extra-1'].map((id) => JSON.stringify({ custom_id: id, method: 'POST', url: '/v1/chat/completions', body: { model: B, messages: [{ role: 'user', content: `only ${id}` }] } })).join('\n');
+    const text = ['q-5', 'extra-1']
+      .map((id) =>
+        JSON.stringify({
+          custom_id: id,
+          method: 'POST',
+          url: '/v1/chat/completions',
+          body: { model: B, messages: [{ role: 'user', content: `only ${id}` }] },
+        }),
+      )
+      .join('\n');
     const file = await server.client.files.create({ file: new File([text], 'partial.jsonl'), purpose: 'batch' });
-    const c = await server.client.batches.create({ input_file_id: file.id, endpoint: '/v1/chat/completions', completion_window: '24h' });
+    const c = await server.client.batches.create({
+      input_file_id: file.id,
+      endpoint: '/v1/chat/completions',
+      completion_window: '24h',
+    });
     expect((await waitForBatch(server.client, c.id, ['completed'], 120_000)).status).toBe('completed');
     const r = await json(`/ops/compare?batch_ids=${batchA},${c.id}`);
     expect(r.total).toBe(7);
@@ -206,10 +233,29 @@ describe('GET /ops/compare', () => {
 
 describe('benchmarks', () => {
   it('records runs and lists them per model, newest first', async () => {
-    const post = (body: unknown) => fetch(`${server.baseUrl}/ops/benchmarks`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
-    const first = await post({ model: A, kind: 'batch', requests_per_s: 120.5, tokens_per_s: 2000, latency_p50_ms: 40, latency_p95_ms: 90, created_at: 1_700_000_000, details: { n: 100 } });
+    const post = (body: unknown) =>
+      fetch(`${server.baseUrl}/ops/benchmarks`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify(body),
+      });
+    const first = await post({
+      model: A,
+      kind: 'batch',
+      requests_per_s: 120.5,
+      tokens_per_s: 2000,
+      latency_p50_ms: 40,
+      latency_p95_ms: 90,
+      created_at: 1_700_000_000,
+      details: { n: 100 },
+    });
     expect(first.status).toBe(200);
-    expect(await first.json()).toMatchObject({ object: 'benchmark_run', model: A, requests_per_s: 120.5, details: { n: 100 } });
+    expect(await first.json()).toMatchObject({
+      object: 'benchmark_run',
+      model: A,
+      requests_per_s: 120.5,
+      details: { n: 100 },
+    });
     expect((await post({ model: A, kind: 'batch', requests_per_s: 130 })).status).toBe(200);
     expect((await post({ model: B, kind: 'proxy', latency_p50_ms: 12 })).status).toBe(200);
     const bad = await post({ model: A, requests_per_s: -1 });

@@ -20,7 +20,8 @@ const tmp = () => mkdtempSync(path.join(tmpdir(), 'bw-in-'));
 const getJson = async (s: TestServer, p: string) => (await (await fetch(`${s.baseUrl}${p}`)).json()) as any;
 
 /** Connections of this test's log streams (log-stream.ts names them `<prefix>-ops-log`). */
-const logConnections = async (r: Redis, prefix: string) => ((await r.client('LIST')) as string).split('\n').filter((l) => l.includes(` name=${prefix}-ops-log `)).length;
+const logConnections = async (r: Redis, prefix: string) =>
+  ((await r.client('LIST')) as string).split('\n').filter((l) => l.includes(` name=${prefix}-ops-log `)).length;
 
 describe('operator API streams', () => {
   it('engine log SSE: recent lines first, then new ones as the engine restarts; closes its Redis connection when the client leaves', async () => {
@@ -43,12 +44,20 @@ describe('operator API streams', () => {
     expect(first.data).toEqual({ t: expect.any(Number), line: expect.stringMatching(/^--- .* starting /) });
     const ready = await sse.next(10_000, (e) => e.data.line.includes('"event":"ready"'));
     expect(ready.data.t).toBeGreaterThanOrEqual(first.data.t);
-    for (const end = Date.now() + 5_000; (await logConnections(redis, server.prefix)) !== 1 && Date.now() < end; ) await sleep(50);
+    for (const end = Date.now() + 5_000; (await logConnections(redis, server.prefix)) !== 1 && Date.now() < end;)
+      await sleep(50);
     expect(await logConnections(redis, server.prefix)).toBe(1);
 
     // New lines: the engine crashes after 3 requests and is restarted; its second start arrives live.
-    const file = await client.files.create({ file: createReadStream(writeJsonl(tmp(), 'in.jsonl', chatLines(10, SIM_MODEL))), purpose: 'batch' });
-    const b = await client.batches.create({ input_file_id: file.id, endpoint: '/v1/chat/completions', completion_window: '24h' });
+    const file = await client.files.create({
+      file: createReadStream(writeJsonl(tmp(), 'in.jsonl', chatLines(10, SIM_MODEL))),
+      purpose: 'batch',
+    });
+    const b = await client.batches.create({
+      input_file_id: file.id,
+      endpoint: '/v1/chat/completions',
+      completion_window: '24h',
+    });
     const restart = await sse.next(45_000, (e) => /^--- .* starting /.test(e.data.line));
     expect(restart.data.t).toBeGreaterThan(ready.data.t);
     await waitForBatch(client, b.id, ['completed'], 60_000);
@@ -75,7 +84,10 @@ describe('operator API streams', () => {
   it('/ops/events: the active batches and engines at once, then a batches event when a batch appears and progresses', async () => {
     server = await startTestServer({ worker: true, modelsYaml: defaultModelsYaml({ tokens_per_second: 40 }) });
     const ac = new AbortController();
-    const res = await fetch(`${server.baseUrl}/ops/events`, { headers: { authorization: 'Bearer x' }, signal: ac.signal });
+    const res = await fetch(`${server.baseUrl}/ops/events`, {
+      headers: { authorization: 'Bearer x' },
+      signal: ac.signal,
+    });
     expect(res.status).toBe(200);
     const sse = sseReader(res);
     expect(await sse.next(5_000, (e) => e.event === 'batches')).toEqual({ event: 'batches', data: [] });
@@ -84,13 +96,24 @@ describe('operator API streams', () => {
     expect(sse.state.comments).toBeGreaterThanOrEqual(1); // ': connected'
 
     const { client } = server;
-    const file = await client.files.create({ file: createReadStream(writeJsonl(tmp(), 'in.jsonl', chatLines(40, SIM_MODEL))), purpose: 'batch' });
-    const b = await client.batches.create({ input_file_id: file.id, endpoint: '/v1/chat/completions', completion_window: '24h' });
+    const file = await client.files.create({
+      file: createReadStream(writeJsonl(tmp(), 'in.jsonl', chatLines(40, SIM_MODEL))),
+      purpose: 'batch',
+    });
+    const b = await client.batches.create({
+      input_file_id: file.id,
+      endpoint: '/v1/chat/completions',
+      completion_window: '24h',
+    });
     await sse.next(20_000, (e) => e.event === 'batches' && e.data.some((x: any) => x.id === b.id));
     // It leaves the active list when it completes.
     await sse.next(60_000, (e) => e.event === 'batches' && !e.data.some((x: any) => x.id === b.id));
     const withIt = sse.all.filter((e) => e.event === 'batches' && e.data.some((x: any) => x.id === b.id));
-    expect(withIt[withIt.length - 1]!.data.find((x: any) => x.id === b.id)).toMatchObject({ id: b.id, model: SIM_MODEL, request_counts: { total: expect.any(Number) } });
+    expect(withIt[withIt.length - 1]!.data.find((x: any) => x.id === b.id)).toMatchObject({
+      id: b.id,
+      model: SIM_MODEL,
+      request_counts: { total: expect.any(Number) },
+    });
     // Sent on change only: no two consecutive batches events are equal.
     const batchEvents = sse.all.filter((e) => e.event === 'batches').map((e) => JSON.stringify(e.data));
     expect(batchEvents.every((d, i) => i === 0 || d !== batchEvents[i - 1])).toBe(true);
@@ -116,16 +139,32 @@ describe('operator routes with API keys', () => {
     server = await startTestServer();
     const user = createKey(server.app.deps.db, { name: 'user', project: 'p1' }).secret;
     const admin = createKey(server.app.deps.db, { name: 'ops', admin: true }).secret;
-    const as = (key: string | null, p: string) => fetch(`${server!.baseUrl}${p}`, key ? { headers: { authorization: `Bearer ${key}` } } : {});
-    for (const p of ['/health', '/metrics', '/ops/batches', '/ops/workers', '/ops/engines', '/ops/gpus', '/ops/swaps', '/ops/errors', '/ops/events', `/ops/engines/w1/${SIM_MODEL}/log`]) {
+    const as = (key: string | null, p: string) =>
+      fetch(`${server!.baseUrl}${p}`, key ? { headers: { authorization: `Bearer ${key}` } } : {});
+    for (const p of [
+      '/health',
+      '/metrics',
+      '/ops/batches',
+      '/ops/workers',
+      '/ops/engines',
+      '/ops/gpus',
+      '/ops/swaps',
+      '/ops/errors',
+      '/ops/events',
+      `/ops/engines/w1/${SIM_MODEL}/log`,
+    ]) {
       const refused = await as(user, p);
       expect(refused.status, p).toBe(403);
       expect(((await refused.json()) as any).error.code).toBe('admin_required');
       expect((await as(null, p)).status, p).toBe(401);
     }
-    for (const p of ['/health', '/metrics', '/ops/batches', '/ops/workers']) expect((await as(admin, p)).status, p).toBe(200);
+    for (const p of ['/health', '/metrics', '/ops/batches', '/ops/workers'])
+      expect((await as(admin, p)).status, p).toBe(200);
     const ac = new AbortController();
-    const events = await fetch(`${server.baseUrl}/ops/events`, { headers: { authorization: `Bearer ${admin}` }, signal: ac.signal });
+    const events = await fetch(`${server.baseUrl}/ops/events`, {
+      headers: { authorization: `Bearer ${admin}` },
+      signal: ac.signal,
+    });
     expect(events.status).toBe(200);
     expect((await sseReader(events).next(5_000)).event).toBe('batches');
     ac.abort();

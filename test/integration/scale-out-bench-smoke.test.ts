@@ -22,28 +22,36 @@ interface ResultFile {
 }
 
 describe('bench/scale.ts --quick', () => {
-  it('exits 0 and writes S1, S2 as finite numbers, with every worker serving part of each batch', { timeout: 300_000 }, async () => {
-    const r = await new Promise<{ code: number | null; output: string }>((resolve, reject) => {
-      const child = spawn(process.execPath, ['--import', 'tsx', 'bench/scale.ts', '--quick'], { cwd: ROOT, env: { ...process.env, BENCH_RESULTS_DIR: dir }, stdio: ['ignore', 'pipe', 'pipe'] });
-      let output = '';
-      child.stdout.on('data', (d: Buffer) => (output += d.toString()));
-      child.stderr.on('data', (d: Buffer) => (output += d.toString()));
-      const timer = setTimeout(() => child.kill('SIGTERM'), 280_000);
-      child.on('error', reject);
-      child.on('exit', (code) => (clearTimeout(timer), resolve({ code, output })));
-    });
-    expect(r.code, r.output).toBe(0);
-    const files = readdirSync(dir).filter((f) => f.startsWith('scale-quick-') && f.endsWith('.json'));
-    expect(files, r.output).toHaveLength(1);
-    const json = JSON.parse(readFileSync(path.join(dir, files[0]!), 'utf8')) as ResultFile;
-    expect(json.name).toBe('scale');
-    expect(json.quick).toBe(true);
-    expect(json.params.netns).toBe(false);
-    expect(json.metrics.map((m) => m.id)).toEqual(['S1', 'S2']);
-    for (const m of json.metrics) expect(Number.isFinite(m.value), `${m.id} = ${String(m.value)}`).toBe(true);
-    const two = json.details.runs.find((x) => x.k === 2)!;
-    expect(Object.keys(two.perWorker).sort()).toEqual(['host-1', 'host-2']);
-    for (const [id, w] of Object.entries(two.perWorker)) expect(w.served, id).toBeGreaterThan(0);
-    expect(r.output).toContain('| id ');
-  });
+  it(
+    'exits 0 and writes S1, S2 as finite numbers, with every worker serving part of each batch',
+    { timeout: 300_000 },
+    async () => {
+      const r = await new Promise<{ code: number | null; output: string }>((resolve, reject) => {
+        const child = spawn(process.execPath, ['--import', 'tsx', 'bench/scale.ts', '--quick'], {
+          cwd: ROOT,
+          env: { ...process.env, BENCH_RESULTS_DIR: dir },
+          stdio: ['ignore', 'pipe', 'pipe'],
+        });
+        let output = '';
+        child.stdout.on('data', (d: Buffer) => (output += d.toString()));
+        child.stderr.on('data', (d: Buffer) => (output += d.toString()));
+        const timer = setTimeout(() => child.kill('SIGTERM'), 280_000);
+        child.on('error', reject);
+        child.on('exit', (code) => (clearTimeout(timer), resolve({ code, output })));
+      });
+      expect(r.code, r.output).toBe(0);
+      const files = readdirSync(dir).filter((f) => f.startsWith('scale-quick-') && f.endsWith('.json'));
+      expect(files, r.output).toHaveLength(1);
+      const json = JSON.parse(readFileSync(path.join(dir, files[0]!), 'utf8')) as ResultFile;
+      expect(json.name).toBe('scale');
+      expect(json.quick).toBe(true);
+      expect(json.params.netns).toBe(false);
+      expect(json.metrics.map((m) => m.id)).toEqual(['S1', 'S2']);
+      for (const m of json.metrics) expect(Number.isFinite(m.value), `${m.id} = ${String(m.value)}`).toBe(true);
+      const two = json.details.runs.find((x) => x.k === 2)!;
+      expect(Object.keys(two.perWorker).sort()).toEqual(['host-1', 'host-2']);
+      for (const [id, w] of Object.entries(two.perWorker)) expect(w.served, id).toBeGreaterThan(0);
+      expect(r.output).toContain('| id ');
+    },
+  );
 });

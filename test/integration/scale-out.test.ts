@@ -80,15 +80,26 @@ async function servedBy(s: TestServer): Promise<Map<string, number>> {
 }
 
 async function waitEngines(s: TestServer, ids: string[]) {
-  await waitUntil(async () => {
-    const served = await servedBy(s);
-    return ids.every((id) => served.has(id));
-  }, 90_000, `engines of ${ids.join(', ')} ready`);
+  await waitUntil(
+    async () => {
+      const served = await servedBy(s);
+      return ids.every((id) => served.has(id));
+    },
+    90_000,
+    `engines of ${ids.join(', ')} ready`,
+  );
 }
 
 async function submit(s: TestServer, n: number) {
-  const file = await s.client.files.create({ file: createReadStream(writeJsonl(tmp(), 'in.jsonl', chatLines(n, SIM_MODEL))), purpose: 'batch' });
-  return s.client.batches.create({ input_file_id: file.id, endpoint: '/v1/chat/completions', completion_window: '24h' });
+  const file = await s.client.files.create({
+    file: createReadStream(writeJsonl(tmp(), 'in.jsonl', chatLines(n, SIM_MODEL))),
+    purpose: 'batch',
+  });
+  return s.client.batches.create({
+    input_file_id: file.id,
+    endpoint: '/v1/chat/completions',
+    completion_window: '24h',
+  });
 }
 
 async function expectExactlyOnce(s: TestServer, id: string, n: number) {
@@ -113,7 +124,13 @@ describe('scale out: many workers, one Redis', () => {
     const s = await start(0);
     // Three workers' heartbeats, but no worker consumes: the queue shows what the dispatcher keeps.
     for (const id of ['hb-1', 'hb-2', 'hb-3']) {
-      const hb: WorkerHeartbeat = { workerId: id, models: [SIM_MODEL], activeModel: SIM_MODEL, engines: [], at: Date.now() };
+      const hb: WorkerHeartbeat = {
+        workerId: id,
+        models: [SIM_MODEL],
+        activeModel: SIM_MODEL,
+        engines: [],
+        at: Date.now(),
+      };
       await redis!.set(keys(s.prefix).worker(id), JSON.stringify(hb), 'PX', 60_000);
     }
     const b = await submit(s, 2000);
@@ -140,7 +157,8 @@ describe('scale out: many workers, one Redis', () => {
     expect([...served.keys()].sort()).toEqual(ids);
     const total = [...served.values()].reduce((a, x) => a + x, 0);
     expect(total).toBeGreaterThanOrEqual(n);
-    for (const [id, count] of served) expect(count / n, `share of ${id}: ${count} of ${n}`).toBeGreaterThanOrEqual(0.15);
+    for (const [id, count] of served)
+      expect(count / n, `share of ${id}: ${count} of ${n}`).toBeGreaterThanOrEqual(0.15);
   }, 240_000);
 
   it('a worker that joins mid-batch starts taking chunks', async () => {
@@ -173,7 +191,11 @@ describe('scale out: many workers, one Redis', () => {
     const n = 2400;
     const b = await submit(s, n);
     await waitEngines(s, ['leaving', 'staying']);
-    await waitUntil(async () => ((await servedBy(s)).get('leaving') ?? 0) >= 100, 120_000, 'the leaving worker running chunks');
+    await waitUntil(
+      async () => ((await servedBy(s)).get('leaving') ?? 0) >= 100,
+      120_000,
+      'the leaving worker running chunks',
+    );
     const exit = await leaving.kill('SIGTERM');
     expect(exit.code).toBe(0);
     expect(await progress(s, b.id)).toBeLessThan(n);

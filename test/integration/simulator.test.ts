@@ -38,7 +38,12 @@ async function freePort(): Promise<number> {
   });
 }
 
-function launch(args: string[]): { proc: ChildProcess; stdout: () => string; stderr: () => string; exited: Sim['exited'] } {
+function launch(args: string[]): {
+  proc: ChildProcess;
+  stdout: () => string;
+  stderr: () => string;
+  exited: Sim['exited'];
+} {
   const proc = spawn(process.execPath, ['--import', 'tsx', 'simulator/main.ts', ...args], {
     cwd: process.cwd(),
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -60,7 +65,10 @@ async function startSim(extra: string[] = [], waitReady = true): Promise<Sim> {
   const ready = (async () => {
     const deadline = Date.now() + 20_000;
     for (;;) {
-      const line = l.stdout().split('\n').find((s) => s.includes('"ready"'));
+      const line = l
+        .stdout()
+        .split('\n')
+        .find((s) => s.includes('"ready"'));
       if (line) return JSON.parse(line) as Record<string, unknown>;
       if (l.proc.exitCode !== null) throw new Error(`simulator exited early: ${l.stderr()}`);
       if (Date.now() > deadline) throw new Error('simulator not ready in time');
@@ -170,7 +178,15 @@ describe('engine simulator', () => {
     expect(models).toEqual({
       object: 'list',
       data: [
-        { id: MODEL, object: 'model', created: expect.any(Number), owned_by: 'vllm', root: MODEL, parent: null, max_model_len: 2048 },
+        {
+          id: MODEL,
+          object: 'model',
+          created: expect.any(Number),
+          owned_by: 'vllm',
+          root: MODEL,
+          parent: null,
+          max_model_len: 2048,
+        },
       ],
     });
     expect(Math.abs(models.data[0].created - Date.now() / 1000)).toBeLessThan(60);
@@ -194,7 +210,10 @@ describe('engine simulator', () => {
       choices: [
         {
           index: 0,
-          message: { role: 'assistant', content: 'You said: hello big world tok0 tok1 tok2 tok3 tok4 tok5 tok6 tok7 tok8 tok9 tok10' },
+          message: {
+            role: 'assistant',
+            content: 'You said: hello big world tok0 tok1 tok2 tok3 tok4 tok5 tok6 tok7 tok8 tok9 tok10',
+          },
           logprobs: null,
           finish_reason: 'stop',
         },
@@ -403,7 +422,13 @@ describe('engine simulator', () => {
 
     const nf = await post(sim, '/v1/chat/completions', { ...chat('x'), model: 'gpt-4o' });
     expect(nf.status).toBe(404);
-    expect(nf.json).toEqual({ object: 'error', message: 'The model `gpt-4o` does not exist.', type: 'NotFoundError', param: null, code: 404 });
+    expect(nf.json).toEqual({
+      object: 'error',
+      message: 'The model `gpt-4o` does not exist.',
+      type: 'NotFoundError',
+      param: null,
+      code: 404,
+    });
     const s = await stats(sim);
     expect(s.served).toBe(2);
   });
@@ -436,7 +461,9 @@ describe('engine simulator', () => {
   it('--max-concurrency queues extra requests FIFO instead of rejecting them', async () => {
     const sim = await startSim(['--max-concurrency', '3', '--ttft-ms', '150']);
     const t0 = Date.now();
-    const all = Promise.all(Array.from({ length: 20 }, (_, i) => post(sim, '/v1/completions', { prompt: `req ${i}`, max_tokens: 1 })));
+    const all = Promise.all(
+      Array.from({ length: 20 }, (_, i) => post(sim, '/v1/completions', { prompt: `req ${i}`, max_tokens: 1 })),
+    );
     await waitFor(async () => (await stats(sim)).waiting > 0);
     const mid = await stats(sim);
     expect(mid.running).toBe(3);
@@ -461,10 +488,12 @@ describe('engine simulator', () => {
     const done: number[] = [];
     const pending: Promise<void>[] = [];
     for (let i = 0; i < 6; i++) {
-      pending.push(post(sim, '/v1/completions', { prompt: `r${i}`, max_tokens: 3 }).then((r) => {
-        expect(r.json.choices[0].text).toBe(`You said: r${i}`);
-        done.push(i);
-      }));
+      pending.push(
+        post(sim, '/v1/completions', { prompt: `r${i}`, max_tokens: 3 }).then((r) => {
+          expect(r.json.choices[0].text).toBe(`You said: r${i}`);
+          done.push(i);
+        }),
+      );
       // Make sure request i reached the server (running or queued) before request i+1 is sent.
       await waitFor(async () => {
         const s = await stats(sim);
@@ -504,9 +533,13 @@ describe('engine simulator', () => {
     const sim = await startSim(['--max-concurrency', '1', '--ttft-ms', '30000']);
     const a1 = new AbortController();
     const a2 = new AbortController();
-    const p1 = fetch(sim.base + '/v1/completions', { method: 'POST', body: '{"prompt":"a"}', signal: a1.signal }).catch(() => 'aborted');
+    const p1 = fetch(sim.base + '/v1/completions', { method: 'POST', body: '{"prompt":"a"}', signal: a1.signal }).catch(
+      () => 'aborted',
+    );
     await waitFor(async () => (await stats(sim)).running === 1);
-    const p2 = fetch(sim.base + '/v1/completions', { method: 'POST', body: '{"prompt":"b"}', signal: a2.signal }).catch(() => 'aborted');
+    const p2 = fetch(sim.base + '/v1/completions', { method: 'POST', body: '{"prompt":"b"}', signal: a2.signal }).catch(
+      () => 'aborted',
+    );
     await waitFor(async () => (await stats(sim)).waiting === 1);
     a2.abort();
     await waitFor(async () => (await stats(sim)).aborted === 1);

@@ -17,7 +17,15 @@ import { SlurmScheduler } from '../../src/engines/launchers/slurm.js';
 import { createLogger } from '../../src/log/logger.js';
 import { startTestServer, type TestServer } from '../helpers/app.js';
 import { chatLines, readLinesOf, waitForBatch, writeJsonl } from '../helpers/batch.js';
-import { ensureSlurmCluster, jobsNamed, modelLog, recordedJob, sbatch, scancel, scancelNamed } from './slurm-support.js';
+import {
+  ensureSlurmCluster,
+  jobsNamed,
+  modelLog,
+  recordedJob,
+  sbatch,
+  scancel,
+  scancelNamed,
+} from './slurm-support.js';
 
 const cluster = ensureSlurmCluster();
 if (!cluster.ok) console.warn(`slurm-cluster tests skipped: ${cluster.reason}`);
@@ -25,19 +33,40 @@ if (!cluster.ok) console.warn(`slurm-cluster tests skipped: ${cluster.reason}`);
 const tmp = () => mkdtempSync(path.join(tmpdir(), 'bw-slurm-in-'));
 
 /** A sim model whose engine runs as a SLURM job (-c 1: the cluster has 2 CPUs). */
-function modelsYaml(id: string, launcher: Record<string, unknown> = {}, sim: Record<string, unknown> = {}, idleTtlS = 0): string {
-  const l = { kind: 'slurm', cpus: 1, time: '10', poll_s: 0.5, monitor_url: 'https://job.example.org/ci/{job_id}', ...launcher };
+function modelsYaml(
+  id: string,
+  launcher: Record<string, unknown> = {},
+  sim: Record<string, unknown> = {},
+  idleTtlS = 0,
+): string {
+  const l = {
+    kind: 'slurm',
+    cpus: 1,
+    time: '10',
+    poll_s: 0.5,
+    monitor_url: 'https://job.example.org/ci/{job_id}',
+    ...launcher,
+  };
   return `models:\n  - id: ${id}\n    engine: sim\n    startup_timeout_s: 60\n    idle_ttl_s: ${idleTtlS}\n    options:\n      max_num_seqs: 4\n    sim: ${JSON.stringify({ output_tokens: 8, ...sim })}\n    launcher: ${JSON.stringify(l)}\n`;
 }
 
 const ENV = { REQUEST_MAX_ATTEMPTS: '10' };
 
-async function modelsDetail(server: TestServer, id: string): Promise<{ state: string; detail: string | null; launcher: string }> {
-  const body = (await (await fetch(`${server.baseUrl}/v1/models`)).json()) as { data: { id: string; state: string; detail: string | null; launcher: string }[] };
+async function modelsDetail(
+  server: TestServer,
+  id: string,
+): Promise<{ state: string; detail: string | null; launcher: string }> {
+  const body = (await (await fetch(`${server.baseUrl}/v1/models`)).json()) as {
+    data: { id: string; state: string; detail: string | null; launcher: string }[];
+  };
   return body.data.find((m) => m.id === id)!;
 }
 
-async function until<T>(what: string, f: () => Promise<T | undefined | null | false> | T | undefined | null | false, timeoutMs = 60_000): Promise<T> {
+async function until<T>(
+  what: string,
+  f: () => Promise<T | undefined | null | false> | T | undefined | null | false,
+  timeoutMs = 60_000,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const v = await f();
@@ -48,8 +77,15 @@ async function until<T>(what: string, f: () => Promise<T | undefined | null | fa
 }
 
 async function runBatch(server: TestServer, model: string, n: number) {
-  const file = await server.client.files.create({ file: createReadStream(writeJsonl(tmp(), 'in.jsonl', chatLines(n, model))), purpose: 'batch' });
-  return server.client.batches.create({ input_file_id: file.id, endpoint: '/v1/chat/completions', completion_window: '24h' });
+  const file = await server.client.files.create({
+    file: createReadStream(writeJsonl(tmp(), 'in.jsonl', chatLines(n, model))),
+    purpose: 'batch',
+  });
+  return server.client.batches.create({
+    input_file_id: file.id,
+    endpoint: '/v1/chat/completions',
+    completion_window: '24h',
+  });
 }
 
 let server: TestServer | undefined;
@@ -86,7 +122,9 @@ describe.skipIf(!cluster.ok)('engines as SLURM jobs (real cluster)', () => {
     expect(m.state).toBe('ready');
     expect(m.detail).toContain(`SLURM job ${jobId} RUNNING`);
     expect(m.detail).toContain(`https://job.example.org/ci/${jobId}`);
-    const ops = (await (await fetch(`${server.baseUrl}/ops/engines`)).json()) as { data?: { model: string; detail: { jobId: string } | null }[] } | { model: string; detail: { jobId: string } | null }[];
+    const ops = (await (await fetch(`${server.baseUrl}/ops/engines`)).json()) as
+      | { data?: { model: string; detail: { jobId: string } | null }[] }
+      | { model: string; detail: { jobId: string } | null }[];
     const engines = Array.isArray(ops) ? ops : (ops.data ?? []);
     expect(engines.find((e) => e.model === model)?.detail?.jobId).toBe(jobId);
     // The job's output is in the engine log, with the state transitions and their durations.
@@ -106,9 +144,15 @@ describe.skipIf(!cluster.ok)('engines as SLURM jobs (real cluster)', () => {
     names.push(`bw-${model}`);
     server = await startTestServer({ worker: true, modelsYaml: modelsYaml(model, {}, {}, 2), env: ENV });
     const b = await runBatch(server, model, 5);
-    expect((await waitForBatch(server.client, b.id, ['completed', 'failed'], 120_000)).request_counts?.completed).toBe(5);
+    expect((await waitForBatch(server.client, b.id, ['completed', 'failed'], 120_000)).request_counts?.completed).toBe(
+      5,
+    );
     const jobId = recordedJob(server.dataDir, model);
-    await until('the idle job to be cancelled', () => modelLog(server!.dataDir, model).includes(`cancelled SLURM job ${jobId} (allocation released)`), 30_000);
+    await until(
+      'the idle job to be cancelled',
+      () => modelLog(server!.dataDir, model).includes(`cancelled SLURM job ${jobId} (allocation released)`),
+      30_000,
+    );
     expect(jobsNamed(`bw-${model}`)).toEqual([]);
     expect(recordedJob(server.dataDir, model)).toBeNull();
     await until('state unloaded', async () => (await modelsDetail(server!, model)).state === 'unloaded', 10_000);
@@ -132,10 +176,14 @@ describe.skipIf(!cluster.ok)('engines as SLURM jobs (real cluster)', () => {
     expect(pending.detail).toMatch(/GPUs free/);
     expect(pending.detail).toMatch(/estimated start|no start estimate yet/);
     // squeue --start fills in an estimate within a backfill pass (bf_interval=5) for jobs with a time limit
-    const est = await until('a start estimate', async () => {
-      const m = await modelsDetail(server!, model);
-      return m.detail?.includes('estimated start') ? m.detail : null;
-    }, 30_000);
+    const est = await until(
+      'a start estimate',
+      async () => {
+        const m = await modelsDetail(server!, model);
+        return m.detail?.includes('estimated start') ? m.detail : null;
+      },
+      30_000,
+    );
     expect(est).toMatch(/estimated start \d{4}-\d\d-\d\dT/);
     expect((await server.client.batches.retrieve(b.id)).request_counts?.completed ?? 0).toBe(0);
 
@@ -148,9 +196,17 @@ describe.skipIf(!cluster.ok)('engines as SLURM jobs (real cluster)', () => {
   it('finishes the batch after the job is cancelled mid-batch (a new job is submitted)', async () => {
     const model = 'slurm-scancel';
     names.push(`bw-${model}`);
-    server = await startTestServer({ worker: true, modelsYaml: modelsYaml(model, {}, { tokens_per_second: 20 }), env: ENV });
+    server = await startTestServer({
+      worker: true,
+      modelsYaml: modelsYaml(model, {}, { tokens_per_second: 20 }),
+      env: ENV,
+    });
     const b = await runBatch(server, model, 60);
-    await until('some results', async () => ((await server!.client.batches.retrieve(b.id)).request_counts?.completed ?? 0) >= 5, 120_000);
+    await until(
+      'some results',
+      async () => ((await server!.client.batches.retrieve(b.id)).request_counts?.completed ?? 0) >= 5,
+      120_000,
+    );
     const first = recordedJob(server.dataDir, model)!;
     scancel(first);
     const done = await waitForBatch(server.client, b.id, ['completed', 'failed'], 180_000);
@@ -168,13 +224,21 @@ describe.skipIf(!cluster.ok)('engines as SLURM jobs (real cluster)', () => {
     const model = 'slurm-replace';
     names.push(`bw-${model}`);
     // A 1-minute time limit, replaced when 45 s are left: the first replacement after ~15 s.
-    server = await startTestServer({ worker: true, modelsYaml: modelsYaml(model, { time: '1', replace_before_s: 45 }, { tokens_per_second: 16 }), env: ENV });
+    server = await startTestServer({
+      worker: true,
+      modelsYaml: modelsYaml(model, { time: '1', replace_before_s: 45 }, { tokens_per_second: 16 }),
+      env: ENV,
+    });
     const b = await runBatch(server, model, 200);
     const first = await until('the first job id', () => recordedJob(server!.dataDir, model), 60_000);
-    const second = await until('a replacement job', () => {
-      const id = recordedJob(server!.dataDir, model);
-      return id && id !== first ? id : null;
-    }, 90_000);
+    const second = await until(
+      'a replacement job',
+      () => {
+        const id = recordedJob(server!.dataDir, model);
+        return id && id !== first ? id : null;
+      },
+      90_000,
+    );
     const done = await waitForBatch(server.client, b.id, ['completed', 'failed'], 180_000);
     expect(done.request_counts).toEqual({ total: 200, completed: 200, failed: 0 });
     const log = modelLog(server.dataDir, model);
@@ -191,14 +255,18 @@ describe.skipIf(!cluster.ok)('engines as SLURM jobs (real cluster)', () => {
     server = await startTestServer({ modelsYaml: modelsYaml(model, { on_shutdown: 'keep' }), env: ENV });
     const w1 = await server.startWorker();
     const b1 = await runBatch(server, model, 10);
-    expect((await waitForBatch(server.client, b1.id, ['completed', 'failed'], 120_000)).request_counts?.completed).toBe(10);
+    expect((await waitForBatch(server.client, b1.id, ['completed', 'failed'], 120_000)).request_counts?.completed).toBe(
+      10,
+    );
     const jobId = recordedJob(server.dataDir, model);
     await w1.close();
     expect(jobsNamed(`bw-${model}`).map((j) => j.id)).toEqual([jobId]); // kept running
 
     await server.startWorker();
     const b2 = await runBatch(server, model, 10);
-    expect((await waitForBatch(server.client, b2.id, ['completed', 'failed'], 120_000)).request_counts?.completed).toBe(10);
+    expect((await waitForBatch(server.client, b2.id, ['completed', 'failed'], 120_000)).request_counts?.completed).toBe(
+      10,
+    );
     expect(recordedJob(server.dataDir, model)).toBe(jobId);
     expect(jobsNamed(`bw-${model}`).map((j) => j.id)).toEqual([jobId]);
     const log = modelLog(server.dataDir, model);
@@ -212,12 +280,21 @@ describe.skipIf(!cluster.ok)('engines as SLURM jobs (real cluster)', () => {
     if (!existsSync(pidFile)) return ctx.skip(); // not the cluster our script runs: leave it alone
     const pid = Number(readFileSync(pidFile, 'utf8'));
     process.kill(pid, 'SIGTERM');
-    await until('slurmctld to stop', () => spawnSync('ps', ['-o', 'stat=', '-p', String(pid)], { encoding: 'utf8' }).stdout.trim().replace(/^Z.*/, '') === '', 20_000);
+    await until(
+      'slurmctld to stop',
+      () =>
+        spawnSync('ps', ['-o', 'stat=', '-p', String(pid)], { encoding: 'utf8' })
+          .stdout.trim()
+          .replace(/^Z.*/, '') === '',
+      20_000,
+    );
     try {
       const s = new SlurmScheduler(execRunner({ timeoutMs: 3_000 }), 3_000);
       const status = (await s.status('1').catch((e: unknown) => e)) as Error;
       expect(status).toBeInstanceOf(SchedulerUnavailableError);
-      expect(status.message).toMatch(/^squeue (did not answer within 3 s: the SLURM controller is unreachable or overloaded|cannot reach the SLURM controller)/);
+      expect(status.message).toMatch(
+        /^squeue (did not answer within 3 s: the SLURM controller is unreachable or overloaded|cannot reach the SLURM controller)/,
+      );
       const script = path.join(mkdtempSync(path.join(tmpdir(), 'bw-slurm-down-')), 'job.sh');
       writeFileSync(script, '#!/bin/bash\n#SBATCH -c 1\ntrue\n');
       const submit = (await s.submit(script).catch((e: unknown) => e)) as Error;
@@ -225,7 +302,14 @@ describe.skipIf(!cluster.ok)('engines as SLURM jobs (real cluster)', () => {
       expect(submit.message).toMatch(/^sbatch (did not answer within 3 s|cannot reach the SLURM controller)/);
     } finally {
       spawnSync('slurmctld');
-      await until('slurmctld back', () => /idle|mix|alloc/.test(spawnSync('sinfo', ['-h', '-o', '%T'], { encoding: 'utf8', timeout: 15_000 }).stdout ?? ''), 60_000);
+      await until(
+        'slurmctld back',
+        () =>
+          /idle|mix|alloc/.test(
+            spawnSync('sinfo', ['-h', '-o', '%T'], { encoding: 'utf8', timeout: 15_000 }).stdout ?? '',
+          ),
+        60_000,
+      );
     }
   }, 120_000);
 
@@ -237,9 +321,21 @@ describe.skipIf(!cluster.ok)('engines as SLURM jobs (real cluster)', () => {
     };
 
     it.each([
-      ['an unknown partition', { partition: 'no-such-partition' }, /SLURM rejected the job: unknown partition "no-such-partition" — set launcher.partition/],
-      ['too much memory', { mem: '9999G' }, /SLURM rejected the job: more memory than any node of the partition has — lower launcher.mem/],
-      ['too many GPUs', { gpus: 8 }, /SLURM rejected the job: no node of the partition has what it asks for \(too many GPUs/],
+      [
+        'an unknown partition',
+        { partition: 'no-such-partition' },
+        /SLURM rejected the job: unknown partition "no-such-partition" — set launcher.partition/,
+      ],
+      [
+        'too much memory',
+        { mem: '9999G' },
+        /SLURM rejected the job: more memory than any node of the partition has — lower launcher.mem/,
+      ],
+      [
+        'too many GPUs',
+        { gpus: 8 },
+        /SLURM rejected the job: no node of the partition has what it asks for \(too many GPUs/,
+      ],
     ])('%s', async (_what, launcher, message) => {
       const m = manager(launcher);
       try {
@@ -260,7 +356,9 @@ describe.skipIf(!cluster.ok)('engines as SLURM jobs (real cluster)', () => {
       const m = manager({ cpus: 64 });
       try {
         const err = (await m.ensureReady('slurm-bad').catch((e: unknown) => e)) as Error;
-        expect(err.message).toMatch(/SLURM job can never start \(PENDING, reason PartitionConfig\): it asks for more than the partition offers .* job \d+ cancelled/);
+        expect(err.message).toMatch(
+          /SLURM job can never start \(PENDING, reason PartitionConfig\): it asks for more than the partition offers .* job \d+ cancelled/,
+        );
         await until('the job to be gone', () => jobsNamed('bw-slurm-bad').length === 0, 30_000);
       } finally {
         await m.shutdown();

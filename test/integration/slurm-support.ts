@@ -23,12 +23,26 @@ function clusterUp(): boolean {
 export function ensureSlurmCluster(): { ok: true } | { ok: false; reason: string } {
   if (process.env['BW_SKIP_SLURM'] === '1') return { ok: false, reason: 'BW_SKIP_SLURM=1' };
   if (clusterUp()) return { ok: true };
-  if (process.platform !== 'linux' || process.getuid?.() !== 0) return { ok: false, reason: 'no SLURM cluster answers and bringing one up needs root on Linux (scripts/slurm-cluster.sh)' };
+  if (process.platform !== 'linux' || process.getuid?.() !== 0)
+    return {
+      ok: false,
+      reason: 'no SLURM cluster answers and bringing one up needs root on Linux (scripts/slurm-cluster.sh)',
+    };
   const osr = existsSync('/etc/os-release') ? readFileSync('/etc/os-release', 'utf8') : '';
-  if (!/^ID=debian/m.test(osr)) return { ok: false, reason: 'no SLURM cluster answers and scripts/slurm-cluster.sh supports Debian 12 only' };
-  const haveSbatch = run('sh', ['-c', 'command -v sbatch slurmctld slurmd munged']).out.split('\n').filter(Boolean).length >= 4;
-  const r = spawnSync('bash', [SCRIPT], { encoding: 'utf8', timeout: 600_000, env: { ...process.env, ...(haveSbatch && { SKIP_APT: '1' }) } });
-  if (r.status !== 0 || !clusterUp()) return { ok: false, reason: `scripts/slurm-cluster.sh failed (rc ${r.status}): ${`${r.stdout}${r.stderr}`.trim().split('\n').slice(-5).join(' | ')}` };
+  if (!/^ID=debian/m.test(osr))
+    return { ok: false, reason: 'no SLURM cluster answers and scripts/slurm-cluster.sh supports Debian 12 only' };
+  const haveSbatch =
+    run('sh', ['-c', 'command -v sbatch slurmctld slurmd munged']).out.split('\n').filter(Boolean).length >= 4;
+  const r = spawnSync('bash', [SCRIPT], {
+    encoding: 'utf8',
+    timeout: 600_000,
+    env: { ...process.env, ...(haveSbatch && { SKIP_APT: '1' }) },
+  });
+  if (r.status !== 0 || !clusterUp())
+    return {
+      ok: false,
+      reason: `scripts/slurm-cluster.sh failed (rc ${r.status}): ${`${r.stdout}${r.stderr}`.trim().split('\n').slice(-5).join(' | ')}`,
+    };
   return { ok: true };
 }
 
@@ -45,7 +59,9 @@ export function jobsNamed(name: string): { id: string; state: string; reason: st
 }
 
 export function sbatch(args: string[]): string {
-  return execFileSync('sbatch', ['--parsable', ...args], { encoding: 'utf8' }).trim().split(';')[0]!;
+  return execFileSync('sbatch', ['--parsable', ...args], { encoding: 'utf8' })
+    .trim()
+    .split(';')[0]!;
 }
 
 export function scancel(...ids: string[]): void {

@@ -27,7 +27,8 @@ afterEach(async () => {
   server = undefined;
 });
 
-const ask = (client: OpenAI, model: string, text: string) => client.chat.completions.create({ model, messages: [{ role: 'user', content: text }] });
+const ask = (client: OpenAI, model: string, text: string) =>
+  client.chat.completions.create({ model, messages: [{ role: 'user', content: text }] });
 const readyLines = (s: TestServer) => s.logs.filter((l) => l.msg === 'engine ready').map((l) => l.model);
 
 describe('swap on demand', () => {
@@ -43,7 +44,11 @@ describe('swap on demand', () => {
   });
 
   it('answers concurrent requests for two models on one GPU with one swap, no thrash', async () => {
-    server = await startTestServer({ worker: true, modelsYaml: twoModels({ ttft_ms: 100 }, { ttft_ms: 100 }), captureLogs: true });
+    server = await startTestServer({
+      worker: true,
+      modelsYaml: twoModels({ ttft_ms: 100 }, { ttft_ms: 100 }),
+      captureLogs: true,
+    });
     const jobs = [];
     for (let i = 0; i < 8; i++) {
       jobs.push(ask(server.client, 'model-a', `a ${i}`).then((r) => ['model-a', i, r] as const));
@@ -66,9 +71,20 @@ describe('swap on demand', () => {
       captureLogs: true,
     });
     const dir = mkdtempSync(path.join(tmpdir(), 'bw-swap-'));
-    const file = await server.client.files.create({ file: createReadStream(writeJsonl(dir, 'in.jsonl', chatLines(300, 'model-a'))), purpose: 'batch' });
-    const batch = await server.client.batches.create({ input_file_id: file.id, endpoint: '/v1/chat/completions', completion_window: '24h' });
-    await waitUntil(async () => ((await server!.client.batches.retrieve(batch.id)).request_counts?.completed ?? 0) >= 20, 30_000, 'batch progress');
+    const file = await server.client.files.create({
+      file: createReadStream(writeJsonl(dir, 'in.jsonl', chatLines(300, 'model-a'))),
+      purpose: 'batch',
+    });
+    const batch = await server.client.batches.create({
+      input_file_id: file.id,
+      endpoint: '/v1/chat/completions',
+      completion_window: '24h',
+    });
+    await waitUntil(
+      async () => ((await server!.client.batches.retrieve(batch.id)).request_counts?.completed ?? 0) >= 20,
+      30_000,
+      'batch progress',
+    );
     const r = await ask(server.client, 'model-b', 'interrupting question');
     expect(r.choices[0]!.message.content).toContain('interrupting question');
     const done = await waitForBatch(server.client, batch.id, ['completed', 'failed'], 90_000);
@@ -98,7 +114,9 @@ describe('swap on demand', () => {
     const r = await ask(server.client, 'model-b', 'routed far away');
     expect(r.choices[0]!.message.content).toContain('routed far away');
     const redis = new Redis(server.redisUrl);
-    const hb = JSON.parse((await redis.get(`${server.prefix}:worker:second-worker`))!) as { engines: { model: string; baseUrl: string }[] };
+    const hb = JSON.parse((await redis.get(`${server.prefix}:worker:second-worker`))!) as {
+      engines: { model: string; baseUrl: string }[];
+    };
     await redis.quit();
     expect(hb.engines.find((e) => e.model === 'model-b')?.baseUrl).toMatch(/^http:\/\/127\.0\.0\.2:\d+$/);
     // model-a is served by no live worker: a clear 503 once the short no-worker wait ends.

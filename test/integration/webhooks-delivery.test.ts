@@ -34,7 +34,8 @@ function logSink() {
   const raw: string[] = [];
   const sink = new Writable({
     write(chunk: Buffer, _e, cb) {
-      for (const l of chunk.toString().split('\n')) if (l) (raw.push(l), lines.push(JSON.parse(l) as Record<string, unknown>));
+      for (const l of chunk.toString().split('\n'))
+        if (l) (raw.push(l), lines.push(JSON.parse(l) as Record<string, unknown>));
       cb();
     },
   });
@@ -58,18 +59,29 @@ describe('sendWebhook (real sockets on loopback)', () => {
     const r = await sendWebhook({ url: `${rx.url}/hook?x=1`, body: '{"a":1}', headers, allow: LOOPBACK });
     expect(r).toEqual({ ok: true, status: 200 });
     expect(rx.received).toHaveLength(1);
-    expect(rx.received[0]).toMatchObject({ body: '{"a":1}', path: '/hook?x=1', headers: { 'webhook-id': 'msg_x', 'content-type': 'application/json' } });
+    expect(rx.received[0]).toMatchObject({
+      body: '{"a":1}',
+      path: '/hook?x=1',
+      headers: { 'webhook-id': 'msg_x', 'content-type': 'application/json' },
+    });
   });
 
   it('does not follow a redirect from an allowed receiver to 127.0.0.1 (302 and 307)', async () => {
     const internal = await startReceiver({ host: '127.0.0.2' });
     onTestFinished(internal.close);
     for (const code of [302, 307]) {
-      const rx = await startReceiver({ answer: (_n, _r, res) => res.writeHead(code, { location: `${internal.url}/admin` }).end() });
+      const rx = await startReceiver({
+        answer: (_n, _r, res) => res.writeHead(code, { location: `${internal.url}/admin` }).end(),
+      });
       onTestFinished(rx.close);
       // Even with the redirect's target allowed, a redirect is never followed.
       const r = await sendWebhook({ url: rx.url, body: '{}', headers, allow: parseAllowList('127.0.0.1,127.0.0.2') });
-      expect(r).toMatchObject({ ok: false, status: code, retryable: true, error: expect.stringMatching(/redirects are not followed/) });
+      expect(r).toMatchObject({
+        ok: false,
+        status: code,
+        retryable: true,
+        error: expect.stringMatching(/redirects are not followed/),
+      });
       expect(rx.received).toHaveLength(1);
     }
     expect(internal.received).toHaveLength(0);
@@ -78,9 +90,14 @@ describe('sendWebhook (real sockets on loopback)', () => {
   it('does not follow a redirect to another port of the allowed 127.0.0.1 either', async () => {
     const target = await startReceiver();
     onTestFinished(target.close);
-    const rx = await startReceiver({ answer: (_n, _r, res) => res.writeHead(301, { location: `${target.url}/` }).end() });
+    const rx = await startReceiver({
+      answer: (_n, _r, res) => res.writeHead(301, { location: `${target.url}/` }).end(),
+    });
     onTestFinished(rx.close);
-    expect(await sendWebhook({ url: rx.url, body: '{}', headers, allow: LOOPBACK })).toMatchObject({ ok: false, status: 301 });
+    expect(await sendWebhook({ url: rx.url, body: '{}', headers, allow: LOOPBACK })).toMatchObject({
+      ok: false,
+      status: 301,
+    });
     expect(target.received).toHaveLength(0);
   });
 
@@ -88,7 +105,11 @@ describe('sendWebhook (real sockets on loopback)', () => {
     const rx = await startReceiver();
     onTestFinished(rx.close);
     const r = await sendWebhook({ url: rx.url, body: '{}', headers, allow: parseAllowList(undefined) });
-    expect(r).toMatchObject({ ok: false, retryable: false, error: expect.stringMatching(/refused: address 127\.0\.0\.1 is loopback/) });
+    expect(r).toMatchObject({
+      ok: false,
+      retryable: false,
+      error: expect.stringMatching(/refused: address 127\.0\.0\.1 is loopback/),
+    });
     expect(rx.received).toHaveLength(0);
   });
 
@@ -100,14 +121,22 @@ describe('sendWebhook (real sockets on loopback)', () => {
     onTestFinished(internal.close);
     const answers = [['127.0.0.1'], ['127.0.0.2']];
     let calls = 0;
-    const resolve: Resolver = async () => (answers[Math.min(calls++, 1)] ?? []).map((address) => ({ address, family: 4 as const }));
+    const resolve: Resolver = async () =>
+      (answers[Math.min(calls++, 1)] ?? []).map((address) => ({ address, family: 4 as const }));
     const url = `http://rebind.test:${pub.port}/`; // a name the system resolver does not know: only the pinned lookup can connect
-    expect(await sendWebhook({ url, body: '{}', headers, allow: LOOPBACK, resolve })).toEqual({ ok: true, status: 200 });
+    expect(await sendWebhook({ url, body: '{}', headers, allow: LOOPBACK, resolve })).toEqual({
+      ok: true,
+      status: 200,
+    });
     expect(calls).toBe(1);
     expect(pub.received).toHaveLength(1);
     expect(pub.received[0]!.headers.host).toBe(`rebind.test:${pub.port}`);
     const second = await sendWebhook({ url, body: '{}', headers, allow: LOOPBACK, resolve });
-    expect(second).toMatchObject({ ok: false, retryable: false, error: expect.stringMatching(/127\.0\.0\.2 is loopback/) });
+    expect(second).toMatchObject({
+      ok: false,
+      retryable: false,
+      error: expect.stringMatching(/127\.0\.0\.2 is loopback/),
+    });
     expect(internal.received).toHaveLength(0);
   });
 
@@ -123,8 +152,16 @@ describe('sendWebhook (real sockets on loopback)', () => {
   it('a 4xx or 5xx is a retryable failure with its status', async () => {
     const rx = await startReceiver({ answer: (n, _r, res) => res.writeHead(n === 0 ? 404 : 503).end('no') });
     onTestFinished(rx.close);
-    expect(await sendWebhook({ url: rx.url, body: '{}', headers, allow: LOOPBACK })).toMatchObject({ ok: false, status: 404, retryable: true });
-    expect(await sendWebhook({ url: rx.url, body: '{}', headers, allow: LOOPBACK })).toMatchObject({ ok: false, status: 503, retryable: true });
+    expect(await sendWebhook({ url: rx.url, body: '{}', headers, allow: LOOPBACK })).toMatchObject({
+      ok: false,
+      status: 404,
+      retryable: true,
+    });
+    expect(await sendWebhook({ url: rx.url, body: '{}', headers, allow: LOOPBACK })).toMatchObject({
+      ok: false,
+      status: 503,
+      retryable: true,
+    });
   });
 });
 
@@ -157,12 +194,27 @@ describe('webhook delivery loop (real SQLite, real receiver)', () => {
     const batches = createBatchesRepo(db);
     const deliveries = createWebhookDeliveriesRepo(db);
     const { log, lines, raw } = logSink();
-    const webhooks = createWebhooks({ batches, deliveries, log, options: { secret: SECRET, allow: LOOPBACK, retryBaseMs: 50, maxAttempts: 5, timeoutMs: 2000, ...extra } });
+    const webhooks = createWebhooks({
+      batches,
+      deliveries,
+      log,
+      options: { secret: SECRET, allow: LOOPBACK, retryBaseMs: 50, maxAttempts: 5, timeoutMs: 2000, ...extra },
+    });
     return { db, batches, deliveries, webhooks, lines, raw };
   };
   const endBatch = (s: ReturnType<typeof setup>, url: string, status = 'completed') => {
     const id = `batch_t${Math.random().toString(36).slice(2)}`;
-    s.batches.insert({ id, endpoint: '/v1/chat/completions', inputFileId: 'file-x', completionWindow: '24h', status, createdAt: 1, expiresAt: 2, completedAt: 3, metadata: JSON.stringify({ webhook_url: url }) });
+    s.batches.insert({
+      id,
+      endpoint: '/v1/chat/completions',
+      inputFileId: 'file-x',
+      completionWindow: '24h',
+      status,
+      createdAt: 1,
+      expiresAt: 2,
+      completedAt: 3,
+      metadata: JSON.stringify({ webhook_url: url }),
+    });
     s.batches.transaction(() => s.webhooks.recordEnded(id));
     return id;
   };
@@ -183,11 +235,23 @@ describe('webhook delivery loop (real SQLite, real receiver)', () => {
     // Same webhook-id on every retry, each signature valid for its own timestamp.
     for (const r of rx.received) {
       expect(r.headers['webhook-id']).toBe(row.id);
-      expect(new Webhook(SECRET).verify(r.body, r.headers as Record<string, string>)).toMatchObject({ type: 'batch.completed', data: { id } });
+      expect(new Webhook(SECRET).verify(r.body, r.headers as Record<string, string>)).toMatchObject({
+        type: 'batch.completed',
+        data: { id },
+      });
     }
     const attempts = s.lines.filter((l) => String(l.msg).startsWith('webhook deliver'));
-    expect(attempts.map((l) => [l.attempt, l.status])).toEqual([[1, 500], [2, 500], [3, 200]]);
-    expect(attempts[0]).toMatchObject({ level: 30, batchId: id, webhookId: row.id, eventId: expect.stringMatching(/^evt_/) });
+    expect(attempts.map((l) => [l.attempt, l.status])).toEqual([
+      [1, 500],
+      [2, 500],
+      [3, 200],
+    ]);
+    expect(attempts[0]).toMatchObject({
+      level: 30,
+      batchId: id,
+      webhookId: row.id,
+      eventId: expect.stringMatching(/^evt_/),
+    });
     const text = s.raw.join('\n');
     expect(text).not.toContain(SECRET.slice(6));
     for (const r of rx.received) expect(text).not.toContain(String(r.headers['webhook-signature']).slice(3));
@@ -213,7 +277,16 @@ describe('webhook delivery loop (real SQLite, real receiver)', () => {
     const s = setup(tempDir());
     onTestFinished(() => void s.db.$client.close());
     const id = `batch_rollback`;
-    s.batches.insert({ id, endpoint: '/v1/chat/completions', inputFileId: 'file-x', completionWindow: '24h', status: 'finalizing', createdAt: 1, expiresAt: 2, metadata: JSON.stringify({ webhook_url: 'http://127.0.0.1:9/' }) });
+    s.batches.insert({
+      id,
+      endpoint: '/v1/chat/completions',
+      inputFileId: 'file-x',
+      completionWindow: '24h',
+      status: 'finalizing',
+      createdAt: 1,
+      expiresAt: 2,
+      metadata: JSON.stringify({ webhook_url: 'http://127.0.0.1:9/' }),
+    });
     expect(() =>
       s.batches.transaction(() => {
         s.batches.transition(id, ['finalizing'], 'completed', 5);
@@ -227,7 +300,9 @@ describe('webhook delivery loop (real SQLite, real receiver)', () => {
       s.batches.transition(id, ['finalizing'], 'completed', 6);
       s.webhooks.recordEnded(id);
     });
-    expect(s.deliveries.listForBatch(id).map((r) => [r.eventType, JSON.parse(r.payload).created_at])).toEqual([['batch.completed', 6]]);
+    expect(s.deliveries.listForBatch(id).map((r) => [r.eventType, JSON.parse(r.payload).created_at])).toEqual([
+      ['batch.completed', 6],
+    ]);
   });
 
   it('an event recorded twice (finalize resumed) is delivered once; a refused URL fails at once without retries', async () => {
@@ -245,7 +320,10 @@ describe('webhook delivery loop (real SQLite, real receiver)', () => {
     s.webhooks.start();
     await waitFor('delivered', () => s.deliveries.listForBatch(id)[0]?.state === 'delivered');
     const refused = await waitFor('refused', () => s.deliveries.listForBatch(bad).find((r) => r.state === 'failed'));
-    expect(refused).toMatchObject({ attempts: 1, lastError: expect.stringMatching(/refused: address 10\.0\.0\.1 is private/) });
+    expect(refused).toMatchObject({
+      attempts: 1,
+      lastError: expect.stringMatching(/refused: address 10\.0\.0\.1 is private/),
+    });
     await sleep(200);
     expect(rx.received).toHaveLength(1);
   });
@@ -263,7 +341,10 @@ describe('webhook delivery loop (real SQLite, real receiver)', () => {
     await a.webhooks.stop();
     a.db.$client.close();
     const peek = openDb(path.join(dir, 'db.sqlite'));
-    expect(createWebhookDeliveriesRepo(peek).listForBatch(id)[0]).toMatchObject({ state: 'pending', lastError: expect.stringMatching(/ECONNREFUSED/) });
+    expect(createWebhookDeliveriesRepo(peek).listForBatch(id)[0]).toMatchObject({
+      state: 'pending',
+      lastError: expect.stringMatching(/ECONNREFUSED/),
+    });
     peek.$client.close();
 
     const rx = await startReceiver({ port });

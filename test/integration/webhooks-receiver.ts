@@ -11,7 +11,9 @@ export interface Received {
  * A webhook receiver on a loopback address for tests. `answer` decides the reply to the
  * n-th request (0-based); the default is 200.
  */
-export async function startReceiver(opts: { host?: string; port?: number; answer?: (n: number, req: Received, res: ServerResponse) => void } = {}) {
+export async function startReceiver(
+  opts: { host?: string; port?: number; answer?: (n: number, req: Received, res: ServerResponse) => void } = {},
+) {
   const received: Received[] = [];
   const server = createServer((req, res) => {
     const chunks: Buffer[] = [];

@@ -11,7 +11,12 @@ import { assertMatchesSchema } from '../helpers/openapi.js';
 import { startReceiver, type Received } from './webhooks-receiver.js';
 
 const SECRET = `whsec_${Buffer.alloc(32, 11).toString('base64')}`;
-const SCHEMA = { 'batch.completed': 'WebhookBatchCompleted', 'batch.failed': 'WebhookBatchFailed', 'batch.expired': 'WebhookBatchExpired', 'batch.cancelled': 'WebhookBatchCancelled' } as const;
+const SCHEMA = {
+  'batch.completed': 'WebhookBatchCompleted',
+  'batch.failed': 'WebhookBatchFailed',
+  'batch.expired': 'WebhookBatchExpired',
+  'batch.cancelled': 'WebhookBatchCancelled',
+} as const;
 
 const open: { close(): Promise<void> }[] = [];
 afterEach(async () => {
@@ -21,8 +26,16 @@ afterEach(async () => {
 const tmp = () => mkdtempSync(path.join(tmpdir(), 'bw-wh-in-'));
 
 async function createBatch(server: TestServer, lines: string, webhookUrl: string) {
-  const f = await server.client.files.create({ file: createReadStream(writeJsonl(tmp(), 'in.jsonl', lines)), purpose: 'batch' });
-  return server.client.batches.create({ input_file_id: f.id, endpoint: '/v1/chat/completions', completion_window: '24h', metadata: { webhook_url: webhookUrl, team: 'a' } });
+  const f = await server.client.files.create({
+    file: createReadStream(writeJsonl(tmp(), 'in.jsonl', lines)),
+    purpose: 'batch',
+  });
+  return server.client.batches.create({
+    input_file_id: f.id,
+    endpoint: '/v1/chat/completions',
+    completion_window: '24h',
+    metadata: { webhook_url: webhookUrl, team: 'a' },
+  });
 }
 
 async function waitForEvents(rx: { received: Received[] }, n: number, ms = 60_000): Promise<void> {
@@ -46,7 +59,7 @@ function checkEvent(r: Received, batch: OpenAI.Batches.Batch) {
 }
 
 describe('batch webhooks through the real API', () => {
-  it('completed, cancelled and failed batches each post one signed event in OpenAI\'s shape', async () => {
+  it("completed, cancelled and failed batches each post one signed event in OpenAI's shape", async () => {
     const rx = await startReceiver();
     open.push(rx);
     const server = await startTestServer({
@@ -57,7 +70,11 @@ describe('batch webhooks through the real API', () => {
     open.push(server);
 
     const completed = await createBatch(server, chatLines(3, SIM_MODEL), `${rx.url}/completed`);
-    const failed = await createBatch(server, '{"custom_id":"a","method":"POST","url":"/v1/chat/completions","body":{"model":"no-such-model","messages":[]}}\n{"not":"a request"}\n', `${rx.url}/failed`);
+    const failed = await createBatch(
+      server,
+      '{"custom_id":"a","method":"POST","url":"/v1/chat/completions","body":{"model":"no-such-model","messages":[]}}\n{"not":"a request"}\n',
+      `${rx.url}/failed`,
+    );
     // Cancelled at once, usually while still validating (no model yet): that path must end too.
     const cancelled = await createBatch(server, chatLines(300, SIM_MODEL), `${rx.url}/cancelled`);
     await server.client.batches.cancel(cancelled.id);
@@ -96,8 +113,14 @@ describe('batch webhooks through the real API', () => {
     const ids = new Set(rx.received.map((r) => r.headers['webhook-id']));
     expect(ids.size).toBe(1); // the same webhook-id on every retry: receivers dedupe on it
     for (const r of rx.received) checkEvent(r, done);
-    const attempts = server.logs.filter((l) => l.component === 'webhooks' && String(l.msg).startsWith('webhook deliver'));
-    expect(attempts.map((l) => [l.attempt, l.status, l.batchId])).toEqual([[1, 500, b.id], [2, 500, b.id], [3, 200, b.id]]);
+    const attempts = server.logs.filter(
+      (l) => l.component === 'webhooks' && String(l.msg).startsWith('webhook deliver'),
+    );
+    expect(attempts.map((l) => [l.attempt, l.status, l.batchId])).toEqual([
+      [1, 500, b.id],
+      [2, 500, b.id],
+      [3, 200, b.id],
+    ]);
     const text = JSON.stringify(server.logs);
     expect(text).not.toContain(SECRET.slice(6));
     expect(text).not.toContain('t0ps3cret'); // only the host is logged, not the path or query
@@ -110,7 +133,14 @@ describe('batch webhooks through the real API', () => {
     const server = await startTestServer({
       worker: true,
       modelsYaml: defaultModelsYaml({ ttft_ms: 100, max_concurrency: 2 }),
-      env: { COMPLETION_WINDOW_S: '3', EXPIRY_SWEEP_MS: '200', WEBHOOK_ALLOW_HOSTS: '127.0.0.1', WEBHOOK_SECRET: SECRET, WEBHOOK_RETRY_BASE_MS: '100', WEBHOOK_URL: `${rx.url}/ops` },
+      env: {
+        COMPLETION_WINDOW_S: '3',
+        EXPIRY_SWEEP_MS: '200',
+        WEBHOOK_ALLOW_HOSTS: '127.0.0.1',
+        WEBHOOK_SECRET: SECRET,
+        WEBHOOK_RETRY_BASE_MS: '100',
+        WEBHOOK_URL: `${rx.url}/ops`,
+      },
     });
     open.push(server);
     const b = await createBatch(server, chatLines(300, SIM_MODEL), `${rx.url}/own`);
@@ -127,7 +157,10 @@ describe('batch webhooks through the real API', () => {
   it('refuses a webhook URL on 127.0.0.1 at create (400 invalid_webhook_url) when it is not allowed', async () => {
     const server = await startTestServer({ env: { WEBHOOK_SECRET: SECRET } });
     open.push(server);
-    const f = await server.client.files.create({ file: createReadStream(writeJsonl(tmp(), 'in.jsonl', chatLines(1, SIM_MODEL))), purpose: 'batch' });
+    const f = await server.client.files.create({
+      file: createReadStream(writeJsonl(tmp(), 'in.jsonl', chatLines(1, SIM_MODEL))),
+      purpose: 'batch',
+    });
     for (const [url, reason] of [
       ['http://127.0.0.1:9/hook', /loopback/],
       ['http://2130706433/', /loopback/],
@@ -137,7 +170,14 @@ describe('batch webhooks through the real API', () => {
       ['http://good.example@10.0.0.1/', /user info/],
       ['ftp://example.com/', /scheme/],
     ] as const) {
-      const err = await server.client.batches.create({ input_file_id: f.id, endpoint: '/v1/chat/completions', completion_window: '24h', metadata: { webhook_url: url } }).catch((e: unknown) => e);
+      const err = await server.client.batches
+        .create({
+          input_file_id: f.id,
+          endpoint: '/v1/chat/completions',
+          completion_window: '24h',
+          metadata: { webhook_url: url },
+        })
+        .catch((e: unknown) => e);
       expect(err, url).toBeInstanceOf(OpenAI.BadRequestError);
       const e = err as InstanceType<typeof OpenAI.BadRequestError>;
       expect(e.code).toBe('invalid_webhook_url');
@@ -146,7 +186,12 @@ describe('batch webhooks through the real API', () => {
     }
     expect((await server.client.batches.list()).data).toHaveLength(0);
     // A public URL is accepted (delivery checks DNS again later).
-    const ok = await server.client.batches.create({ input_file_id: f.id, endpoint: '/v1/chat/completions', completion_window: '24h', metadata: { webhook_url: 'https://hooks.example.com/batch' } });
+    const ok = await server.client.batches.create({
+      input_file_id: f.id,
+      endpoint: '/v1/chat/completions',
+      completion_window: '24h',
+      metadata: { webhook_url: 'https://hooks.example.com/batch' },
+    });
     expect(ok.metadata).toEqual({ webhook_url: 'https://hooks.example.com/batch' });
   });
 });

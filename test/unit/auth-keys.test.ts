@@ -1,7 +1,12 @@
 import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { hashSecret, maskSecret, newSecret } from '../../src/auth/keys-admin.js';
-import { isLoopbackHost, openModeAllowed, assertListenAllowed, UnauthenticatedListenError } from '../../src/auth/open-mode.js';
+import {
+  isLoopbackHost,
+  openModeAllowed,
+  assertListenAllowed,
+  UnauthenticatedListenError,
+} from '../../src/auth/open-mode.js';
 import { canSee, listScope, ownerFor } from '../../src/auth/principal.js';
 import { isPublicRoute } from '../../src/auth/plugin.js';
 
@@ -36,8 +41,10 @@ describe('API key secrets', () => {
 
 describe('open mode', () => {
   it('counts 127.0.0.0/8, ::1, mapped loopback and localhost as loopback', () => {
-    for (const h of ['127.0.0.1', '127.1.2.3', '::1', '[::1]', '::ffff:127.0.0.1', 'localhost', 'LOCALHOST']) expect(isLoopbackHost(h), h).toBe(true);
-    for (const h of ['0.0.0.0', '::', '10.0.0.1', '192.168.1.10', 'example.com', '::ffff:10.0.0.1']) expect(isLoopbackHost(h), h).toBe(false);
+    for (const h of ['127.0.0.1', '127.1.2.3', '::1', '[::1]', '::ffff:127.0.0.1', 'localhost', 'LOCALHOST'])
+      expect(isLoopbackHost(h), h).toBe(true);
+    for (const h of ['0.0.0.0', '::', '10.0.0.1', '192.168.1.10', 'example.com', '::ffff:10.0.0.1'])
+      expect(isLoopbackHost(h), h).toBe(false);
   });
 
   it('is allowed on loopback, or anywhere with ALLOW_UNAUTHENTICATED', () => {

@@ -11,7 +11,9 @@ const EP = '/v1/chat/completions';
 
 describe('validateLine', () => {
   it('accepts a well-formed line and reports its custom_id and model', () => {
-    expect(validateLine(JSON.stringify({ custom_id: 'x', method: 'POST', url: EP, body: { model: 'm' } }), 1, EP)).toEqual({ customId: 'x', model: 'm', embeddingInputs: 0 });
+    expect(
+      validateLine(JSON.stringify({ custom_id: 'x', method: 'POST', url: EP, body: { model: 'm' } }), 1, EP),
+    ).toEqual({ customId: 'x', model: 'm', embeddingInputs: 0 });
   });
 
   it('reports every problem of one line with its line number', () => {
@@ -25,12 +27,21 @@ describe('validateLine', () => {
   });
 
   it('refuses stream: true in a batch', () => {
-    const errs = validateLine(JSON.stringify({ custom_id: 'x', method: 'POST', url: EP, body: { model: 'm', stream: true } }), 1, EP);
+    const errs = validateLine(
+      JSON.stringify({ custom_id: 'x', method: 'POST', url: EP, body: { model: 'm', stream: true } }),
+      1,
+      EP,
+    );
     expect(Array.isArray(errs) && errs[0]!.param).toBe('body.stream');
   });
 
   it('counts embedding inputs (a token array is one input)', () => {
-    const line = (input: unknown) => validateLine(JSON.stringify({ custom_id: 'x', method: 'POST', url: '/v1/embeddings', body: { model: 'm', input } }), 1, '/v1/embeddings');
+    const line = (input: unknown) =>
+      validateLine(
+        JSON.stringify({ custom_id: 'x', method: 'POST', url: '/v1/embeddings', body: { model: 'm', input } }),
+        1,
+        '/v1/embeddings',
+      );
     expect(line('a')).toMatchObject({ embeddingInputs: 1 });
     expect(line(['a', 'b', 'c'])).toMatchObject({ embeddingInputs: 3 });
     expect(line([1, 2, 3])).toMatchObject({ embeddingInputs: 1 });
@@ -73,7 +84,15 @@ describe('readLines', () => {
   });
 
   it('reports lines that are too long or not UTF-8 without buffering them', async () => {
-    const p = file(Buffer.concat([Buffer.from('ok\n'), Buffer.from('x'.repeat(100)), Buffer.from('\n'), Buffer.from([0xff, 0xfe, 0x0a]), Buffer.from('end\n')]));
+    const p = file(
+      Buffer.concat([
+        Buffer.from('ok\n'),
+        Buffer.from('x'.repeat(100)),
+        Buffer.from('\n'),
+        Buffer.from([0xff, 0xfe, 0x0a]),
+        Buffer.from('end\n'),
+      ]),
+    );
     const lines = await collect(p, 50);
     expect(lines.map((l) => [l.line, l.problem])).toEqual([
       [1, null],
@@ -85,10 +104,18 @@ describe('readLines', () => {
 
   it('splits any file into the same lines as String.split, whatever the chunking', async () => {
     await fc.assert(
-      fc.asyncProperty(fc.array(fc.string({ unit: 'grapheme', maxLength: 30 }).filter((s) => !s.includes('\n') && !s.includes('\r') && s.trim() !== ''), { maxLength: 30 }), async (rows) => {
-        const lines = await collect(file(rows.join('\n')));
-        expect(lines.map((l) => l.text)).toEqual(rows);
-      }),
+      fc.asyncProperty(
+        fc.array(
+          fc
+            .string({ unit: 'grapheme', maxLength: 30 })
+            .filter((s) => !s.includes('\n') && !s.includes('\r') && s.trim() !== ''),
+          { maxLength: 30 },
+        ),
+        async (rows) => {
+          const lines = await collect(file(rows.join('\n')));
+          expect(lines.map((l) => l.text)).toEqual(rows);
+        },
+      ),
       { numRuns: 200 },
     );
   });

@@ -4,9 +4,12 @@ import { buildProgram } from '../../src/cli/main.js';
 import { EXIT } from '../../src/cli/errors.js';
 
 const doc = readFileSync(new URL('../../docs/cli.md', import.meta.url), 'utf8');
-const program = buildProgram(() => {
-  throw new Error('not run');
-}, async () => undefined);
+const program = buildProgram(
+  () => {
+    throw new Error('not run');
+  },
+  async () => undefined,
+);
 
 describe('docs/cli.md', () => {
   it('has a section for every command and mentions every option', () => {

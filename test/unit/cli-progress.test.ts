@@ -53,10 +53,16 @@ describe('formatting', () => {
 
   it('writes one plain status line with counts, rate, ETA and the waiting reason', () => {
     const b = { id: 'batch_x', status: 'in_progress', request_counts: { total: 10, completed: 3, failed: 1 } } as Batch;
-    expect(statusLine(b, { perSecond: 2, etaSeconds: 3 }, null)).toBe('batch_x in_progress 4/10 (1 failed) 2.0 req/s ETA 3s');
-    expect(statusLine({ ...b, request_counts: { total: 0, completed: 0, failed: 0 }, status: 'validating' }, { perSecond: null, etaSeconds: null }, 'the server is validating the input file')).toBe(
-      'batch_x validating | waiting: the server is validating the input file',
+    expect(statusLine(b, { perSecond: 2, etaSeconds: 3 }, null)).toBe(
+      'batch_x in_progress 4/10 (1 failed) 2.0 req/s ETA 3s',
     );
+    expect(
+      statusLine(
+        { ...b, request_counts: { total: 0, completed: 0, failed: 0 }, status: 'validating' },
+        { perSecond: null, etaSeconds: null },
+        'the server is validating the input file',
+      ),
+    ).toBe('batch_x validating | waiting: the server is validating the input file');
   });
 });
 

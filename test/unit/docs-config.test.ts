@@ -26,7 +26,12 @@ describe('docs/configuration.md', () => {
 
   it('documents nested models.yaml fields', () => {
     const text = renderConfigDocs();
-    for (const field of ['options.gpu_memory_utilization', 'options.extra_args', 'sim.output_tokens', 'startup_timeout_s']) {
+    for (const field of [
+      'options.gpu_memory_utilization',
+      'options.extra_args',
+      'sim.output_tokens',
+      'startup_timeout_s',
+    ]) {
       expect(text).toContain(`| \`${field}\` |`);
     }
   });

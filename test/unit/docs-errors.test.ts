@@ -112,7 +112,10 @@ describe('docs/errors.md: HTTP errors', () => {
       if (!entry) continue;
       expect(row.cells[1], `status of ${row.code}`).toBe(String(entry.status));
       expect(row.cells[2], `type of ${row.code}`).toBe(`\`${entry.type}\``);
-      expect(row.cells.slice(3).every((c) => c.length > 0), `${row.code} needs "when" and "what to do"`).toBe(true);
+      expect(
+        row.cells.slice(3).every((c) => c.length > 0),
+        `${row.code} needs "when" and "what to do"`,
+      ).toBe(true);
     }
   });
 });
@@ -127,11 +130,15 @@ describe('docs/errors.md: validation errors', () => {
   ]);
 
   it('finds the codes in the source (the scan itself works)', () => {
-    for (const c of ['invalid_json_line', 'duplicate_custom_id', 'too_many_errors', 'input_file_unreadable']) expect(produced).toContain(c);
+    for (const c of ['invalid_json_line', 'duplicate_custom_id', 'too_many_errors', 'input_file_unreadable'])
+      expect(produced).toContain(c);
   });
 
   it('documents every code the validators write, and only those', () => {
-    expect(drift(documented, produced), 'docs/errors.md "## Validation errors (batch errors.data)" vs the validators').toEqual({ undocumented: [], notProduced: [] });
+    expect(
+      drift(documented, produced),
+      'docs/errors.md "## Validation errors (batch errors.data)" vs the validators',
+    ).toEqual({ undocumented: [], notProduced: [] });
     expect(duplicates(documented)).toEqual([]);
   });
 
@@ -148,15 +155,21 @@ describe('docs/errors.md: error file codes', () => {
     ...literalCodes(read('src/worker/run-chunk.ts'), ['errorOnlyLine']),
     ...literalCodes(read('src/control/results-consumer.ts'), ['errorOnlyLine']),
     // batch-runner's `code:` literals are errors.data (above); only its error lines count here
-    ...literalCodes(read('src/control/batch-runner.ts').replace(/\bcode:\s*['"][a-z0-9_]+['"]/g, ''), ['errorOnlyLine']),
+    ...literalCodes(read('src/control/batch-runner.ts').replace(/\bcode:\s*['"][a-z0-9_]+['"]/g, ''), [
+      'errorOnlyLine',
+    ]),
   ]);
 
   it('finds the codes in the source (the scan itself works)', () => {
-    for (const c of ['batch_cancelled', 'batch_expired', 'engine_unavailable', 'bad_engine_response']) expect(produced).toContain(c);
+    for (const c of ['batch_cancelled', 'batch_expired', 'engine_unavailable', 'bad_engine_response'])
+      expect(produced).toContain(c);
   });
 
   it('documents every code written to error files, and only those', () => {
-    expect(drift(documented, produced), 'docs/errors.md "## Error file codes" vs the code that writes error lines').toEqual({ undocumented: [], notProduced: [] });
+    expect(
+      drift(documented, produced),
+      'docs/errors.md "## Error file codes" vs the code that writes error lines',
+    ).toEqual({ undocumented: [], notProduced: [] });
     expect(duplicates(documented)).toEqual([]);
   });
 

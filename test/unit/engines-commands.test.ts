@@ -11,7 +11,16 @@ describe('buildEngineCommand (vllm)', () => {
   it('builds the minimal vllm serve argv from the id', () => {
     expect(buildEngineCommand(model({ id: 'Qwen/Qwen2.5-0.5B', engine: 'vllm' }), 8123)).toEqual({
       command: 'vllm',
-      args: ['serve', 'Qwen/Qwen2.5-0.5B', '--host', '127.0.0.1', '--port', '8123', '--served-model-name', 'Qwen/Qwen2.5-0.5B'],
+      args: [
+        'serve',
+        'Qwen/Qwen2.5-0.5B',
+        '--host',
+        '127.0.0.1',
+        '--port',
+        '8123',
+        '--served-model-name',
+        'Qwen/Qwen2.5-0.5B',
+      ],
       env: {},
     });
   });
@@ -36,11 +45,28 @@ describe('buildEngineCommand (vllm)', () => {
     expect(buildEngineCommand(m, 9000)).toEqual({
       command: '/opt/venv/bin/vllm',
       args: [
-        'serve', '/models/gemma-3-12b-awq',
-        '--host', '127.0.0.1', '--port', '9000', '--served-model-name', 'gemma',
-        '--gpu-memory-utilization', '0.85', '--max-model-len', '8192', '--max-num-seqs', '48',
-        '--quantization', 'awq', '--dtype', 'float16', '--enforce-eager',
-        '--enable-sleep-mode', '--seed', '7',
+        'serve',
+        '/models/gemma-3-12b-awq',
+        '--host',
+        '127.0.0.1',
+        '--port',
+        '9000',
+        '--served-model-name',
+        'gemma',
+        '--gpu-memory-utilization',
+        '0.85',
+        '--max-model-len',
+        '8192',
+        '--max-num-seqs',
+        '48',
+        '--quantization',
+        'awq',
+        '--dtype',
+        'float16',
+        '--enforce-eager',
+        '--enable-sleep-mode',
+        '--seed',
+        '7',
       ],
       env: { VLLM_SERVER_DEV_MODE: '1' },
     });
@@ -54,7 +80,10 @@ describe('buildEngineCommand (vllm)', () => {
 
 describe('buildEngineCommand (sim)', () => {
   it('runs the simulator under node with absolute tsx loader and entry paths', () => {
-    const cmd = buildEngineCommand(model({ id: 'sim-a', engine: 'sim', sim: { startup_ms: 5, crash_after: 3, ignore_sigterm: true } }), 7001);
+    const cmd = buildEngineCommand(
+      model({ id: 'sim-a', engine: 'sim', sim: { startup_ms: 5, crash_after: 3, ignore_sigterm: true } }),
+      7001,
+    );
     expect(cmd.command).toBe(process.execPath);
     expect(cmd.args.slice(0, 3)).toEqual(['--import', tsxLoaderUrl(), simulatorEntry()]);
     expect(tsxLoaderUrl()).toMatch(/^file:\/\/.*tsx/);
@@ -62,15 +91,33 @@ describe('buildEngineCommand (sim)', () => {
     expect(path.isAbsolute(simulatorEntry())).toBe(true);
     expect(simulatorEntry().endsWith(path.join('simulator', 'main.ts'))).toBe(true);
     expect(cmd.args.slice(3)).toEqual([
-      '--port', '7001', '--host', '127.0.0.1', '--model', 'sim-a',
-      '--startup-ms', '5', '--ttft-ms', '0', '--output-tokens', '16',
-      '--crash-after', '3', '--ignore-sigterm',
+      '--port',
+      '7001',
+      '--host',
+      '127.0.0.1',
+      '--model',
+      'sim-a',
+      '--startup-ms',
+      '5',
+      '--ttft-ms',
+      '0',
+      '--output-tokens',
+      '16',
+      '--crash-after',
+      '3',
+      '--ignore-sigterm',
     ]);
   });
 
   it('never passes "off" values whose flag would mean something else', () => {
     const { args } = buildEngineCommand(model({ id: 's', engine: 'sim' }), 1);
-    for (const flag of ['--crash-after', '--max-concurrency', '--error-rate', '--tokens-per-second', '--ignore-sigterm']) {
+    for (const flag of [
+      '--crash-after',
+      '--max-concurrency',
+      '--error-rate',
+      '--tokens-per-second',
+      '--ignore-sigterm',
+    ]) {
       expect(args).not.toContain(flag);
     }
   });

@@ -1,7 +1,11 @@
 import { describe, expect, it } from 'vitest';
 import { selectEvictions, type EvictionCandidate } from '../../src/engines/eviction.js';
 
-const e = (model: string, state: EvictionCandidate['state'], lastUsed: number): EvictionCandidate => ({ model, state, lastUsed });
+const e = (model: string, state: EvictionCandidate['state'], lastUsed: number): EvictionCandidate => ({
+  model,
+  state,
+  lastUsed,
+});
 
 describe('selectEvictions', () => {
   it('stops nothing when nothing is loaded', () => {

@@ -6,7 +6,13 @@ const buf = (v: unknown) => Buffer.from(typeof v === 'string' ? v : JSON.stringi
 
 describe('toOpenAIErrorBody', () => {
   it("normalises vLLM's flat error with an integer code", () => {
-    const body = buf({ object: 'error', message: 'max_tokens is too large', type: 'BadRequestError', param: 'max_tokens', code: 400 });
+    const body = buf({
+      object: 'error',
+      message: 'max_tokens is too large',
+      type: 'BadRequestError',
+      param: 'max_tokens',
+      code: 400,
+    });
     expect(toOpenAIErrorBody(400, body)).toEqual({
       error: { message: 'max_tokens is too large', type: 'invalid_request_error', param: 'max_tokens', code: null },
     });
@@ -14,13 +20,26 @@ describe('toOpenAIErrorBody', () => {
 
   it('normalises the nested shape of newer vLLM releases', () => {
     const body = buf({ error: { message: 'bad', type: 'BadRequestError', param: null, code: 400 } });
-    expect(toOpenAIErrorBody(400, body)).toEqual({ error: { message: 'bad', type: 'invalid_request_error', param: null, code: null } });
+    expect(toOpenAIErrorBody(400, body)).toEqual({
+      error: { message: 'bad', type: 'invalid_request_error', param: null, code: null },
+    });
   });
 
   it('maps 404 to model_not_found', () => {
-    const body = buf({ object: 'error', message: 'The model `x` does not exist.', type: 'NotFoundError', param: null, code: 404 });
+    const body = buf({
+      object: 'error',
+      message: 'The model `x` does not exist.',
+      type: 'NotFoundError',
+      param: null,
+      code: 404,
+    });
     expect(toOpenAIErrorBody(404, body)).toEqual({
-      error: { message: 'The model `x` does not exist.', type: 'invalid_request_error', param: null, code: 'model_not_found' },
+      error: {
+        message: 'The model `x` does not exist.',
+        type: 'invalid_request_error',
+        param: null,
+        code: 'model_not_found',
+      },
     });
   });
 
@@ -57,7 +76,11 @@ describe('classifyFailure', () => {
     expect([refused, socket, headers].map(classifyFailure)).toEqual(['retry', 'retry', 'retry']);
     const wrapped = new EngineError('ENGINE_REQUEST_FAILED', 'x', {}, { cause: socket });
     expect(classifyFailure(wrapped)).toBe('retry');
-    expect(classifyFailure(new EngineError('ENGINE_REQUEST_FAILED', 'x', {}, { cause: new DOMException('t', 'TimeoutError') }))).toBe('retry');
+    expect(
+      classifyFailure(
+        new EngineError('ENGINE_REQUEST_FAILED', 'x', {}, { cause: new DOMException('t', 'TimeoutError') }),
+      ),
+    ).toBe('retry');
   });
 
   it('does not retry aborts, hopeless engines or unknown errors', () => {

@@ -7,14 +7,27 @@ import { memoryShortfall, parseNvidiaSmi, queryGpus, visibleGpus } from '../../s
 
 // Fixtures follow nvidia-smi's csv,noheader,nounits format and its failure messages; they
 // were written by hand (no GPU machine was available to record them).
-const fixture = (name: string) => readFileSync(path.join(path.dirname(fileURLToPath(import.meta.url)), '../fixtures/nvidia-smi', name), 'utf8');
+const fixture = (name: string) =>
+  readFileSync(path.join(path.dirname(fileURLToPath(import.meta.url)), '../fixtures/nvidia-smi', name), 'utf8');
 
 describe('nvidia-smi parsing', () => {
   it('reads one GPU with its memory, utilization and temperature, stamped with the reading time', () => {
     const r = parseNvidiaSmi(fixture('one-gpu-busy.csv'), 1234);
     expect(r).toEqual({
       ok: true,
-      gpus: [{ index: 0, uuid: 'GPU-1b2c3d4e-aaaa-bbbb-cccc-111111111111', name: 'NVIDIA GeForce RTX 4080', memoryTotalMiB: 16376, memoryUsedMiB: 13410, memoryFreeMiB: 2966, utilizationPct: 97, temperatureC: 71, at: 1234 }],
+      gpus: [
+        {
+          index: 0,
+          uuid: 'GPU-1b2c3d4e-aaaa-bbbb-cccc-111111111111',
+          name: 'NVIDIA GeForce RTX 4080',
+          memoryTotalMiB: 16376,
+          memoryUsedMiB: 13410,
+          memoryFreeMiB: 2966,
+          utilizationPct: 97,
+          temperatureC: 71,
+          at: 1234,
+        },
+      ],
     });
   });
 
@@ -29,13 +42,22 @@ describe('nvidia-smi parsing', () => {
   });
 
   it('turns driver errors into a reason instead of GPUs', () => {
-    expect(parseNvidiaSmi(fixture('driver-error.txt'), 1)).toEqual({ ok: false, reason: expect.stringContaining("couldn't communicate with the NVIDIA driver") });
-    expect(parseNvidiaSmi(fixture('no-devices.txt'), 1)).toEqual({ ok: false, reason: 'nvidia-smi: No devices were found' });
+    expect(parseNvidiaSmi(fixture('driver-error.txt'), 1)).toEqual({
+      ok: false,
+      reason: expect.stringContaining("couldn't communicate with the NVIDIA driver"),
+    });
+    expect(parseNvidiaSmi(fixture('no-devices.txt'), 1)).toEqual({
+      ok: false,
+      reason: 'nvidia-smi: No devices were found',
+    });
     expect(parseNvidiaSmi('', 1)).toEqual({ ok: true, gpus: [] });
   });
 
   it('runs the command: missing binary, failing driver and a working one', async () => {
-    expect(await queryGpus('/nonexistent/nvidia-smi')).toEqual({ ok: false, reason: '/nonexistent/nvidia-smi not found: no NVIDIA driver on this machine' });
+    expect(await queryGpus('/nonexistent/nvidia-smi')).toEqual({
+      ok: false,
+      reason: '/nonexistent/nvidia-smi not found: no NVIDIA driver on this machine',
+    });
     const dir = mkdtempSync(path.join(tmpdir(), 'bw-smi-'));
     const fake = (name: string, body: string) => {
       const p = path.join(dir, name);
@@ -43,10 +65,17 @@ describe('nvidia-smi parsing', () => {
       chmodSync(p, 0o755);
       return p;
     };
-    const broken = await queryGpus(fake('broken', `echo "NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver."; exit 9`));
+    const broken = await queryGpus(
+      fake('broken', `echo "NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver."; exit 9`),
+    );
     expect(broken.ok).toBe(false);
     expect(!broken.ok && broken.reason).toContain("couldn't communicate");
-    const works = await queryGpus(fake('works', `cat ${path.join(path.dirname(fileURLToPath(import.meta.url)), '../fixtures/nvidia-smi/two-gpus.csv')}`));
+    const works = await queryGpus(
+      fake(
+        'works',
+        `cat ${path.join(path.dirname(fileURLToPath(import.meta.url)), '../fixtures/nvidia-smi/two-gpus.csv')}`,
+      ),
+    );
     expect(works.ok && works.gpus).toHaveLength(2);
   });
 

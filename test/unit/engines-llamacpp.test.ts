@@ -12,9 +12,25 @@ describe('buildLlamacppCommand', () => {
     const c = buildLlamacppCommand(m, 8123, '127.0.0.1', noEnv);
     expect(c.command).toBe('llama-server');
     expect(c.args).toEqual([
-      '-m', '/models/t.gguf', '--host', '127.0.0.1', '--port', '8123',
-      '-t', '1', '-tb', '1', '-np', '4', '-c', String(2048 * 4),
-      '--alias', 'tiny', '--threads-http', '8', '--jinja',
+      '-m',
+      '/models/t.gguf',
+      '--host',
+      '127.0.0.1',
+      '--port',
+      '8123',
+      '-t',
+      '1',
+      '-tb',
+      '1',
+      '-np',
+      '4',
+      '-c',
+      String(2048 * 4),
+      '--alias',
+      'tiny',
+      '--threads-http',
+      '8',
+      '--jinja',
     ]);
     expect(c.env).toEqual({});
     expect(concurrencyOf(m)).toBe(4);
@@ -31,7 +47,14 @@ describe('buildLlamacppCommand', () => {
     const c = buildLlamacppCommand(m, 1, '0.0.0.0', noEnv);
     expect(c.args.slice(0, 2)).toEqual(['-m', path.resolve('rel/model.gguf')]);
     const flag = (f: string) => c.args[c.args.indexOf(f) + 1];
-    expect([flag('--host'), flag('-t'), flag('-tb'), flag('-np'), flag('-c'), flag('--threads-http')]).toEqual(['0.0.0.0', '2', '2', '16', String(512 * 16), '16']);
+    expect([flag('--host'), flag('-t'), flag('-tb'), flag('-np'), flag('-c'), flag('--threads-http')]).toEqual([
+      '0.0.0.0',
+      '2',
+      '2',
+      '16',
+      String(512 * 16),
+      '16',
+    ]);
     expect(c.args.slice(-2)).toEqual(['--seed', '1']);
     expect(c.env).toEqual({ A: 'b' });
     expect(concurrencyOf(m)).toBe(16);
@@ -60,7 +83,11 @@ describe('buildLlamacppCommand', () => {
 
   it('validates llamacpp models in models.yaml', () => {
     expect(modelsFileSchema.safeParse({ models: [{ id: 'a', engine: 'llamacpp' }] }).success).toBe(false); // needs a path
-    expect(modelsFileSchema.safeParse({ models: [{ id: 'a', engine: 'sim', llamacpp: { threads: 1 } }] }).success).toBe(false);
-    expect(modelsFileSchema.safeParse({ models: [{ id: 'a', engine: 'llamacpp', path: 'builtin:tiny-cycle' }] }).success).toBe(true);
+    expect(modelsFileSchema.safeParse({ models: [{ id: 'a', engine: 'sim', llamacpp: { threads: 1 } }] }).success).toBe(
+      false,
+    );
+    expect(
+      modelsFileSchema.safeParse({ models: [{ id: 'a', engine: 'llamacpp', path: 'builtin:tiny-cycle' }] }).success,
+    ).toBe(true);
   });
 });

@@ -1,5 +1,10 @@
 import { describe, expect, it } from 'vitest';
-import { backoffRemainingMs, defaultRestartPolicy as p, isRestartLimitReached, recordFailure } from '../../src/engines/restart-policy.js';
+import {
+  backoffRemainingMs,
+  defaultRestartPolicy as p,
+  isRestartLimitReached,
+  recordFailure,
+} from '../../src/engines/restart-policy.js';
 
 describe('restart policy', () => {
   it('doubles the backoff per recent failure, capped at 30 s', () => {

@@ -13,7 +13,15 @@ import fc from 'fast-check';
 import { afterAll, describe, expect, it } from 'vitest';
 import { MAX_JSON_DEPTH, validateLine } from '../../src/domain/batch-line.js';
 import { validateBatchFile, type ValidationLimits } from '../../src/control/validate-batch.js';
-import { deepJson, EXPECTED_CODES, fuzzRuns, hostileJson, lineArb, nastyString, type GenLine } from '../helpers/arbitraries.js';
+import {
+  deepJson,
+  EXPECTED_CODES,
+  fuzzRuns,
+  hostileJson,
+  lineArb,
+  nastyString,
+  type GenLine,
+} from '../helpers/arbitraries.js';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'bw-fuzz-val-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -23,10 +31,24 @@ const OTHER = 'm-other';
 const KNOWN = new Set([MODEL, OTHER]);
 const ENDPOINTS = ['/v1/chat/completions', '/v1/embeddings', '/v1/completions'] as const;
 const MAX_LINE = 64 * 1024;
-const limits: ValidationLimits = { maxRequests: 100_000, maxBytes: 1 << 30, maxLineBytes: MAX_LINE, maxErrors: 100_000, maxEmbeddingInputs: 1e9 };
+const limits: ValidationLimits = {
+  maxRequests: 100_000,
+  maxBytes: 1 << 30,
+  maxLineBytes: MAX_LINE,
+  maxErrors: 100_000,
+  maxEmbeddingInputs: 1e9,
+};
 
 /** Line-level codes the validator may emit (docs/errors.md, validation table). */
-const LINE_CODES = new Set(['invalid_json_line', 'missing_custom_id', 'invalid_custom_id', 'invalid_method', 'invalid_url', 'invalid_body', 'missing_model']);
+const LINE_CODES = new Set([
+  'invalid_json_line',
+  'missing_custom_id',
+  'invalid_custom_id',
+  'invalid_method',
+  'invalid_url',
+  'invalid_body',
+  'missing_model',
+]);
 
 let fileNo = 0;
 function writeFile(parts: Buffer[]): string {
@@ -40,7 +62,12 @@ describe('validateLine', () => {
     const text = fc.oneof(
       fc.string({ unit: 'binary', maxLength: 300 }),
       hostileJson.map((v) => JSON.stringify(v) ?? ''),
-      fc.record({ custom_id: hostileJson, method: hostileJson, url: hostileJson, body: hostileJson }, { requiredKeys: [] }).map((v) => JSON.stringify(v)),
+      fc
+        .record(
+          { custom_id: hostileJson, method: hostileJson, url: hostileJson, body: hostileJson },
+          { requiredKeys: [] },
+        )
+        .map((v) => JSON.stringify(v)),
       nastyString,
     );
     fc.assert(
@@ -63,7 +90,8 @@ describe('validateLine', () => {
   }, 120_000);
 
   it('refuses lines nested deeper than MAX_JSON_DEPTH (100k levels: no stack overflow), accepts MAX_JSON_DEPTH', () => {
-    const wrap = (inner: string) => `{"custom_id":"a","method":"POST","url":"/v1/chat/completions","body":{"model":"m","x":${inner}}}`;
+    const wrap = (inner: string) =>
+      `{"custom_id":"a","method":"POST","url":"/v1/chat/completions","body":{"model":"m","x":${inner}}}`;
     for (const deep of [deepJson(100_000), deepJson(100_000, 'object'), deepJson(MAX_JSON_DEPTH)]) {
       const r = validateLine(wrap(deep), 7, '/v1/chat/completions');
       expect(Array.isArray(r) && r[0]!.code).toBe('invalid_json_line');
@@ -86,7 +114,13 @@ interface Planned {
   model?: string;
 }
 
-const INVALID_UTF8 = [Buffer.from([0xff]), Buffer.from([0xc3]), Buffer.from([0xed, 0xa0, 0x80]), Buffer.from([0xf8, 0x88, 0x80, 0x80, 0x80]), Buffer.from([0xe2, 0x82])];
+const INVALID_UTF8 = [
+  Buffer.from([0xff]),
+  Buffer.from([0xc3]),
+  Buffer.from([0xed, 0xa0, 0x80]),
+  Buffer.from([0xf8, 0x88, 0x80, 0x80, 0x80]),
+  Buffer.from([0xe2, 0x82]),
+];
 
 /** A file plan: per slot either a generated JSONL line, an invalid-UTF-8 line or an over-long line. */
 const filePlan = fc.constantFrom(...ENDPOINTS).chain((endpoint) =>
@@ -95,7 +129,10 @@ const filePlan = fc.constantFrom(...ENDPOINTS).chain((endpoint) =>
     slots: fc.array(
       fc.oneof(
         { weight: 12, arbitrary: lineArb(endpoint, MODEL, OTHER).map((f) => ({ gen: f })) },
-        { weight: 1, arbitrary: fc.tuple(fc.constantFrom(...INVALID_UTF8), fc.nat(40)).map(([bad, at]) => ({ utf8: { bad, at } })) },
+        {
+          weight: 1,
+          arbitrary: fc.tuple(fc.constantFrom(...INVALID_UTF8), fc.nat(40)).map(([bad, at]) => ({ utf8: { bad, at } })),
+        },
         { weight: 1, arbitrary: fc.integer({ min: MAX_LINE + 1, max: MAX_LINE * 3 }).map((n) => ({ long: n })) },
       ),
       { maxLength: 40 },
@@ -105,7 +142,8 @@ const filePlan = fc.constantFrom(...ENDPOINTS).chain((endpoint) =>
   }),
 );
 
-type Slot = { gen: (uid: string, prev: string[]) => GenLine } | { utf8: { bad: Buffer; at: number } } | { long: number };
+type Slot =
+  { gen: (uid: string, prev: string[]) => GenLine } | { utf8: { bad: Buffer; at: number } } | { long: number };
 
 function materialise(plan: { endpoint: string; slots: Slot[] }): Planned[] {
   const prev: string[] = [];
@@ -118,11 +156,28 @@ function materialise(plan: { endpoint: string; slots: Slot[] }): Planned[] {
       return { bytes, kind: g.kind, registers: g.registers, model: g.model };
     }
     if ('utf8' in slot) {
-      const text = Buffer.from(JSON.stringify({ custom_id: `L${i}-`, method: 'POST', url: plan.endpoint, body: { model: MODEL, messages: [{ role: 'user', content: 'héllo wörld' }] } }));
+      const text = Buffer.from(
+        JSON.stringify({
+          custom_id: `L${i}-`,
+          method: 'POST',
+          url: plan.endpoint,
+          body: { model: MODEL, messages: [{ role: 'user', content: 'héllo wörld' }] },
+        }),
+      );
       const at = Math.min(slot.utf8.at, text.length - 2) + 1;
       return { bytes: Buffer.concat([text.subarray(0, at), slot.utf8.bad, text.subarray(at)]), kind: 'invalid_utf8' };
     }
-    return { bytes: Buffer.from(JSON.stringify({ custom_id: `L${i}-`, method: 'POST', url: plan.endpoint, body: { model: MODEL, pad: 'p'.repeat(slot.long) } })), kind: 'too_long' };
+    return {
+      bytes: Buffer.from(
+        JSON.stringify({
+          custom_id: `L${i}-`,
+          method: 'POST',
+          url: plan.endpoint,
+          body: { model: MODEL, pad: 'p'.repeat(slot.long) },
+        }),
+      ),
+      kind: 'too_long',
+    };
   });
 }
 
@@ -134,9 +189,18 @@ describe('validateBatchFile', () => {
       fc.asyncProperty(filePlan, async (plan) => {
         const lines = materialise(plan);
         const parts: Buffer[] = plan.bom ? [Buffer.from([0xef, 0xbb, 0xbf])] : [];
-        lines.forEach((l, i) => parts.push(l.bytes, Buffer.from(i < lines.length - 1 || plan.trailingNewline ? '\n' : '')));
+        lines.forEach((l, i) =>
+          parts.push(l.bytes, Buffer.from(i < lines.length - 1 || plan.trailingNewline ? '\n' : '')),
+        );
         const file = writeFile(parts);
-        const result = await validateBatchFile(file, readFileSync(file).length, plan.endpoint, KNOWN, limits, () => false);
+        const result = await validateBatchFile(
+          file,
+          readFileSync(file).length,
+          plan.endpoint,
+          KNOWN,
+          limits,
+          () => false,
+        );
         files += 1;
 
         // The expected verdict of each line, as the validator defines it.
@@ -166,7 +230,9 @@ describe('validateBatchFile', () => {
           return;
         }
         if (expected.size === 0) {
-          expect(result.ok, JSON.stringify(!result.ok && 'errors' in result ? result.errors.slice(0, 3) : null)).toBe(true);
+          expect(result.ok, JSON.stringify(!result.ok && 'errors' in result ? result.errors.slice(0, 3) : null)).toBe(
+            true,
+          );
           if (!result.ok) return;
           expect(result.model).toBe(batchModel);
           expect(result.requests.map((r) => r.line)).toEqual(goodLines);
@@ -188,7 +254,11 @@ describe('validateBatchFile', () => {
         }
         // Exactly the bad lines are reported, each with (one of) its expected code(s).
         expect([...byLine.keys()].sort((a, b) => a - b)).toEqual([...expected.keys()].sort((a, b) => a - b));
-        for (const [line, codes] of expected) expect(byLine.get(line)!.some((c) => codes.includes(c)), `line ${line}: got ${byLine.get(line)} want ${codes}`).toBe(true);
+        for (const [line, codes] of expected)
+          expect(
+            byLine.get(line)!.some((c) => codes.includes(c)),
+            `line ${line}: got ${byLine.get(line)} want ${codes}`,
+          ).toBe(true);
       }),
       { numRuns: fuzzRuns(600) },
     );
@@ -198,16 +268,31 @@ describe('validateBatchFile', () => {
 
   it('validates files of only valid lines (CRLF, BOM, unicode, huge numbers)', async () => {
     const valid = fc.record({
-      ids: fc.uniqueArray(fc.string({ unit: 'grapheme', minLength: 1, maxLength: 30 }), { minLength: 1, maxLength: 30 }),
+      ids: fc.uniqueArray(fc.string({ unit: 'grapheme', minLength: 1, maxLength: 30 }), {
+        minLength: 1,
+        maxLength: 30,
+      }),
       crlf: fc.boolean(),
       bom: fc.boolean(),
       num: fc.constantFrom('1e308', '1e999', '-0', '123456789012345678901234567890', '5e-324', '0.1'),
     });
     await fc.assert(
       fc.asyncProperty(valid, async ({ ids, crlf, bom, num }) => {
-        const text = ids.map((id) => `{"custom_id":${JSON.stringify(id)},"method":"POST","url":"/v1/chat/completions","body":{"model":"${MODEL}","max_tokens":${num},"messages":[{"role":"user","content":"ü💥\\u0000"}]}}`).join(crlf ? '\r\n' : '\n');
+        const text = ids
+          .map(
+            (id) =>
+              `{"custom_id":${JSON.stringify(id)},"method":"POST","url":"/v1/chat/completions","body":{"model":"${MODEL}","max_tokens":${num},"messages":[{"role":"user","content":"ü💥\\u0000"}]}}`,
+          )
+          .join(crlf ? '\r\n' : '\n');
         const file = writeFile([Buffer.from(bom ? '\ufeff' : ''), Buffer.from(text)]);
-        const r = await validateBatchFile(file, readFileSync(file).length, '/v1/chat/completions', KNOWN, limits, () => false);
+        const r = await validateBatchFile(
+          file,
+          readFileSync(file).length,
+          '/v1/chat/completions',
+          KNOWN,
+          limits,
+          () => false,
+        );
         expect(r.ok).toBe(true);
         expect(r.ok && r.requests.map((q) => q.customId)).toEqual(ids);
       }),
@@ -217,11 +302,28 @@ describe('validateBatchFile', () => {
 
   it('reports invalid UTF-8 with its line number, and a 10 MB line in bounded memory', async () => {
     const ok = `{"custom_id":"a","method":"POST","url":"/v1/chat/completions","body":{"model":"${MODEL}"}}`;
-    const bad = Buffer.concat([Buffer.from('{"custom_id":"b","method":"POST","url":"/v1/chat/completions","body":{"model":"'), Buffer.from([0xc3, 0x28]), Buffer.from('"}}')]);
+    const bad = Buffer.concat([
+      Buffer.from('{"custom_id":"b","method":"POST","url":"/v1/chat/completions","body":{"model":"'),
+      Buffer.from([0xc3, 0x28]),
+      Buffer.from('"}}'),
+    ]);
     const huge = Buffer.alloc(10 * 1024 * 1024 + 7, 0x61);
-    const file = writeFile([Buffer.from(ok + '\n'), bad, Buffer.from('\n'), huge, Buffer.from('\n' + ok.replace('"a"', '"c"') + '\n')]);
+    const file = writeFile([
+      Buffer.from(ok + '\n'),
+      bad,
+      Buffer.from('\n'),
+      huge,
+      Buffer.from('\n' + ok.replace('"a"', '"c"') + '\n'),
+    ]);
     const before = process.memoryUsage().rss;
-    const r = await validateBatchFile(file, readFileSync(file).length, '/v1/chat/completions', KNOWN, { ...limits, maxLineBytes: 1024 * 1024 }, () => false);
+    const r = await validateBatchFile(
+      file,
+      readFileSync(file).length,
+      '/v1/chat/completions',
+      KNOWN,
+      { ...limits, maxLineBytes: 1024 * 1024 },
+      () => false,
+    );
     expect(r.ok).toBe(false);
     const errors = !r.ok && 'errors' in r ? r.errors : [];
     expect(errors.map((e) => [e.line, e.code])).toEqual([

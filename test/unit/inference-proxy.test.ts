@@ -4,7 +4,13 @@
  * backpressure and client aborts, and release accounting. The real router, worker and
  * simulator are covered by test/integration/inference.test.ts.
  */
-import { createServer, request as httpRequest, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import {
+  createServer,
+  request as httpRequest,
+  type IncomingMessage,
+  type Server,
+  type ServerResponse,
+} from 'node:http';
 import { createServer as createNetServer, type AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import Fastify, { type FastifyInstance } from 'fastify';
@@ -113,7 +119,8 @@ function fakeRouter(baseUrls: string[], opts: { acquire?: (signal: AbortSignal) 
 async function app(router: EngineRouter): Promise<{ app: FastifyInstance; url: string }> {
   const a = Fastify({
     bodyLimit: 32 * 1024 * 1024,
-    genReqId: (req) => (typeof req.headers['x-request-id'] === 'string' ? req.headers['x-request-id'] : 'req_generated'),
+    genReqId: (req) =>
+      typeof req.headers['x-request-id'] === 'string' ? req.headers['x-request-id'] : 'req_generated',
   });
   a.addHook('onRequest', async (req, reply) => {
     reply.header('x-request-id', req.id);
@@ -124,7 +131,11 @@ async function app(router: EngineRouter): Promise<{ app: FastifyInstance; url: s
       return reply.status(err.status).send(toOpenAIError(err.message, err.type, err.param, err.code));
     }
     const status = err.statusCode ?? 500;
-    return reply.status(status).send(toOpenAIError(err.message, status >= 500 ? 'server_error' : 'invalid_request_error', null, err.code ?? null));
+    return reply
+      .status(status)
+      .send(
+        toOpenAIError(err.message, status >= 500 ? 'server_error' : 'invalid_request_error', null, err.code ?? null),
+      );
   });
   await a.register(inferenceRoutes, { prefix: '/v1', router });
   const url = await a.listen({ port: 0, host: '127.0.0.1' });
@@ -133,7 +144,11 @@ async function app(router: EngineRouter): Promise<{ app: FastifyInstance; url: s
 }
 
 async function post(url: string, body: string | Buffer, headers: Record<string, string> = {}) {
-  const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: typeof body === 'string' ? body : new Uint8Array(body) });
+  const res = await fetch(url, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...headers },
+    body: typeof body === 'string' ? body : new Uint8Array(body),
+  });
   const text = await res.text();
   return { status: res.status, headers: res.headers, text, json: () => JSON.parse(text) as Record<string, unknown> };
 }
@@ -181,7 +196,9 @@ describe('inference proxy', () => {
     const { url } = await app(router);
     const missing = await post(`${url}/v1/chat/completions`, '{"messages":[]}');
     expect(missing.status).toBe(400);
-    expect(missing.json()).toMatchObject({ error: { code: 'missing_required_parameter', param: 'model', type: 'invalid_request_error' } });
+    expect(missing.json()).toMatchObject({
+      error: { code: 'missing_required_parameter', param: 'model', type: 'invalid_request_error' },
+    });
     const typed = await post(`${url}/v1/completions`, '{"model":3}');
     expect(typed.status).toBe(400);
     expect(typed.json()).toMatchObject({ error: { code: 'invalid_request', param: 'model' } });
@@ -200,7 +217,9 @@ describe('inference proxy', () => {
   it("normalises an engine's error body into OpenAI's envelope, keeping the status", async () => {
     const up = await upstream((_req, _body, res) => {
       res.writeHead(400, { 'content-type': 'application/json' });
-      res.end('{"object":"error","message":"max_tokens must be at least 1, got -1.","type":"BadRequestError","param":"max_tokens","code":400}');
+      res.end(
+        '{"object":"error","message":"max_tokens must be at least 1, got -1.","type":"BadRequestError","param":"max_tokens","code":400}',
+      );
     });
     const router = fakeRouter([up.baseUrl]);
     const { url } = await app(router);
@@ -208,7 +227,14 @@ describe('inference proxy', () => {
       const r = await post(`${url}/v1/chat/completions`, JSON.stringify({ model: 'm1', max_tokens: -1, stream }));
       expect(r.status).toBe(400);
       expect(r.headers.get('content-type')).toMatch(/^application\/json/);
-      expect(r.json()).toEqual({ error: { message: 'max_tokens must be at least 1, got -1.', type: 'invalid_request_error', param: 'max_tokens', code: null } });
+      expect(r.json()).toEqual({
+        error: {
+          message: 'max_tokens must be at least 1, got -1.',
+          type: 'invalid_request_error',
+          param: 'max_tokens',
+          code: null,
+        },
+      });
     }
     expect([router.acquired, router.released]).toEqual([2, 2]);
   });
@@ -258,7 +284,9 @@ describe('inference proxy', () => {
   it("passes the router's own 503 through", async () => {
     const router = fakeRouter(['http://127.0.0.1:9'], {
       acquire: async () => {
-        throw new ApiError('service_unavailable', 'Model m1 did not become ready within 1 s. Retry later.', 'model', { 'retry-after': '10' });
+        throw new ApiError('service_unavailable', 'Model m1 did not become ready within 1 s. Retry later.', 'model', {
+          'retry-after': '10',
+        });
       },
     });
     const { url } = await app(router);
@@ -313,7 +341,12 @@ describe('inference proxy', () => {
     const router = fakeRouter([up.baseUrl]);
     const { url } = await app(router);
     const ac = new AbortController();
-    const res = await fetch(`${url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"model":"m1","stream":true}', signal: ac.signal });
+    const res = await fetch(`${url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: '{"model":"m1","stream":true}',
+      signal: ac.signal,
+    });
     const reader = res.body!.getReader();
     await reader.read();
     await reader.read();
@@ -344,7 +377,10 @@ describe('inference proxy', () => {
     const router = fakeRouter([up.baseUrl]);
     const { url } = await app(router);
     // A raw client that reads nothing.
-    const req = httpRequest(`${url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' } });
+    const req = httpRequest(`${url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+    });
     req.end('{"model":"m1","stream":true}');
     const res = await new Promise<IncomingMessage>((r) => req.once('response', r));
     res.pause();
@@ -365,7 +401,12 @@ describe('inference proxy', () => {
     });
     const { url } = await app(router);
     const ac = new AbortController();
-    const pending = fetch(`${url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"model":"m1"}', signal: ac.signal }).catch((e: unknown) => e);
+    const pending = fetch(`${url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: '{"model":"m1"}',
+      signal: ac.signal,
+    }).catch((e: unknown) => e);
     await expect.poll(() => router.signals.length).toBe(1);
     ac.abort();
     await pending;

@@ -5,7 +5,15 @@ describe('isConnectionError', () => {
   const withCode = (code: string, message = 'boom') => Object.assign(new Error(message), { code });
 
   it('recognises refused, reset and closed sockets, directly or in the cause chain', () => {
-    for (const code of ['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'UND_ERR_SOCKET', 'UND_ERR_CLOSED', 'UND_ERR_DESTROYED', 'UND_ERR_CONNECT_TIMEOUT']) {
+    for (const code of [
+      'ECONNREFUSED',
+      'ECONNRESET',
+      'EPIPE',
+      'UND_ERR_SOCKET',
+      'UND_ERR_CLOSED',
+      'UND_ERR_DESTROYED',
+      'UND_ERR_CONNECT_TIMEOUT',
+    ]) {
       expect(isConnectionError(withCode(code)), code).toBe(true);
       expect(isConnectionError(new Error('wrapped', { cause: withCode(code) })), code).toBe(true);
     }
@@ -27,7 +35,9 @@ describe('isConnectionError', () => {
 
 describe('describeFailure', () => {
   it('names the code and message', () => {
-    expect(describeFailure(Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:1'), { code: 'ECONNREFUSED' }))).toBe('ECONNREFUSED: connect ECONNREFUSED 127.0.0.1:1');
+    expect(
+      describeFailure(Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:1'), { code: 'ECONNREFUSED' })),
+    ).toBe('ECONNREFUSED: connect ECONNREFUSED 127.0.0.1:1');
     expect(describeFailure({ cause: { code: 'UND_ERR_SOCKET' } })).toBe('UND_ERR_SOCKET');
     expect(describeFailure(42)).toBe('42');
   });
@@ -41,14 +51,19 @@ describe('checkBody', () => {
   });
 
   it('asks for a model when there is none', () => {
-    expect(checkBody({ messages: [] })).toMatchObject({ ok: false, code: 'missing_required_parameter', param: 'model' });
+    expect(checkBody({ messages: [] })).toMatchObject({
+      ok: false,
+      code: 'missing_required_parameter',
+      param: 'model',
+    });
     expect(checkBody({ model: null })).toMatchObject({ ok: false, code: 'missing_required_parameter', param: 'model' });
   });
 
   it('rejects a model that is not a non-empty string, and bodies that are not objects', () => {
     expect(checkBody({ model: 7 })).toMatchObject({ ok: false, code: 'invalid_request', param: 'model' });
     expect(checkBody({ model: '' })).toMatchObject({ ok: false, code: 'invalid_request', param: 'model' });
-    for (const body of [[], 'text', 1, null, undefined]) expect(checkBody(body)).toMatchObject({ ok: false, code: 'invalid_request', param: null });
+    for (const body of [[], 'text', 1, null, undefined])
+      expect(checkBody(body)).toMatchObject({ ok: false, code: 'invalid_request', param: null });
   });
 });
 

@@ -12,7 +12,13 @@ const read = (p: string) => readFileSync(path.join(ROOT, p), 'utf8');
 /** The metric names our registry exports (collect() runs only at scrape time, so no Redis or SQLite is needed here). */
 function exportedNames(): Set<string> {
   const unused = undefined as unknown;
-  const m = createMetrics({ redis: unused, prefix: 't', repo: unused, ops: unused, log: createLogger('silent') } as MetricsDeps);
+  const m = createMetrics({
+    redis: unused,
+    prefix: 't',
+    repo: unused,
+    ops: unused,
+    log: createLogger('silent'),
+  } as MetricsDeps);
   return new Set(m.registry.getMetricsAsArray().map((x) => x.name));
 }
 
@@ -38,20 +44,36 @@ describe('monitoring deployment files', () => {
 
   it('Grafana provisions the Prometheus datasource and a dashboard whose queries use only metrics we export', () => {
     const ds = parse(read('deploy/grafana/provisioning/datasources/prometheus.yml')) as any;
-    expect(ds.datasources[0]).toMatchObject({ type: 'prometheus', uid: 'batchwright-prometheus', url: 'http://prometheus:9090' });
+    expect(ds.datasources[0]).toMatchObject({
+      type: 'prometheus',
+      uid: 'batchwright-prometheus',
+      url: 'http://prometheus:9090',
+    });
     const prov = parse(read('deploy/grafana/provisioning/dashboards/batchwright.yml')) as any;
     expect(prov.providers[0].options.path).toBe('/var/lib/grafana/dashboards');
-    const dash = JSON.parse(read('deploy/grafana/dashboards/batchwright.json')) as { uid: string; panels: { title: string; datasource: { uid: string }; targets: { expr: string }[] }[] };
+    const dash = JSON.parse(read('deploy/grafana/dashboards/batchwright.json')) as {
+      uid: string;
+      panels: { title: string; datasource: { uid: string }; targets: { expr: string }[] }[];
+    };
     expect(dash.uid).toBe('batchwright-overview');
     const names = exportedNames();
     const used = new Set<string>();
     for (const p of dash.panels) {
       expect(p.datasource.uid, p.title).toBe('batchwright-prometheus');
-      for (const t of p.targets) for (const m of t.expr.matchAll(/\bbatchwright_[a-z_]+/g)) used.add(m[0].replace(/_(bucket|count|sum)$/, ''));
+      for (const t of p.targets)
+        for (const m of t.expr.matchAll(/\bbatchwright_[a-z_]+/g)) used.add(m[0].replace(/_(bucket|count|sum)$/, ''));
     }
     for (const n of used) expect(names.has(n), n).toBe(true);
     // The dashboard covers what the operator needs.
-    for (const n of ['batchwright_batches', 'batchwright_tokens_output_total', 'batchwright_engine_state', 'batchwright_engine_swaps_total', 'batchwright_gpu_utilization_percent', 'batchwright_gpu_memory_used_bytes', 'batchwright_gpu_temperature_celsius']) {
+    for (const n of [
+      'batchwright_batches',
+      'batchwright_tokens_output_total',
+      'batchwright_engine_state',
+      'batchwright_engine_swaps_total',
+      'batchwright_gpu_utilization_percent',
+      'batchwright_gpu_memory_used_bytes',
+      'batchwright_gpu_temperature_celsius',
+    ]) {
       expect(used.has(n), n).toBe(true);
     }
   });

@@ -25,16 +25,35 @@ const row = (over: Partial<OpsBatchRow> = {}): OpsBatchRow => ({
   ...over,
 });
 const now = 1_000_000;
-const hb = (engines: WorkerHeartbeat['engines'], over: Partial<WorkerHeartbeat> = {}): WorkerHeartbeat => ({ workerId: 'w1', models: ['m1', 'm2'], activeModel: 'm1', engines, at: now, ...over });
-const engine = (model: string, state: string, since = now - 12_000) => ({ model, state, baseUrl: null, lastError: state === 'failed' ? 'exited with code 1' : null, since });
+const hb = (engines: WorkerHeartbeat['engines'], over: Partial<WorkerHeartbeat> = {}): WorkerHeartbeat => ({
+  workerId: 'w1',
+  models: ['m1', 'm2'],
+  activeModel: 'm1',
+  engines,
+  at: now,
+  ...over,
+});
+const engine = (model: string, state: string, since = now - 12_000) => ({
+  model,
+  state,
+  baseUrl: null,
+  lastError: state === 'failed' ? 'exited with code 1' : null,
+  since,
+});
 
 describe('waitingReason', () => {
   it('names what a stalled batch waits for, in order: no worker, loading, failed, another model, an earlier batch', () => {
     expect(waitingReason(row(), 0, [], [], now)).toBe('no live worker serves model m1');
     expect(waitingReason(row(), 0, [hb([], { models: ['m2'] })], [], now)).toBe('no live worker serves model m1');
-    expect(waitingReason(row(), 0, [hb([engine('m1', 'starting')])], [], now)).toBe('model m1 is loading on worker w1 (since 12 s)');
-    expect(waitingReason(row(), 0, [hb([engine('m1', 'failed')])], [], now)).toBe('model m1 failed on worker w1: exited with code 1');
-    expect(waitingReason(row(), 0, [hb([engine('m2', 'ready')], { activeModel: 'm2' })], [], now)).toBe('worker w1 is serving model m2; model m1 waits for its turn');
+    expect(waitingReason(row(), 0, [hb([engine('m1', 'starting')])], [], now)).toBe(
+      'model m1 is loading on worker w1 (since 12 s)',
+    );
+    expect(waitingReason(row(), 0, [hb([engine('m1', 'failed')])], [], now)).toBe(
+      'model m1 failed on worker w1: exited with code 1',
+    );
+    expect(waitingReason(row(), 0, [hb([engine('m2', 'ready')], { activeModel: 'm2' })], [], now)).toBe(
+      'worker w1 is serving model m2; model m1 waits for its turn',
+    );
     expect(waitingReason(row(), 0, [hb([engine('m1', 'ready')])], ['batch_z'], now)).toBe('queued behind batch_z');
     expect(waitingReason(row(), 0, [hb([])], [], now)).toBe('model m1 is not loaded yet');
   });
@@ -49,9 +68,17 @@ describe('waitingReason', () => {
 
 describe('toOpsBatch', () => {
   it('computes progress and eta from the recent rate; eta is null when nothing moves, 0 once done', () => {
-    expect(toOpsBatch(row(), 9, null)).toMatchObject({ progress: 0.1, throughput_rps: 9, eta_s: 10, request_counts: { total: 100, completed: 10, failed: 0 } });
+    expect(toOpsBatch(row(), 9, null)).toMatchObject({
+      progress: 0.1,
+      throughput_rps: 9,
+      eta_s: 10,
+      request_counts: { total: 100, completed: 10, failed: 0 },
+    });
     expect(toOpsBatch(row(), 0, 'x')).toMatchObject({ eta_s: null, waiting_reason: 'x' });
-    expect(toOpsBatch(row({ status: 'completed', completed: 95, failed: 5 }), 0, null)).toMatchObject({ progress: 1, eta_s: 0 });
+    expect(toOpsBatch(row({ status: 'completed', completed: 95, failed: 5 }), 0, null)).toMatchObject({
+      progress: 1,
+      eta_s: 0,
+    });
     expect(toOpsBatch(row({ metadata: '{"a":"b"}' }), 0, null).metadata).toEqual({ a: 'b' });
   });
 });

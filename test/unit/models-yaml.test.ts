@@ -57,7 +57,8 @@ describe('models.yaml validation errors', () => {
   });
 
   it('reports every problem, each with its own path', () => {
-    const text = 'models:\n  - id: a\n    engine: sim\n  - id: ""\n    engine: vllm\n    options:\n      gpu_memory_utilization: 1.5\n';
+    const text =
+      'models:\n  - id: a\n    engine: sim\n  - id: ""\n    engine: vllm\n    options:\n      gpu_memory_utilization: 1.5\n';
     const e = configError(() => parseModelsYaml(text, 'm.yaml'));
     const joined = e.issues.join('\n');
     expect(joined).toContain('models.1.id');
@@ -71,20 +72,34 @@ describe('models.yaml validation errors', () => {
   });
 
   it('rejects unknown keys at every level', () => {
-    expect(configError(() => parseModelsYaml(minimal('    gpus: 2\n'), 'm.yaml')).issues.join('\n')).toMatch(/models\.0.*gpus/);
-    expect(configError(() => parseModelsYaml(minimal('    options:\n      tensor_parallel: 2\n'), 'm.yaml')).issues.join('\n')).toMatch(/models\.0\.options.*tensor_parallel/);
-    expect(configError(() => parseModelsYaml(`${minimal()}extra: true\n`, 'm.yaml')).issues.join('\n')).toMatch(/extra/);
+    expect(configError(() => parseModelsYaml(minimal('    gpus: 2\n'), 'm.yaml')).issues.join('\n')).toMatch(
+      /models\.0.*gpus/,
+    );
+    expect(
+      configError(() => parseModelsYaml(minimal('    options:\n      tensor_parallel: 2\n'), 'm.yaml')).issues.join(
+        '\n',
+      ),
+    ).toMatch(/models\.0\.options.*tensor_parallel/);
+    expect(configError(() => parseModelsYaml(`${minimal()}extra: true\n`, 'm.yaml')).issues.join('\n')).toMatch(
+      /extra/,
+    );
   });
 
   it('allows sim options only with engine: sim', () => {
-    const e = configError(() => parseModelsYaml('models:\n  - id: a\n    engine: vllm\n    sim:\n      output_tokens: 4\n', 'm.yaml'));
+    const e = configError(() =>
+      parseModelsYaml('models:\n  - id: a\n    engine: vllm\n    sim:\n      output_tokens: 4\n', 'm.yaml'),
+    );
     expect(e.issues.join('\n')).toContain('models.0.sim');
   });
 
   it('rejects an empty list, YAML syntax errors and a missing file', () => {
     expect(configError(() => parseModelsYaml('models: []\n', 'm.yaml')).issues[0]).toContain('models');
-    expect(configError(() => parseModelsYaml('models: [\n', 'bad.yaml')).issues[0]).toMatch(/bad\.yaml.*not valid YAML/);
-    expect(configError(() => loadModels('/nonexistent/models.yaml')).issues[0]).toMatch(/\/nonexistent\/models\.yaml.*cannot read/);
+    expect(configError(() => parseModelsYaml('models: [\n', 'bad.yaml')).issues[0]).toMatch(
+      /bad\.yaml.*not valid YAML/,
+    );
+    expect(configError(() => loadModels('/nonexistent/models.yaml')).issues[0]).toMatch(
+      /\/nonexistent\/models\.yaml.*cannot read/,
+    );
   });
 
   it('applies defaults', () => {

@@ -92,9 +92,22 @@ function without<T extends object>(obj: T, key: keyof T): Partial<T> {
 describe('openapi contract helper', () => {
   it('exposes the openapi.yaml and batch-lines.yaml schemas by name', () => {
     const names = schemaNames();
-    for (const n of ['OpenAIFile', 'ListFilesResponse', 'DeleteFileResponse', 'Batch', 'ListBatchesResponse',
-      'Error', 'ErrorResponse', 'CreateChatCompletionResponse', 'CreateCompletionResponse',
-      'CreateEmbeddingResponse', 'ListModelsResponse', 'Model', 'BatchRequestInput', 'BatchRequestOutput']) {
+    for (const n of [
+      'OpenAIFile',
+      'ListFilesResponse',
+      'DeleteFileResponse',
+      'Batch',
+      'ListBatchesResponse',
+      'Error',
+      'ErrorResponse',
+      'CreateChatCompletionResponse',
+      'CreateCompletionResponse',
+      'CreateEmbeddingResponse',
+      'ListModelsResponse',
+      'Model',
+      'BatchRequestInput',
+      'BatchRequestOutput',
+    ]) {
       expect(names).toContain(n);
     }
     expect(() => assertMatchesSchema('NoSuchSchema', {})).toThrow(/no schema named "NoSuchSchema"/);
@@ -115,7 +128,9 @@ describe('openapi contract helper', () => {
 
     it('rejects a wrong type', () => {
       expect(() => assertMatchesSchema('OpenAIFile', { ...file, bytes: '120000' })).toThrow(/\/bytes: must be integer/);
-      expect(() => assertMatchesSchema('OpenAIFile', { ...file, created_at: 1.5 })).toThrow(/\/created_at: must be integer/);
+      expect(() => assertMatchesSchema('OpenAIFile', { ...file, created_at: 1.5 })).toThrow(
+        /\/created_at: must be integer/,
+      );
       expect(() => assertMatchesSchema('OpenAIFile', { ...file, expires_at: null })).toThrow(/\/expires_at/);
       // The spec's OpenAIFile has no `type: object`; the helper adds it so non-objects cannot slip through.
       expect(() => assertMatchesSchema('OpenAIFile', 'file-abc123')).toThrow(/must be object/);
@@ -148,7 +163,9 @@ describe('openapi contract helper', () => {
         /\/data\/0\/bytes: must be integer/,
       );
       expect(() => assertMatchesSchema('ListFilesResponse', { ...list, first_id: null })).toThrow(/\/first_id/);
-      expect(() => assertMatchesSchema('DeleteFileResponse', { id: file.id, object: 'file', deleted: true })).not.toThrow();
+      expect(() =>
+        assertMatchesSchema('DeleteFileResponse', { id: file.id, object: 'file', deleted: true }),
+      ).not.toThrow();
       expect(() => assertMatchesSchema('DeleteFileResponse', { id: file.id, object: 'file', deleted: 'yes' })).toThrow(
         /\/deleted: must be boolean/,
       );
@@ -173,8 +190,9 @@ describe('openapi contract helper', () => {
         metadata: null,
       };
       expect(() => assertMatchesSchema('Batch', fresh)).not.toThrow();
-      expect(() => assertMatchesSchema('ListBatchesResponse', { object: 'list', data: [fresh, completedBatch], has_more: false }))
-        .not.toThrow();
+      expect(() =>
+        assertMatchesSchema('ListBatchesResponse', { object: 'list', data: [fresh, completedBatch], has_more: false }),
+      ).not.toThrow();
     });
 
     it('rejects an unknown status', () => {
@@ -187,29 +205,45 @@ describe('openapi contract helper', () => {
       expect(() => assertMatchesSchema('Batch', { ...completedBatch, output_file_id: null })).toThrow(
         /\/output_file_id: must be string/,
       );
-      expect(() => assertMatchesSchema('Batch', { ...completedBatch, failed_at: null })).toThrow(/\/failed_at: must be integer/);
-      expect(() => assertMatchesSchema('Batch', { ...completedBatch, errors: null })).toThrow(/\/errors: must be object/);
-      expect(() => assertMatchesSchema('Batch', { ...completedBatch, request_counts: { total: 1, completed: 1 } })).toThrow(
-        /\/request_counts: must have required property 'failed'/,
+      expect(() => assertMatchesSchema('Batch', { ...completedBatch, failed_at: null })).toThrow(
+        /\/failed_at: must be integer/,
+      );
+      expect(() => assertMatchesSchema('Batch', { ...completedBatch, errors: null })).toThrow(
+        /\/errors: must be object/,
       );
       expect(() =>
-        assertMatchesSchema('Batch', { ...completedBatch, usage: { ...completedBatch.usage, output_tokens_details: {} } }),
+        assertMatchesSchema('Batch', { ...completedBatch, request_counts: { total: 1, completed: 1 } }),
+      ).toThrow(/\/request_counts: must have required property 'failed'/);
+      expect(() =>
+        assertMatchesSchema('Batch', {
+          ...completedBatch,
+          usage: { ...completedBatch.usage, output_tokens_details: {} },
+        }),
       ).toThrow(/\/usage\/output_tokens_details: must have required property 'reasoning_tokens'/);
       expect(() => assertMatchesSchema('Batch', without(completedBatch, 'completion_window'))).toThrow(
         /required property 'completion_window'/,
       );
       expect(() => assertMatchesSchema('Batch', { ...completedBatch, metadata: { n: 1 } })).toThrow(/\/metadata/);
-      expect(() => assertMatchesSchema('ListBatchesResponse', { object: 'list', data: [{ ...completedBatch, status: 'bogus' }], has_more: false }))
-        .toThrow(/\/data\/0\/status/);
+      expect(() =>
+        assertMatchesSchema('ListBatchesResponse', {
+          object: 'list',
+          data: [{ ...completedBatch, status: 'bogus' }],
+          has_more: false,
+        }),
+      ).toThrow(/\/data\/0\/status/);
     });
   });
 
   describe('errors', () => {
     it('accepts the OpenAI error envelope', () => {
-      const envelope = { error: { message: 'No such batch: batch_x', type: 'invalid_request_error', param: null, code: null } };
+      const envelope = {
+        error: { message: 'No such batch: batch_x', type: 'invalid_request_error', param: null, code: null },
+      };
       expect(() => assertMatchesSchema('ErrorResponse', envelope)).not.toThrow();
       expect(() =>
-        assertMatchesSchema('ErrorResponse', { error: { message: 'bad', type: 'invalid_request_error', param: 'endpoint', code: 'invalid_value' } }),
+        assertMatchesSchema('ErrorResponse', {
+          error: { message: 'bad', type: 'invalid_request_error', param: 'endpoint', code: 'invalid_value' },
+        }),
       ).not.toThrow();
     });
 
@@ -217,8 +251,9 @@ describe('openapi contract helper', () => {
       expect(() => assertMatchesSchema('ErrorResponse', { error: { message: 'x', type: 'server_error' } })).toThrow(
         /\/error: must have required property 'param'/,
       );
-      expect(() => assertMatchesSchema('ErrorResponse', { error: { message: 'x', type: 'server_error', param: null, code: 500 } }))
-        .toThrow(/\/error\/code/);
+      expect(() =>
+        assertMatchesSchema('ErrorResponse', { error: { message: 'x', type: 'server_error', param: null, code: 500 } }),
+      ).toThrow(/\/error\/code/);
       expect(() => assertMatchesSchema('ErrorResponse', { message: 'x' })).toThrow(/required property 'error'/);
     });
   });
@@ -231,24 +266,39 @@ describe('openapi contract helper', () => {
         response: { status_code: 200, request_id: 'req_1', body: { id: 'chatcmpl-1', object: 'chat.completion' } },
         error: null,
       };
-      const failed = { id: 'batch_req_2', custom_id: 'request-2', response: null, error: { code: 'timeout', message: 'took too long' } };
+      const failed = {
+        id: 'batch_req_2',
+        custom_id: 'request-2',
+        response: null,
+        error: { code: 'timeout', message: 'took too long' },
+      };
       expect(() => assertMatchesSchema('BatchRequestOutput', ok)).not.toThrow();
       expect(() => assertMatchesSchema('BatchRequestOutput', failed)).not.toThrow();
       expect(() =>
-        assertMatchesSchema('BatchRequestInput', { custom_id: 'r1', method: 'POST', url: '/v1/chat/completions', body: {} }),
+        assertMatchesSchema('BatchRequestInput', {
+          custom_id: 'r1',
+          method: 'POST',
+          url: '/v1/chat/completions',
+          body: {},
+        }),
       ).not.toThrow();
     });
 
     it('rejects wrong types inside lines', () => {
       expect(() =>
-        assertMatchesSchema('BatchRequestOutput', { id: 'b', custom_id: 'c', response: { status_code: '200', body: {} }, error: null }),
+        assertMatchesSchema('BatchRequestOutput', {
+          id: 'b',
+          custom_id: 'c',
+          response: { status_code: '200', body: {} },
+          error: null,
+        }),
       ).toThrow(/\/response\/status_code: must be integer/);
-      expect(() => assertMatchesSchema('BatchRequestOutput', { id: 'b', custom_id: 'c', response: null, error: 'boom' })).toThrow(
-        /\/error: must be object,null/,
-      );
-      expect(() => assertMatchesSchema('BatchRequestInput', { custom_id: 'r1', method: 'GET', url: '/v1/embeddings' })).toThrow(
-        /\/method/,
-      );
+      expect(() =>
+        assertMatchesSchema('BatchRequestOutput', { id: 'b', custom_id: 'c', response: null, error: 'boom' }),
+      ).toThrow(/\/error: must be object,null/);
+      expect(() =>
+        assertMatchesSchema('BatchRequestInput', { custom_id: 'r1', method: 'GET', url: '/v1/embeddings' }),
+      ).toThrow(/\/method/);
     });
 
     it('documents that the line schemas require no keys at all (check presence yourself)', () => {
@@ -263,7 +313,9 @@ describe('openapi contract helper', () => {
       const req = { model: 'm', prompt: 'hi', suffix: null };
       expect(() => assertMatchesSchema('CreateCompletionRequest', req)).not.toThrow();
       expect(() => assertMatchesSchema('CreateCompletionRequest', { ...req, prompt: null })).not.toThrow();
-      expect(() => assertMatchesSchema('CreateCompletionRequest', { ...req, suffix: 5 })).toThrow(/\/suffix: must be string,null/);
+      expect(() => assertMatchesSchema('CreateCompletionRequest', { ...req, suffix: 5 })).toThrow(
+        /\/suffix: must be string,null/,
+      );
       expect(() => assertMatchesSchema('CreateCompletionRequest', { ...req, prompt: 5 })).toThrow(/\/prompt/);
     });
 
@@ -273,7 +325,14 @@ describe('openapi contract helper', () => {
         object: 'chat.completion',
         created: 1711475054,
         model: 'llama',
-        choices: [{ index: 0, message: { role: 'assistant', content: '4', refusal: null }, finish_reason: 'stop', logprobs: null }],
+        choices: [
+          {
+            index: 0,
+            message: { role: 'assistant', content: '4', refusal: null },
+            finish_reason: 'stop',
+            logprobs: null,
+          },
+        ],
         usage: { prompt_tokens: 24, completion_tokens: 1, total_tokens: 25 },
       };
       expect(() => assertMatchesSchema('CreateChatCompletionResponse', chat)).not.toThrow();
@@ -282,7 +341,10 @@ describe('openapi contract helper', () => {
         /\/system_fingerprint: must be string/,
       );
       expect(() =>
-        assertMatchesSchema('CreateChatCompletionResponse', { ...chat, choices: [{ ...chat.choices[0], finish_reason: 'eos' }] }),
+        assertMatchesSchema('CreateChatCompletionResponse', {
+          ...chat,
+          choices: [{ ...chat.choices[0], finish_reason: 'eos' }],
+        }),
       ).toThrow(/\/choices\/0\/finish_reason/);
     });
   });

@@ -16,19 +16,29 @@ const NOW = 1_000_000;
 
 describe('pickModel', () => {
   it('keeps the loaded model while it has batch work, even when another model waits', () => {
-    const loads = [load('a', { waiting: 3, oldestWaitingAt: NOW - 1000 }), load('b', { waiting: 1, oldestWaitingAt: NOW - 5000 })];
+    const loads = [
+      load('a', { waiting: 3, oldestWaitingAt: NOW - 1000 }),
+      load('b', { waiting: 1, oldestWaitingAt: NOW - 5000 }),
+    ];
     expect(pickModel(loads, 'a', NOW - 1000, NOW, wait)).toBe('a');
   });
 
   it('switches to the starved model once it waited longer than switchAfterMs', () => {
-    const loads = [load('a', { waiting: 3, oldestWaitingAt: NOW - 1000 }), load('b', { waiting: 1, oldestWaitingAt: NOW - 61_000 })];
+    const loads = [
+      load('a', { waiting: 3, oldestWaitingAt: NOW - 1000 }),
+      load('b', { waiting: 1, oldestWaitingAt: NOW - 61_000 }),
+    ];
     expect(pickModel(loads, 'a', NOW - 120_000, NOW, wait)).toBe('b');
     // ...but not before the active model has itself had that long
     expect(pickModel(loads, 'a', NOW - 1000, NOW, wait)).toBe('a');
   });
 
   it('takes the model whose work waited longest when the active one is idle', () => {
-    const loads = [load('a'), load('b', { waiting: 1, oldestWaitingAt: NOW - 10 }), load('c', { interactiveWaiting: 1, interactiveSince: NOW - 50 })];
+    const loads = [
+      load('a'),
+      load('b', { waiting: 1, oldestWaitingAt: NOW - 10 }),
+      load('c', { interactiveWaiting: 1, interactiveSince: NOW - 50 }),
+    ];
     expect(pickModel(loads, 'a', NOW, NOW, wait)).toBe('c');
   });
 
@@ -39,7 +49,10 @@ describe('pickModel', () => {
   });
 
   it('never leaves a model with interactive requests in flight', () => {
-    const loads = [load('a', { interactiveInflight: 1 }), load('b', { interactiveWaiting: 5, interactiveSince: NOW - 999_999 })];
+    const loads = [
+      load('a', { interactiveInflight: 1 }),
+      load('b', { interactiveWaiting: 5, interactiveSince: NOW - 999_999 }),
+    ];
     expect(pickModel(loads, 'a', 0, NOW, { ...wait, interactive: 'preempt' })).toBe('a');
   });
 

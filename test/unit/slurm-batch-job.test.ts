@@ -44,10 +44,25 @@ function fakeSlurm(state: () => string | 'HUNG', extra: { start?: string; onSubm
   return { run, calls };
 }
 
-function engine(stateDir: string, run: CommandRunner, launcher = '{ kind: slurm, partition: alvis, gpus: "A40:1", time: "1:00:00", poll_s: 0.05, replace_before_s: 120, monitor_url: "https://job.c3se.chalmers.se/alvis/{job_id}" }', ssh?: string) {
+function engine(
+  stateDir: string,
+  run: CommandRunner,
+  launcher = '{ kind: slurm, partition: alvis, gpus: "A40:1", time: "1:00:00", poll_s: 0.05, replace_before_s: 120, monitor_url: "https://job.c3se.chalmers.se/alvis/{job_id}" }',
+  ssh?: string,
+) {
   const [m] = parseModelsYaml(`models:\n  - id: m\n    engine: sim\n    launcher: ${launcher}\n`, 'models.yaml');
   const l = launcherOf(m!)!;
-  return new BatchJobEngine({ model: m!, launcher: l, scheduler: new SlurmScheduler(run, 20_000), logFile: path.join(stateDir, 'm.log'), log: createLogger('silent'), stateDir, startupTimeoutMs: 10_000, healthIntervalMs: 50, ...(ssh && { ssh }) });
+  return new BatchJobEngine({
+    model: m!,
+    launcher: l,
+    scheduler: new SlurmScheduler(run, 20_000),
+    logFile: path.join(stateDir, 'm.log'),
+    log: createLogger('silent'),
+    stateDir,
+    startupTimeoutMs: 10_000,
+    healthIntervalMs: 50,
+    ...(ssh && { ssh }),
+  });
 }
 
 const engines: BatchJobEngine[] = [];
@@ -74,14 +89,26 @@ describe('BatchJobEngine while the job waits', () => {
     engines.push(e);
     const started = e.start().catch((err: Error) => err);
     const d = await untilDetail(e, /position/);
-    expect(d).toMatchObject({ jobId: '42', jobState: 'PENDING', reason: 'Priority', queuePosition: 2, queueLength: 2, gpusFree: 1, gpusTotal: 4, estimateSource: 'history', monitorUrl: 'https://job.c3se.chalmers.se/alvis/42' });
-    expect(d.text).toMatch(/^SLURM job 42 PENDING \(Priority\) for \d+ s: position 2 of 2 pending, estimated start \S+Z \(median wait of the last 3 jobs of this shape: 2 min\), 1 of 4 GPUs free in partition alvis — https:\/\/job.c3se.chalmers.se\/alvis\/42$/);
+    expect(d).toMatchObject({
+      jobId: '42',
+      jobState: 'PENDING',
+      reason: 'Priority',
+      queuePosition: 2,
+      queueLength: 2,
+      gpusFree: 1,
+      gpusTotal: 4,
+      estimateSource: 'history',
+      monitorUrl: 'https://job.c3se.chalmers.se/alvis/42',
+    });
+    expect(d.text).toMatch(
+      /^SLURM job 42 PENDING \(Priority\) for \d+ s: position 2 of 2 pending, estimated start \S+Z \(median wait of the last 3 jobs of this shape: 2 min\), 1 of 4 GPUs free in partition alvis — https:\/\/job.c3se.chalmers.se\/alvis\/42$/,
+    );
     expect(d.estimatedStart! - Date.now()).toBeGreaterThan(100_000);
     await e.stop();
     expect(await started).toMatchObject({ code: 'ENGINE_EXITED' });
   });
 
-  it('prefers SLURM\'s own estimate when squeue --start has one', async () => {
+  it("prefers SLURM's own estimate when squeue --start has one", async () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'bw-bj-'));
     const { run } = fakeSlurm(() => 'PENDING|Resources||1:00:00', { start: '2030-01-02T03:04:05' });
     const e = engine(dir, run);
@@ -103,7 +130,9 @@ describe('BatchJobEngine while the job waits', () => {
     await untilDetail(e, /position/);
     s = 'HUNG';
     const d = await untilDetail(e, /unreachable/);
-    expect(d.text).toMatch(/^SLURM job 42: squeue did not answer within 20 s: the SLURM controller is unreachable or overloaded/);
+    expect(d.text).toMatch(
+      /^SLURM job 42: squeue did not answer within 20 s: the SLURM controller is unreachable or overloaded/,
+    );
     s = 'PENDING|Priority||1:00:00';
     await untilDetail(e, /position 2 of 2/);
   });
@@ -116,7 +145,9 @@ describe('BatchJobEngine once running', () => {
     await new Promise((r) => srv.once('listening', r));
     const port = (srv.address() as AddressInfo).port;
     let left = '50:00';
-    const { run, calls } = fakeSlurm(() => `RUNNING|None|localhost|${left}`, { onSubmit: () => writeFileSync(path.join(dir, 'm', 'endpoint.42'), `127.0.0.1 ${port}\n`) });
+    const { run, calls } = fakeSlurm(() => `RUNNING|None|localhost|${left}`, {
+      onSubmit: () => writeFileSync(path.join(dir, 'm', 'endpoint.42'), `127.0.0.1 ${port}\n`),
+    });
     const e = engine(dir, run);
     engines.push(e);
     try {
@@ -140,9 +171,16 @@ describe('BatchJobEngine once running', () => {
     const port = (srv.address() as AddressInfo).port;
     const sshLog = path.join(dir, 'ssh.log');
     process.env['FAKE_SSH_LOG'] = sshLog;
-    const { run } = fakeSlurm(() => 'RUNNING|None|localhost|50:00', { onSubmit: () => writeFileSync(path.join(dir, 'm', 'endpoint.42'), `127.0.0.1 ${port}\n`) });
+    const { run } = fakeSlurm(() => 'RUNNING|None|localhost|50:00', {
+      onSubmit: () => writeFileSync(path.join(dir, 'm', 'endpoint.42'), `127.0.0.1 ${port}\n`),
+    });
     const fakeSsh = fileURLToPath(new URL('../fixtures/ssh/fake-ssh.mjs', import.meta.url));
-    const e = engine(dir, run, '{ kind: slurm, poll_s: 0.05, tunnel: { host: login1.example.org, user: me } }', fakeSsh);
+    const e = engine(
+      dir,
+      run,
+      '{ kind: slurm, poll_s: 0.05, tunnel: { host: login1.example.org, user: me } }',
+      fakeSsh,
+    );
     engines.push(e);
     try {
       await e.start();
@@ -150,8 +188,17 @@ describe('BatchJobEngine once running', () => {
       expect(e.baseUrl).toBe(`http://127.0.0.1:${local}`);
       expect(local).not.toBe(port);
       expect(JSON.parse(readFileSync(sshLog, 'utf8').trim())).toEqual([
-        '-N', '-L', `127.0.0.1:${local}:127.0.0.1:${port}`,
-        '-o', 'ExitOnForwardFailure=yes', '-o', 'BatchMode=yes', '-o', 'ServerAliveInterval=15', '-o', 'ServerAliveCountMax=3',
+        '-N',
+        '-L',
+        `127.0.0.1:${local}:127.0.0.1:${port}`,
+        '-o',
+        'ExitOnForwardFailure=yes',
+        '-o',
+        'BatchMode=yes',
+        '-o',
+        'ServerAliveInterval=15',
+        '-o',
+        'ServerAliveCountMax=3',
         'me@login1.example.org',
       ]);
       expect(await (await fetch(`${e.baseUrl}/health`)).text()).toBe('ok');
@@ -171,14 +218,18 @@ describe('BatchJobEngine once running', () => {
     await new Promise((r) => srv.once('listening', r));
     const port = (srv.address() as AddressInfo).port;
     let st = 'RUNNING|None|localhost|50:00';
-    const { run } = fakeSlurm(() => st, { onSubmit: () => writeFileSync(path.join(dir, 'm', 'endpoint.42'), `127.0.0.1 ${port}\n`) });
+    const { run } = fakeSlurm(() => st, {
+      onSubmit: () => writeFileSync(path.join(dir, 'm', 'endpoint.42'), `127.0.0.1 ${port}\n`),
+    });
     const e = engine(dir, run);
     engines.push(e);
     try {
       await e.start();
       const exit = new Promise<{ message?: string }>((r) => e.once('exit', r));
       st = '';
-      expect((await exit).message).toMatch(/^SLURM job 42 ended \(no longer in the queue: finished, cancelled or timed out\)/);
+      expect((await exit).message).toMatch(
+        /^SLURM job 42 ended \(no longer in the queue: finished, cancelled or timed out\)/,
+      );
       expect(e.isRunning).toBe(false);
     } finally {
       srv.close();

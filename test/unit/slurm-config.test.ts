@@ -11,8 +11,20 @@ describe('launcher config in models.yaml', () => {
   });
 
   it('a profile by name, with defaults filled in', () => {
-    const [m] = parse('profiles:\n  p: { kind: slurm, partition: gpu }\nmodels:\n  - id: a\n    engine: sim\n    launcher: p\n');
-    expect(launcherOf(m!)).toMatchObject({ kind: 'slurm', partition: 'gpu', nodes: 1, poll_s: 5, on_shutdown: 'cancel', replace_before_s: 300, bind_host: '0.0.0.0', setup: [], submit_args: [] });
+    const [m] = parse(
+      'profiles:\n  p: { kind: slurm, partition: gpu }\nmodels:\n  - id: a\n    engine: sim\n    launcher: p\n',
+    );
+    expect(launcherOf(m!)).toMatchObject({
+      kind: 'slurm',
+      partition: 'gpu',
+      nodes: 1,
+      poll_s: 5,
+      on_shutdown: 'cancel',
+      replace_before_s: 300,
+      bind_host: '0.0.0.0',
+      setup: [],
+      submit_args: [],
+    });
   });
 
   it('a profile plus overrides: own keys win, env and cache merge key by key', () => {
@@ -32,11 +44,15 @@ models:
   });
 
   it('an unknown profile is a config error naming the known ones', () => {
-    expect(() => parse('profiles:\n  p: { kind: slurm }\nmodels:\n  - id: a\n    engine: sim\n    launcher: q\n')).toThrow(ConfigError);
+    expect(() =>
+      parse('profiles:\n  p: { kind: slurm }\nmodels:\n  - id: a\n    engine: sim\n    launcher: q\n'),
+    ).toThrow(ConfigError);
     try {
       parse('profiles:\n  p: { kind: slurm }\nmodels:\n  - id: a\n    engine: sim\n    launcher: q\n');
     } catch (e) {
-      expect((e as ConfigError).issues).toEqual(['MODELS_FILE models.yaml models.0.launcher: unknown launcher profile "q" (profiles: p)']);
+      expect((e as ConfigError).issues).toEqual([
+        'MODELS_FILE models.yaml models.0.launcher: unknown launcher profile "q" (profiles: p)',
+      ]);
     }
   });
 

@@ -14,7 +14,8 @@ import {
 
 // stderr as SLURM 22.05 prints it (recorded on the CI cluster, see ../shared/notes/slurm.md)
 const STDERR = {
-  partition: 'sbatch: error: invalid partition specified: nope\nsbatch: error: Batch job submission failed: Invalid partition name specified\n',
+  partition:
+    'sbatch: error: invalid partition specified: nope\nsbatch: error: Batch job submission failed: Invalid partition name specified\n',
   mem: 'sbatch: error: Memory specification can not be satisfied\nsbatch: error: Batch job submission failed: Requested node configuration is not available\n',
   gpus: 'sbatch: error: Batch job submission failed: Requested node configuration is not available\n',
   account: 'sbatch: error: Batch job submission failed: Invalid account or account/partition combination specified\n',
@@ -31,17 +32,36 @@ describe('sbatch output', () => {
     expect(explainSbatchError(STDERR.partition)).toBe(
       'SLURM rejected the job: unknown partition "nope" — set launcher.partition to one that `sinfo -s` lists (sbatch: invalid partition specified: nope | Batch job submission failed: Invalid partition name specified)',
     );
-    expect(explainSbatchError(STDERR.mem)).toMatch(/^SLURM rejected the job: more memory than any node of the partition has — lower launcher.mem/);
-    expect(explainSbatchError(STDERR.gpus)).toMatch(/^SLURM rejected the job: no node of the partition has what it asks for \(too many GPUs or CPUs per node/);
-    expect(explainSbatchError(STDERR.account)).toMatch(/^SLURM rejected the job: the account is not valid here — set launcher.account/);
+    expect(explainSbatchError(STDERR.mem)).toMatch(
+      /^SLURM rejected the job: more memory than any node of the partition has — lower launcher.mem/,
+    );
+    expect(explainSbatchError(STDERR.gpus)).toMatch(
+      /^SLURM rejected the job: no node of the partition has what it asks for \(too many GPUs or CPUs per node/,
+    );
+    expect(explainSbatchError(STDERR.account)).toMatch(
+      /^SLURM rejected the job: the account is not valid here — set launcher.account/,
+    );
     for (const e of Object.values(STDERR)) expect(explainSbatchError(e)).not.toContain('\n');
   });
 });
 
 describe('squeue output', () => {
   it('one job: state, reason, node, time left; a finished job prints nothing', () => {
-    expect(parseSqueueJob('RUNNING|None|vm|9:58\n')).toEqual({ phase: 'running', state: 'RUNNING', reason: null, node: 'vm', timeLeftS: 598, neverStarts: null });
-    expect(parseSqueueJob('PENDING|Priority||1:00:00\n')).toMatchObject({ phase: 'pending', reason: 'Priority', node: null, timeLeftS: 3600, neverStarts: null });
+    expect(parseSqueueJob('RUNNING|None|vm|9:58\n')).toEqual({
+      phase: 'running',
+      state: 'RUNNING',
+      reason: null,
+      node: 'vm',
+      timeLeftS: 598,
+      neverStarts: null,
+    });
+    expect(parseSqueueJob('PENDING|Priority||1:00:00\n')).toMatchObject({
+      phase: 'pending',
+      reason: 'Priority',
+      node: null,
+      timeLeftS: 3600,
+      neverStarts: null,
+    });
     expect(parseSqueueJob('COMPLETING|None|vm|0:01\n')?.phase).toBe('ending');
     expect(parseSqueueJob('')).toBeNull();
   });
@@ -49,7 +69,9 @@ describe('squeue output', () => {
   it('PENDING (PartitionConfig) can never start, and says why', () => {
     const s = parseSqueueJob('PENDING|PartitionConfig||UNLIMITED\n')!;
     expect(s.timeLeftS).toBeNull();
-    expect(s.neverStarts).toBe('SLURM job can never start (PENDING, reason PartitionConfig): it asks for more than the partition offers (CPUs, nodes or GPUs per node): lower launcher.cpus/gpus/nodes or pick another partition');
+    expect(s.neverStarts).toBe(
+      'SLURM job can never start (PENDING, reason PartitionConfig): it asks for more than the partition offers (CPUs, nodes or GPUs per node): lower launcher.cpus/gpus/nodes or pick another partition',
+    );
     expect(neverStartsReason('Resources')).toBeNull();
     expect(neverStartsReason('QOSMaxGRESPerJob')).toMatch(/lower launcher.gpus/);
   });
@@ -91,12 +113,31 @@ describe('sinfo GPUs', () => {
 });
 
 describe('a controller that does not answer', () => {
-  const r = (o: Partial<CommandResult>): CommandResult => ({ rc: 1, stdout: '', stderr: '', timedOut: false, missing: false, ms: 1, ...o });
+  const r = (o: Partial<CommandResult>): CommandResult => ({
+    rc: 1,
+    stdout: '',
+    stderr: '',
+    timedOut: false,
+    missing: false,
+    ms: 1,
+    ...o,
+  });
   it('timeouts, refused connections and missing binaries each say so', () => {
     expect(describeFailure('SLURM', 'squeue', r({ rc: null, timedOut: true }), 20_000)).toBe(
       'squeue did not answer within 20 s: the SLURM controller is unreachable or overloaded — check that it runs (e.g. `scontrol ping`)',
     );
-    expect(describeFailure('SLURM', 'sbatch', r({ stderr: 'sbatch: error: Batch job submission failed: Unable to contact slurm controller (connect failure)\n' }), 1)).toMatch(/^sbatch cannot reach the SLURM controller/);
-    expect(describeFailure('SLURM', 'sbatch', r({ missing: true, stderr: 'sbatch: command not found' }), 1)).toBe('sbatch not found: run the worker on a SLURM login node (or set launcher.bin_dir)');
+    expect(
+      describeFailure(
+        'SLURM',
+        'sbatch',
+        r({
+          stderr: 'sbatch: error: Batch job submission failed: Unable to contact slurm controller (connect failure)\n',
+        }),
+        1,
+      ),
+    ).toMatch(/^sbatch cannot reach the SLURM controller/);
+    expect(describeFailure('SLURM', 'sbatch', r({ missing: true, stderr: 'sbatch: command not found' }), 1)).toBe(
+      'sbatch not found: run the worker on a SLURM login node (or set launcher.bin_dir)',
+    );
   });
 });

@@ -79,9 +79,14 @@ describe('prepareBuiltinModels', () => {
   it('keeps the builtin: path and logs when the file cannot be made', async () => {
     const dir = tempDir();
     writeFileSync(path.join(dir, 'models'), 'not a folder');
-    const [m] = parseModelsYaml('models:\n  - id: tiny\n    engine: embedded\n    path: builtin:tiny-cycle\n', 'm.yaml');
+    const [m] = parseModelsYaml(
+      'models:\n  - id: tiny\n    engine: embedded\n    path: builtin:tiny-cycle\n',
+      'm.yaml',
+    );
     const logged: unknown[] = [];
-    const log = { error: (...args: unknown[]) => void logged.push(args) } as unknown as Parameters<typeof prepareBuiltinModels>[2];
+    const log = { error: (...args: unknown[]) => void logged.push(args) } as unknown as Parameters<
+      typeof prepareBuiltinModels
+    >[2];
     const out = await prepareBuiltinModels([m!], dir, log);
     expect(out[0]!.path).toBe('builtin:tiny-cycle');
     expect(logged).toHaveLength(1);
@@ -99,18 +104,44 @@ describe('models.yaml: engine embedded', () => {
       }
     };
     expect(issues('models:\n  - id: a\n    engine: embedded\n')).toMatch(/models\.0\.path.*needs path/);
-    expect(issues('models:\n  - id: a\n    engine: embedded\n    path: builtin:nope\n')).toMatch(/unknown builtin model "nope"/);
-    expect(issues('models:\n  - id: a\n    engine: vllm\n    path: builtin:tiny-cycle\n')).toMatch(/builtin: paths need engine: embedded/);
-    expect(issues('models:\n  - id: a\n    engine: sim\n    embedded: { threads: 2 }\n')).toMatch(/models\.0\.embedded/);
-    expect(issues('models:\n  - id: a\n    engine: embedded\n    path: /m.gguf\n    embedded: { threads: 0 }\n')).toMatch(/threads/);
-    expect(issues('models:\n  - id: a\n    engine: embedded\n    path: /m.gguf\n    embedded: { threads: 2 }\n')).toBe('');
+    expect(issues('models:\n  - id: a\n    engine: embedded\n    path: builtin:nope\n')).toMatch(
+      /unknown builtin model "nope"/,
+    );
+    expect(issues('models:\n  - id: a\n    engine: vllm\n    path: builtin:tiny-cycle\n')).toMatch(
+      /builtin: paths need engine: embedded/,
+    );
+    expect(issues('models:\n  - id: a\n    engine: sim\n    embedded: { threads: 2 }\n')).toMatch(
+      /models\.0\.embedded/,
+    );
+    expect(
+      issues('models:\n  - id: a\n    engine: embedded\n    path: /m.gguf\n    embedded: { threads: 0 }\n'),
+    ).toMatch(/threads/);
+    expect(issues('models:\n  - id: a\n    engine: embedded\n    path: /m.gguf\n    embedded: { threads: 2 }\n')).toBe(
+      '',
+    );
   });
 
   it('builds the engine command: node + tsx + embedded/main.ts, one thread and 4 sequences by default', () => {
     const cmd = buildEngineCommand(modelSchema.parse({ id: 'tiny', engine: 'embedded', path: '/m/tiny.gguf' }), 7001);
     expect(cmd).toEqual({
       command: process.execPath,
-      args: ['--import', tsxLoaderUrl(), embeddedEntry(), '--port', '7001', '--host', '127.0.0.1', '--model', 'tiny', '--gguf', '/m/tiny.gguf', '--threads', '1', '--parallel', '4'],
+      args: [
+        '--import',
+        tsxLoaderUrl(),
+        embeddedEntry(),
+        '--port',
+        '7001',
+        '--host',
+        '127.0.0.1',
+        '--model',
+        'tiny',
+        '--gguf',
+        '/m/tiny.gguf',
+        '--threads',
+        '1',
+        '--parallel',
+        '4',
+      ],
       env: {},
     });
     expect(embeddedEntry()).toMatch(/src\/engines\/embedded\/main\.ts$/);
@@ -125,7 +156,23 @@ describe('models.yaml: engine embedded', () => {
       1,
       '0.0.0.0',
     );
-    expect(full.args.slice(3)).toEqual(['--port', '1', '--host', '0.0.0.0', '--model', 'm', '--gguf', path.resolve('rel/x.gguf'), '--threads', '2', '--parallel', '8', '--ctx', '1024', '--x']);
+    expect(full.args.slice(3)).toEqual([
+      '--port',
+      '1',
+      '--host',
+      '0.0.0.0',
+      '--model',
+      'm',
+      '--gguf',
+      path.resolve('rel/x.gguf'),
+      '--threads',
+      '2',
+      '--parallel',
+      '8',
+      '--ctx',
+      '1024',
+      '--x',
+    ]);
     expect(full.env).toEqual({ A: '1' });
   });
 });

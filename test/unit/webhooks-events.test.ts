@@ -27,10 +27,21 @@ const SCHEMAS = {
 describe('batch webhook events', () => {
   it('each terminal status gives the event OpenAI specifies (contract test against openapi.yaml)', () => {
     for (const [status, schema] of Object.entries(SCHEMAS)) {
-      const at = { completedAt: null, failedAt: null, expiredAt: null, cancelledAt: null, [`${status}At`]: 1_700_000_500 };
+      const at = {
+        completedAt: null,
+        failedAt: null,
+        expiredAt: null,
+        cancelledAt: null,
+        [`${status}At`]: 1_700_000_500,
+      };
       const e = batchEvent(batch({ status, ...at }), 1)!;
       assertMatchesSchema(schema, e);
-      expect(e).toMatchObject({ object: 'event', type: `batch.${status}`, created_at: 1_700_000_500, data: { id: 'batch_abc123' } });
+      expect(e).toMatchObject({
+        object: 'event',
+        type: `batch.${status}`,
+        created_at: 1_700_000_500,
+        data: { id: 'batch_abc123' },
+      });
       expect(e.id).toMatch(/^evt_[A-Za-z0-9]{24}$/);
       // The schema is strict on `type`: an event of one kind does not pass as another.
       const other = Object.values(SCHEMAS).find((s) => s !== schema)!;
@@ -49,8 +60,13 @@ describe('batch webhook events', () => {
     const meta = (u: string) => JSON.stringify({ webhook_url: u, other: 'x' });
     expect(webhookUrlsFor({ metadata: null }, undefined)).toEqual([]);
     expect(webhookUrlsFor({ metadata: meta('https://a.example/h') }, undefined)).toEqual(['https://a.example/h']);
-    expect(webhookUrlsFor({ metadata: meta('https://a.example/h') }, 'https://ops.example/h')).toEqual(['https://ops.example/h', 'https://a.example/h']);
-    expect(webhookUrlsFor({ metadata: meta('https://ops.example/h') }, 'https://ops.example/h')).toEqual(['https://ops.example/h']);
+    expect(webhookUrlsFor({ metadata: meta('https://a.example/h') }, 'https://ops.example/h')).toEqual([
+      'https://ops.example/h',
+      'https://a.example/h',
+    ]);
+    expect(webhookUrlsFor({ metadata: meta('https://ops.example/h') }, 'https://ops.example/h')).toEqual([
+      'https://ops.example/h',
+    ]);
     expect(webhookUrlsFor({ metadata: JSON.stringify({ other: 'x' }) }, undefined)).toEqual([]);
   });
 });
@@ -62,7 +78,11 @@ describe('Standard Webhooks signature', () => {
     const ts = new Date();
     const sig = new Webhook(secret).sign('msg_1', ts, body);
     expect(sig).toMatch(/^v1,[A-Za-z0-9+/]+=*$/);
-    const headers = { 'webhook-id': 'msg_1', 'webhook-timestamp': String(Math.floor(ts.getTime() / 1000)), 'webhook-signature': sig };
+    const headers = {
+      'webhook-id': 'msg_1',
+      'webhook-timestamp': String(Math.floor(ts.getTime() / 1000)),
+      'webhook-signature': sig,
+    };
     expect(new Webhook(secret).verify(body, headers)).toEqual(JSON.parse(body));
     expect(() => new Webhook(`whsec_${Buffer.alloc(32, 8).toString('base64')}`).verify(body, headers)).toThrow();
     expect(() => new Webhook(secret).verify(body.replace('batch_abc123', 'batch_other'), headers)).toThrow();

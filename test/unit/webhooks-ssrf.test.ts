@@ -1,5 +1,13 @@
 import { describe, expect, it } from 'vitest';
-import { checkAddress, checkWebhookUrl, parseAllowList, pinnedLookup, vetDestination, type ResolvedAddress, type Resolver } from '../../src/webhooks/ssrf.js';
+import {
+  checkAddress,
+  checkWebhookUrl,
+  parseAllowList,
+  pinnedLookup,
+  vetDestination,
+  type ResolvedAddress,
+  type Resolver,
+} from '../../src/webhooks/ssrf.js';
 
 const refused = (url: string, allow = parseAllowList(undefined)) => {
   const r = checkWebhookUrl(url, allow);
@@ -91,7 +99,15 @@ describe('webhook SSRF guard: URL check', () => {
   });
 
   it('allows public hosts and addresses, any port', () => {
-    for (const url of ['https://example.com/hooks/batch?token=abc', 'http://8.8.8.8:8080/', 'https://[2606:4700:4700::1111]/x', 'http://hooks.example.org./', 'http://[64:ff9b::808:808]/', 'http://[2002:808:808::1]/', 'http://[::ffff:8.8.8.8]/']) {
+    for (const url of [
+      'https://example.com/hooks/batch?token=abc',
+      'http://8.8.8.8:8080/',
+      'https://[2606:4700:4700::1111]/x',
+      'http://hooks.example.org./',
+      'http://[64:ff9b::808:808]/',
+      'http://[2002:808:808::1]/',
+      'http://[::ffff:8.8.8.8]/',
+    ]) {
       const r = checkWebhookUrl(url);
       expect(r.ok, url).toBe(true);
     }
@@ -150,13 +166,22 @@ describe('webhook SSRF guard: addresses from DNS', () => {
   };
 
   it('refuses a host if any one of its addresses is internal', async () => {
-    const resolve = resolverOf([[{ address: '93.184.216.34', family: 4 }, { address: '10.0.0.7', family: 4 }]]);
+    const resolve = resolverOf([
+      [
+        { address: '93.184.216.34', family: 4 },
+        { address: '10.0.0.7', family: 4 },
+      ],
+    ]);
     const v = await vetDestination('https://mixed.example/', parseAllowList(undefined), resolve);
     expect(v).toMatchObject({ ok: false, retryable: false, reason: expect.stringMatching(/10\.0\.0\.7 is private/) });
   });
 
   it('refuses a name that resolves to loopback (e.g. 127.0.0.1.nip.io)', async () => {
-    const v = await vetDestination('http://127.0.0.1.nip.io/', parseAllowList(undefined), resolverOf([[{ address: '127.0.0.1', family: 4 }]]));
+    const v = await vetDestination(
+      'http://127.0.0.1.nip.io/',
+      parseAllowList(undefined),
+      resolverOf([[{ address: '127.0.0.1', family: 4 }]]),
+    );
     expect(v.ok).toBe(false);
   });
 
@@ -164,7 +189,11 @@ describe('webhook SSRF guard: addresses from DNS', () => {
     const failing: Resolver = async () => {
       throw Object.assign(new Error('getaddrinfo ENOTFOUND'), { code: 'ENOTFOUND' });
     };
-    expect(await vetDestination('http://nowhere.example/', parseAllowList(undefined), failing)).toMatchObject({ ok: false, retryable: true, reason: expect.stringMatching(/ENOTFOUND/) });
+    expect(await vetDestination('http://nowhere.example/', parseAllowList(undefined), failing)).toMatchObject({
+      ok: false,
+      retryable: true,
+      reason: expect.stringMatching(/ENOTFOUND/),
+    });
   });
 
   it('DNS rebinding: the connection is pinned to the vetted answer, later answers are never used', async () => {
@@ -175,10 +204,17 @@ describe('webhook SSRF guard: addresses from DNS', () => {
     if (!v.ok) throw new Error(v.reason);
     const lookup = pinnedLookup(v.addresses);
     const ask = (opts: object) =>
-      new Promise<unknown>((res, rej) => lookup('rebind.example', opts as never, (err: unknown, address: unknown, family?: unknown) => (err ? rej(err) : res({ address, family }))));
+      new Promise<unknown>((res, rej) =>
+        lookup('rebind.example', opts as never, (err: unknown, address: unknown, family?: unknown) =>
+          err ? rej(err) : res({ address, family }),
+        ),
+      );
     for (let i = 0; i < 3; i++) {
       expect(await ask({})).toEqual({ address: '93.184.216.34', family: 4 });
-      expect(await ask({ all: true })).toEqual({ address: [{ address: '93.184.216.34', family: 4 }], family: undefined });
+      expect(await ask({ all: true })).toEqual({
+        address: [{ address: '93.184.216.34', family: 4 }],
+        family: undefined,
+      });
     }
     expect(resolve.calls).toBe(1);
     // The second answer would have been refused had anything asked for it.
@@ -192,7 +228,11 @@ describe('webhook SSRF guard: addresses from DNS', () => {
   });
 
   it('a host allowed by name skips the address check (an internal receiver behind DNS)', async () => {
-    const v = await vetDestination('http://receiver.internal/', parseAllowList('receiver.internal'), resolverOf([[{ address: '10.9.9.9', family: 4 }]]));
+    const v = await vetDestination(
+      'http://receiver.internal/',
+      parseAllowList('receiver.internal'),
+      resolverOf([[{ address: '10.9.9.9', family: 4 }]]),
+    );
     expect(v).toMatchObject({ ok: true, addresses: [{ address: '10.9.9.9', family: 4 }] });
   });
 });

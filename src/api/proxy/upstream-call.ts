@@ -184,7 +184,11 @@ export class UpstreamCall implements Dispatcher.DispatchHandler {
   }
 
   /** A streaming answer: the headers go to the client now, then every chunk as it comes. */
-  private startStream(controller: Dispatcher.DispatchController, statusCode: number, headers: IncomingHttpHeaders): void {
+  private startStream(
+    controller: Dispatcher.DispatchController,
+    statusCode: number,
+    headers: IncomingHttpHeaders,
+  ): void {
     const { reply, req } = this.ex;
     this.ex.upstreamMs += performance.now() - this.started;
     this.streaming = true;
@@ -196,7 +200,8 @@ export class UpstreamCall implements Dispatcher.DispatchHandler {
     }
     const upstreamType = headers['content-type'];
     out.writeHead(statusCode, {
-      'content-type': typeof upstreamType === 'string' && upstreamType.includes('event-stream') ? upstreamType : SSE_TYPE,
+      'content-type':
+        typeof upstreamType === 'string' && upstreamType.includes('event-stream') ? upstreamType : SSE_TYPE,
       'cache-control': 'no-cache',
       'x-accel-buffering': 'no',
       'x-request-id': req.id,

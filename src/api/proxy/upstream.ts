@@ -40,7 +40,9 @@ export function isConnectionError(err: unknown): boolean {
 export function describeFailure(err: unknown): string {
   if (typeof err !== 'object' || err === null) return String(err);
   const { code, message, cause } = err as { code?: unknown; message?: unknown; cause?: unknown };
-  const own = [typeof code === 'string' ? code : null, typeof message === 'string' && message ? message : null].filter(Boolean).join(': ');
+  const own = [typeof code === 'string' ? code : null, typeof message === 'string' && message ? message : null]
+    .filter(Boolean)
+    .join(': ');
   if (own) return own;
   return cause ? describeFailure(cause) : 'unknown error';
 }
@@ -64,16 +66,28 @@ export type InferencePath = (typeof INFERENCE_PATHS)[number];
  */
 export function checkBody(
   body: unknown,
-): { ok: true; model: string; stream: boolean } | { ok: false; code: 'invalid_request' | 'missing_required_parameter'; message: string; param: string | null } {
+):
+  | { ok: true; model: string; stream: boolean }
+  | { ok: false; code: 'invalid_request' | 'missing_required_parameter'; message: string; param: string | null } {
   if (typeof body !== 'object' || body === null || Array.isArray(body)) {
     return { ok: false, code: 'invalid_request', message: 'The request body must be a JSON object.', param: null };
   }
   const { model, stream } = body as { model?: unknown; stream?: unknown };
   if (model === undefined || model === null) {
-    return { ok: false, code: 'missing_required_parameter', message: "Missing required parameter: 'model'. See GET /v1/models for the models this server runs.", param: 'model' };
+    return {
+      ok: false,
+      code: 'missing_required_parameter',
+      message: "Missing required parameter: 'model'. See GET /v1/models for the models this server runs.",
+      param: 'model',
+    };
   }
   if (typeof model !== 'string' || model.length === 0) {
-    return { ok: false, code: 'invalid_request', message: "'model' must be a non-empty string. See GET /v1/models for the models this server runs.", param: 'model' };
+    return {
+      ok: false,
+      code: 'invalid_request',
+      message: "'model' must be a non-empty string. See GET /v1/models for the models this server runs.",
+      param: 'model',
+    };
   }
   return { ok: true, model, stream: stream === true };
 }

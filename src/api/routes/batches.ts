@@ -23,14 +23,29 @@ export default async function batchesRoutes(app: FastifyInstance) {
       after = BATCH_ID_RE.test(q.after) ? batches.get(q.after) : undefined;
       // Another project's batch is as unknown here as anywhere else.
       if (after && !canSee(req.principal, after.owner)) after = undefined;
-      if (!after) throw new ApiError('invalid_request', `after=${q.after} is not a batch id from this server. Pass the last id of the previous page.`, 'after');
+      if (!after)
+        throw new ApiError(
+          'invalid_request',
+          `after=${q.after} is not a batch id from this server. Pass the last id of the previous page.`,
+          'after',
+        );
     }
     const page = batches.list({ limit: q.limit, after, owner: listScope(req.principal) });
     const data = page.rows.map(toBatchObject);
-    return { object: 'list', data, first_id: data[0]?.id ?? null, last_id: data.at(-1)?.id ?? null, has_more: page.hasMore };
+    return {
+      object: 'list',
+      data,
+      first_id: data[0]?.id ?? null,
+      last_id: data.at(-1)?.id ?? null,
+      has_more: page.hasMore,
+    };
   });
 
-  app.get<{ Params: { id: string } }>('/batches/:id', async (req) => toBatchObject(batchService.get(req.params.id, req.principal)));
+  app.get<{ Params: { id: string } }>('/batches/:id', async (req) =>
+    toBatchObject(batchService.get(req.params.id, req.principal)),
+  );
 
-  app.post<{ Params: { id: string } }>('/batches/:id/cancel', async (req) => toBatchObject(await batchService.cancel(req.params.id, req.principal)));
+  app.post<{ Params: { id: string } }>('/batches/:id/cancel', async (req) =>
+    toBatchObject(await batchService.cancel(req.params.id, req.principal)),
+  );
 }

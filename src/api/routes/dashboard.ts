@@ -14,7 +14,8 @@ const TYPES: Record<string, string> = {
   svg: 'image/svg+xml',
 };
 // Everything the page loads comes from this server; inline scripts and other origins are refused.
-const CSP = "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'; frame-ancestors 'none'";
+const CSP =
+  "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'; frame-ancestors 'none'";
 
 /**
  * Serves the dashboard at /dashboard/. The page itself needs no key: it holds no data, and asks
@@ -22,7 +23,8 @@ const CSP = "default-src 'self'; img-src 'self' data:; style-src 'self'; script-
  */
 export default async function dashboardRoutes(app: FastifyInstance): Promise<void> {
   const send = async (name: string, reply: import('fastify').FastifyReply) => {
-    if (!NAME_RE.test(name)) throw new ApiError('route_not_found', `No dashboard file ${name.slice(0, 100)}. Open /dashboard/.`);
+    if (!NAME_RE.test(name))
+      throw new ApiError('route_not_found', `No dashboard file ${name.slice(0, 100)}. Open /dashboard/.`);
     let bytes: Buffer;
     try {
       bytes = await readFile(path.join(ROOT, name));
@@ -38,6 +40,8 @@ export default async function dashboardRoutes(app: FastifyInstance): Promise<voi
   };
   // ignoreTrailingSlash: /dashboard and /dashboard/ are the same route; relative asset URLs
   // in index.html need the slash, so the bare path redirects.
-  app.get('/dashboard', async (req, reply) => (req.url.split('?')[0]!.endsWith('/') ? send('index.html', reply) : reply.redirect('/dashboard/')));
+  app.get('/dashboard', async (req, reply) =>
+    req.url.split('?')[0]!.endsWith('/') ? send('index.html', reply) : reply.redirect('/dashboard/'),
+  );
   app.get<{ Params: { file: string } }>('/dashboard/:file', async (req, reply) => send(req.params.file, reply));
 }

@@ -38,7 +38,11 @@ const FIELD_PARAM: Record<UploadField, string> = {
 };
 
 function notFound(id: string): ApiError {
-  return new ApiError('file_not_found', `No file with id ${id.slice(0, 100)}. List your files with GET /v1/files.`, 'id');
+  return new ApiError(
+    'file_not_found',
+    `No file with id ${id.slice(0, 100)}. List your files with GET /v1/files.`,
+    'id',
+  );
 }
 
 function zodToApiError(error: z.ZodError): ApiError {
@@ -93,35 +97,63 @@ function multipartError(err: unknown, maxUploadBytes: number): ApiError {
   const e = err as { code?: string; message?: string };
   switch (e.code) {
     case 'FST_FILES_LIMIT':
-      return new ApiError('invalid_multipart', 'The request has more than one file part. Upload one file per request, in a part named "file".', 'file');
+      return new ApiError(
+        'invalid_multipart',
+        'The request has more than one file part. Upload one file per request, in a part named "file".',
+        'file',
+      );
     case 'FST_FIELDS_LIMIT':
     case 'FST_PARTS_LIMIT':
-      return new ApiError('invalid_multipart', `The request has too many parts. Send a "file" part and the fields ${UPLOAD_FIELDS.join(', ')}.`);
+      return new ApiError(
+        'invalid_multipart',
+        `The request has too many parts. Send a "file" part and the fields ${UPLOAD_FIELDS.join(', ')}.`,
+      );
     case 'FST_REQ_FILE_TOO_LARGE':
       return tooLarge(maxUploadBytes, undefined);
     case 'FST_PROTO_VIOLATION':
-      return new ApiError('invalid_multipart', 'A multipart field name is not allowed. Send a "file" part and a "purpose" field.');
+      return new ApiError(
+        'invalid_multipart',
+        'A multipart field name is not allowed. Send a "file" part and a "purpose" field.',
+      );
     default:
-      return new ApiError('invalid_multipart', `The multipart body could not be read (${e.message ?? 'malformed'}). Send multipart/form-data with a "file" part and a "purpose" field.`);
+      return new ApiError(
+        'invalid_multipart',
+        `The multipart body could not be read (${e.message ?? 'malformed'}). Send multipart/form-data with a "file" part and a "purpose" field.`,
+      );
   }
 }
 
 function tooLarge(limit: number, purpose: string | undefined): ApiError {
   const which = purpose === 'batch' ? 'for purpose "batch" (MAX_BATCH_FILE_BYTES)' : 'for an upload (MAX_UPLOAD_BYTES)';
   const hint = purpose === 'batch' ? 'Split the requests into several smaller batch files.' : 'Upload a smaller file.';
-  return new ApiError('file_too_large', `The file is larger than ${humanBytes(limit)} (${limit} bytes), the most this server accepts ${which}. ${hint}`, 'file');
+  return new ApiError(
+    'file_too_large',
+    `The file is larger than ${humanBytes(limit)} (${limit} bytes), the most this server accepts ${which}. ${hint}`,
+    'file',
+  );
 }
 
 function storageError(err: unknown, limit: number, purpose: string | undefined, file: MultipartFile['file']): unknown {
   if (err instanceof StorageLimitError) return tooLarge(limit, purpose);
   if (err instanceof StorageFullError) {
-    return new ApiError('insufficient_storage', "The server's disk is full; free space in DATA_DIR or delete files you no longer need (DELETE /v1/files/{id}), then retry.");
+    return new ApiError(
+      'insufficient_storage',
+      "The server's disk is full; free space in DATA_DIR or delete files you no longer need (DELETE /v1/files/{id}), then retry.",
+    );
   }
   const code = (err as { code?: string }).code;
   // busboy emits "Part terminated early due to unexpected end of multipart data" on the file
   // stream when a body ends inside a file part, without marking the stream errored (was a 500).
-  if (file.errored || code === 'ERR_STREAM_PREMATURE_CLOSE' || /terminated early|unexpected end/i.test((err as Error).message ?? '')) {
-    return new ApiError('invalid_multipart', `The upload ended before the file part was complete (${(err as Error).message}). Check the connection and retry.`, 'file');
+  if (
+    file.errored ||
+    code === 'ERR_STREAM_PREMATURE_CLOSE' ||
+    /terminated early|unexpected end/i.test((err as Error).message ?? '')
+  ) {
+    return new ApiError(
+      'invalid_multipart',
+      `The upload ended before the file part was complete (${(err as Error).message}). Check the connection and retry.`,
+      'file',
+    );
   }
   return err;
 }
@@ -139,24 +171,46 @@ function isUploadField(name: string): name is UploadField {
 function acceptField(fields: Map<UploadField, string>, part: MultipartValue): void {
   const name = part.fieldname;
   if (name === 'file') {
-    throw new ApiError('missing_required_parameter', 'The "file" part has no filename, so it was read as a text field. Send the bytes as a file part (curl -F file=@input.jsonl).', 'file');
+    throw new ApiError(
+      'missing_required_parameter',
+      'The "file" part has no filename, so it was read as a text field. Send the bytes as a file part (curl -F file=@input.jsonl).',
+      'file',
+    );
   }
   if (!isUploadField(name)) {
-    throw new ApiError('invalid_request', `Unknown parameter "${name.slice(0, 100)}". POST /v1/files accepts file, purpose, expires_after[anchor] and expires_after[seconds].`, name.slice(0, 100));
+    throw new ApiError(
+      'invalid_request',
+      `Unknown parameter "${name.slice(0, 100)}". POST /v1/files accepts file, purpose, expires_after[anchor] and expires_after[seconds].`,
+      name.slice(0, 100),
+    );
   }
   const param = FIELD_PARAM[name];
-  if (fields.has(name)) throw new ApiError('invalid_request', `"${name}" was sent more than once. Send it once.`, param);
+  if (fields.has(name))
+    throw new ApiError('invalid_request', `"${name}" was sent more than once. Send it once.`, param);
   if (part.valueTruncated) throw new ApiError('invalid_request', `"${name}" is too long.`, param);
   const value = String(part.value);
   if (name === 'purpose' && !uploadPurposeSchema.safeParse(value).success) {
-    const why = value === 'batch_output' ? '"batch_output" files are written by the server and cannot be uploaded. ' : '';
-    throw new ApiError('invalid_purpose', `Invalid purpose "${value.slice(0, 64)}". ${why}Use one of: ${UPLOAD_PURPOSES.join(', ')}.`, 'purpose');
+    const why =
+      value === 'batch_output' ? '"batch_output" files are written by the server and cannot be uploaded. ' : '';
+    throw new ApiError(
+      'invalid_purpose',
+      `Invalid purpose "${value.slice(0, 64)}". ${why}Use one of: ${UPLOAD_PURPOSES.join(', ')}.`,
+      'purpose',
+    );
   }
   if (name === 'expires_after[anchor]' && !expiresAfterAnchorSchema.safeParse(value).success) {
-    throw new ApiError('invalid_request', `Invalid expires_after.anchor "${value.slice(0, 64)}". The only supported anchor is "created_at".`, param);
+    throw new ApiError(
+      'invalid_request',
+      `Invalid expires_after.anchor "${value.slice(0, 64)}". The only supported anchor is "created_at".`,
+      param,
+    );
   }
   if (name === 'expires_after[seconds]' && !expiresAfterSecondsSchema.safeParse(value).success) {
-    throw new ApiError('invalid_request', `Invalid expires_after.seconds "${value.slice(0, 64)}". Use a whole number of seconds between 3600 (1 hour) and 2592000 (30 days).`, param);
+    throw new ApiError(
+      'invalid_request',
+      `Invalid expires_after.seconds "${value.slice(0, 64)}". Use a whole number of seconds between 3600 (1 hour) and 2592000 (30 days).`,
+      param,
+    );
   }
   fields.set(name, value);
 }
@@ -165,9 +219,20 @@ function acceptField(fields: Map<UploadField, string>, part: MultipartValue): vo
 function expiryOf(fields: Map<UploadField, string>, purpose: string, createdAt: number): number | null {
   const anchor = fields.get('expires_after[anchor]');
   const seconds = fields.get('expires_after[seconds]');
-  if (anchor === undefined && seconds === undefined) return purpose === 'batch' ? createdAt + DEFAULT_BATCH_FILE_TTL_S : null;
-  if (anchor === undefined) throw new ApiError('missing_required_parameter', 'expires_after.seconds needs expires_after.anchor ("created_at").', 'expires_after.anchor');
-  if (seconds === undefined) throw new ApiError('missing_required_parameter', 'expires_after.anchor needs expires_after.seconds (3600 to 2592000).', 'expires_after.seconds');
+  if (anchor === undefined && seconds === undefined)
+    return purpose === 'batch' ? createdAt + DEFAULT_BATCH_FILE_TTL_S : null;
+  if (anchor === undefined)
+    throw new ApiError(
+      'missing_required_parameter',
+      'expires_after.seconds needs expires_after.anchor ("created_at").',
+      'expires_after.anchor',
+    );
+  if (seconds === undefined)
+    throw new ApiError(
+      'missing_required_parameter',
+      'expires_after.anchor needs expires_after.seconds (3600 to 2592000).',
+      'expires_after.seconds',
+    );
   return createdAt + Number(seconds);
 }
 
@@ -192,7 +257,10 @@ export default async function filesRoutes(app: FastifyInstance): Promise<void> {
     if (!request.isMultipart()) {
       const ct = request.headers['content-type'];
       const got = ct ? `not ${ct.slice(0, 100)}` : 'and the request has no Content-Type';
-      throw new ApiError('unsupported_media_type', `POST /v1/files takes multipart/form-data, ${got}. Send the bytes as a "file" part and a "purpose" field (curl -F purpose=batch -F file=@input.jsonl).`);
+      throw new ApiError(
+        'unsupported_media_type',
+        `POST /v1/files takes multipart/form-data, ${got}. Send the bytes as a "file" part and a "purpose" field (curl -F purpose=batch -F file=@input.jsonl).`,
+      );
     }
     const { storage, files } = app.deps;
     const env = app.deps.config.env;
@@ -216,7 +284,10 @@ export default async function filesRoutes(app: FastifyInstance): Promise<void> {
         const part = step.value;
         // A part whose Content-Disposition has no readable name (fuzzing found a 500 here).
         if (typeof part.fieldname !== 'string' || part.fieldname === '') {
-          throw new ApiError('invalid_multipart', 'A multipart part has no name. Give every part a Content-Disposition: form-data; name="..." header: a "file" part and a "purpose" field.');
+          throw new ApiError(
+            'invalid_multipart',
+            'A multipart part has no name. Give every part a Content-Disposition: form-data; name="..." header: a "file" part and a "purpose" field.',
+          );
         }
         if (part.type === 'field') {
           acceptField(fields, part);
@@ -224,7 +295,11 @@ export default async function filesRoutes(app: FastifyInstance): Promise<void> {
         }
         if (part.fieldname !== 'file') {
           const name = part.fieldname.slice(0, 100);
-          throw new ApiError('invalid_request', `Unknown file part "${name}". Send the bytes in a part named "file".`, name);
+          throw new ApiError(
+            'invalid_request',
+            `Unknown file part "${name}". Send the bytes in a part named "file".`,
+            name,
+          );
         }
         // Purpose known already: enforce its limit while streaming. Otherwise the larger one, checked again below.
         const purpose = fields.get('purpose');
@@ -237,10 +312,21 @@ export default async function filesRoutes(app: FastifyInstance): Promise<void> {
         if (part.file.truncated) throw tooLarge(env.MAX_UPLOAD_BYTES, purpose);
       }
 
-      if (!upload) throw new ApiError('missing_required_parameter', 'Missing the "file" part. Send the bytes as a multipart file part named "file" (curl -F file=@input.jsonl).', 'file');
+      if (!upload)
+        throw new ApiError(
+          'missing_required_parameter',
+          'Missing the "file" part. Send the bytes as a multipart file part named "file" (curl -F file=@input.jsonl).',
+          'file',
+        );
       const purpose = fields.get('purpose');
-      if (!purpose) throw new ApiError('missing_required_parameter', `Missing "purpose". Use one of: ${UPLOAD_PURPOSES.join(', ')}.`, 'purpose');
-      if (purpose === 'batch' && upload.bytes > env.MAX_BATCH_FILE_BYTES) throw tooLarge(env.MAX_BATCH_FILE_BYTES, purpose);
+      if (!purpose)
+        throw new ApiError(
+          'missing_required_parameter',
+          `Missing "purpose". Use one of: ${UPLOAD_PURPOSES.join(', ')}.`,
+          'purpose',
+        );
+      if (purpose === 'batch' && upload.bytes > env.MAX_BATCH_FILE_BYTES)
+        throw tooLarge(env.MAX_BATCH_FILE_BYTES, purpose);
       // Looked up after the bytes are in, and no await until the insert below: of two concurrent
       // uploads with one key, the second always finds the first.
       const prior = idempotencyKey === undefined ? undefined : files.findByIdempotencyKey(owner, idempotencyKey);
@@ -250,17 +336,34 @@ export default async function filesRoutes(app: FastifyInstance): Promise<void> {
         return toFileObject(same);
       }
       const createdAt = nowS();
-      const row: FileRow = { id, bytes: upload.bytes, createdAt, expiresAt: expiryOf(fields, purpose, createdAt), filename: upload.filename, purpose, deletedAt: null, owner, idempotencyKey: idempotencyKey ?? null };
+      const row: FileRow = {
+        id,
+        bytes: upload.bytes,
+        createdAt,
+        expiresAt: expiryOf(fields, purpose, createdAt),
+        filename: upload.filename,
+        purpose,
+        deletedAt: null,
+        owner,
+        idempotencyKey: idempotencyKey ?? null,
+      };
       files.insert(row);
       request.log.info({ fileId: id, bytes: row.bytes, purpose }, 'file uploaded');
       return toFileObject(row);
     } catch (err) {
       discardRest(request.raw);
       if (!request.raw.complete) closeAfterReply(reply.raw, request.raw);
-      if (upload) await storage.remove(id).catch((e: unknown) => request.log.warn({ err: e, fileId: id }, 'could not remove refused upload'));
+      if (upload)
+        await storage
+          .remove(id)
+          .catch((e: unknown) => request.log.warn({ err: e, fileId: id }, 'could not remove refused upload'));
       if (idle.fired) {
         // The client stalled: answered, then the connection is closed (see above).
-        throw new ApiError('request_timeout', `No bytes of the upload arrived for ${env.UPLOAD_IDLE_TIMEOUT_MS / 1000} s (UPLOAD_IDLE_TIMEOUT_MS), so it was dropped. Check the connection and upload again.`, 'file');
+        throw new ApiError(
+          'request_timeout',
+          `No bytes of the upload arrived for ${env.UPLOAD_IDLE_TIMEOUT_MS / 1000} s (UPLOAD_IDLE_TIMEOUT_MS), so it was dropped. Check the connection and upload again.`,
+          'file',
+        );
       }
       throw err;
     } finally {
@@ -274,7 +377,11 @@ export default async function filesRoutes(app: FastifyInstance): Promise<void> {
     const q = parsed.data;
     const page = app.deps.files.list({ ...q, owner: listScope(request.principal) });
     if (page.unknownAfter) {
-      throw new ApiError('invalid_request', `No file with id ${String(q.after).slice(0, 100)} to page after. Pass the last id of the previous page, or leave "after" out to start at the beginning.`, 'after');
+      throw new ApiError(
+        'invalid_request',
+        `No file with id ${String(q.after).slice(0, 100)} to page after. Pass the last id of the previous page, or leave "after" out to start at the beginning.`,
+        'after',
+      );
     }
     return toFileList(page.rows, page.hasMore);
   });
@@ -295,7 +402,10 @@ export default async function filesRoutes(app: FastifyInstance): Promise<void> {
       throw err;
     }
     return reply
-      .header('content-type', row.filename.toLowerCase().endsWith('.jsonl') ? 'application/jsonl' : 'application/octet-stream')
+      .header(
+        'content-type',
+        row.filename.toLowerCase().endsWith('.jsonl') ? 'application/jsonl' : 'application/octet-stream',
+      )
       .header('content-length', size)
       .header('content-disposition', `attachment; filename*=UTF-8''${rfc5987(row.filename)}`)
       .send(stream);

@@ -18,7 +18,9 @@ export default async function healthRoutes(app: FastifyInstance) {
   app.get('/readyz', async (_req, reply) => {
     const [sqlite, redis] = [app.deps.health.sqlite(), await app.deps.health.redis()];
     const ok = !sqlite && !redis;
-    return reply.status(ok ? 200 : 503).send({ status: ok ? 'ready' : 'not_ready', checks: { sqlite: sqlite ?? 'ok', redis: redis ?? 'ok' } });
+    return reply
+      .status(ok ? 200 : 503)
+      .send({ status: ok ? 'ready' : 'not_ready', checks: { sqlite: sqlite ?? 'ok', redis: redis ?? 'ok' } });
   });
 
   // 200 while the API itself works (healthy or degraded: the reasons say what to fix), 503 when
@@ -28,7 +30,12 @@ export default async function healthRoutes(app: FastifyInstance) {
     if (!ops) {
       const [sqlite, redis] = [app.deps.health.sqlite(), await app.deps.health.redis()];
       const reasons = [sqlite, redis].filter((r): r is string => r !== null);
-      return reply.status(reasons.length ? 503 : 200).send({ status: reasons.length ? 'unhealthy' : 'healthy', reasons, notes: [], checks: { redis: redis ?? 'ok', sqlite: sqlite ?? 'ok', workers: [], engines: [], gpus: [] } });
+      return reply.status(reasons.length ? 503 : 200).send({
+        status: reasons.length ? 'unhealthy' : 'healthy',
+        reasons,
+        notes: [],
+        checks: { redis: redis ?? 'ok', sqlite: sqlite ?? 'ok', workers: [], engines: [], gpus: [] },
+      });
     }
     const h = await ops.health();
     return reply.status(h.status === 'unhealthy' ? 503 : 200).send(h);

@@ -62,13 +62,22 @@ export default async function inferenceRoutes(app: FastifyInstance, opts: Infere
   }
 }
 
-async function proxy(router: EngineRouter, upstreamPath: string, req: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> {
+async function proxy(
+  router: EngineRouter,
+  upstreamPath: string,
+  req: FastifyRequest,
+  reply: FastifyReply,
+): Promise<FastifyReply> {
   const t0 = performance.now();
   const checked = checkBody(req.body);
   if (!checked.ok) throw new ApiError(checked.code, checked.message, checked.param);
   const { model, stream } = checked;
   if (!router.isKnownModel(model)) {
-    throw new ApiError('model_not_found', `The model '${clip(model)}' does not exist on this server; see GET /v1/models for the models it serves.`, 'model');
+    throw new ApiError(
+      'model_not_found',
+      `The model '${clip(model)}' does not exist on this server; see GET /v1/models for the models it serves.`,
+      'model',
+    );
   }
   const body = (req as WithRawBody)[RAW_BODY] ?? Buffer.from(JSON.stringify(req.body));
 
@@ -116,12 +125,25 @@ async function proxy(router: EngineRouter, upstreamPath: string, req: FastifyReq
         const why = describeFailure(err);
         if (isConnectionError(err)) {
           router.reportFailure(target);
-          req.log.warn({ err, model, engine: target.baseUrl, workerId: target.workerId, attempt }, 'engine connection failed');
+          req.log.warn(
+            { err, model, engine: target.baseUrl, workerId: target.workerId, attempt },
+            'engine connection failed',
+          );
           if (attempt < 2) continue;
-          throw new ApiError('service_unavailable', `The engine for model ${model} stopped answering (${why}); retry in a few seconds.`, null, { 'retry-after': RETRY_AFTER_S });
+          throw new ApiError(
+            'service_unavailable',
+            `The engine for model ${model} stopped answering (${why}); retry in a few seconds.`,
+            null,
+            { 'retry-after': RETRY_AFTER_S },
+          );
         }
         req.log.error({ err, model, engine: target.baseUrl, workerId: target.workerId }, 'engine request failed');
-        throw new ApiError('service_unavailable', `The engine for model ${model} failed to answer (${why}); retry in a few seconds.`, null, { 'retry-after': RETRY_AFTER_S });
+        throw new ApiError(
+          'service_unavailable',
+          `The engine for model ${model} failed to answer (${why}); retry in a few seconds.`,
+          null,
+          { 'retry-after': RETRY_AFTER_S },
+        );
       }
       if (res === null) return reply; // streamed to the client (or the client left mid-stream)
       reply.header(OVERHEAD_HEADER, formatOverhead(ex));

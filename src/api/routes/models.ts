@@ -51,7 +51,12 @@ export default async function modelsRoutes(app: FastifyInstance) {
   app.get('/models/*', async (req) => {
     const id = (req.params as Record<string, string>)['*'] ?? '';
     const m = models.find((x) => x.id === id);
-    if (!m) throw new ApiError('model_not_found', `The model '${id.length > 100 ? `${id.slice(0, 100)}…` : id}' does not exist on this server. See GET /v1/models for the models in models.yaml.`, 'model');
+    if (!m)
+      throw new ApiError(
+        'model_not_found',
+        `The model '${id.length > 100 ? `${id.slice(0, 100)}…` : id}' does not exist on this server. See GET /v1/models for the models in models.yaml.`,
+        'model',
+      );
     return toModelObject(m, router.heartbeats());
   });
 }

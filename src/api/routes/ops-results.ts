@@ -18,8 +18,17 @@ const CLIP_CHARS = 20_000;
 const batchIdsParam = (min: number, max: number) =>
   z
     .string()
-    .transform((s) => [...new Set(s.split(',').map((x) => x.trim()).filter(Boolean))])
-    .refine((ids) => ids.length >= min && ids.length <= max, { message: `give ${min} to ${max} comma-separated batch ids` });
+    .transform((s) => [
+      ...new Set(
+        s
+          .split(',')
+          .map((x) => x.trim())
+          .filter(Boolean),
+      ),
+    ])
+    .refine((ids) => ids.length >= min && ids.length <= max, {
+      message: `give ${min} to ${max} comma-separated batch ids`,
+    });
 
 const resultsQuery = z
   .object({
@@ -62,7 +71,8 @@ const benchmarksQuery = z
 const principalOf = (req: FastifyRequest): Principal | null => req.principal ?? null;
 
 function clip(v: unknown): unknown {
-  if (typeof v === 'string') return v.length > CLIP_CHARS ? `${v.slice(0, CLIP_CHARS)}… (${v.length - CLIP_CHARS} more characters)` : v;
+  if (typeof v === 'string')
+    return v.length > CLIP_CHARS ? `${v.slice(0, CLIP_CHARS)}… (${v.length - CLIP_CHARS} more characters)` : v;
   if (Array.isArray(v)) return v.map(clip);
   if (v && typeof v === 'object') return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, clip(x)]));
   return v;
@@ -130,7 +140,11 @@ export default async function opsResultsRoutes(app: FastifyInstance): Promise<vo
   const visibleBatch = (req: FastifyRequest, id: string, param = 'batch_id'): BatchRow => {
     const b = BATCH_ID_RE.test(id) ? batches.get(id) : undefined;
     if (!b || !canSee(principalOf(req), b.owner)) {
-      throw new ApiError('batch_not_found', `No batch with id ${id.slice(0, 100)}. List batches with GET /ops/batches?status=all.`, param);
+      throw new ApiError(
+        'batch_not_found',
+        `No batch with id ${id.slice(0, 100)}. List batches with GET /ops/batches?status=all.`,
+        param,
+      );
     }
     return b;
   };
@@ -143,7 +157,10 @@ export default async function opsResultsRoutes(app: FastifyInstance): Promise<vo
   app.get<{ Params: { id: string } }>('/batches/:id/results', async (req) => {
     const b = visibleBatch(req, req.params.id);
     const q = parseOr400(resultsQuery, req.query);
-    const filter: ResultFilter = { status: q.status, starred: q.starred === undefined ? undefined : q.starred === '1' || q.starred === 'true' };
+    const filter: ResultFilter = {
+      status: q.status,
+      starred: q.starred === undefined ? undefined : q.starred === '1' || q.starred === 'true',
+    };
     const needle = q.q?.trim().toLowerCase() ?? '';
     let data: ReturnType<typeof toResultRow>[] = [];
     let total: number;
@@ -157,7 +174,8 @@ export default async function opsResultsRoutes(app: FastifyInstance): Promise<vo
       // A row whose raw JSON cannot contain the needle is skipped before parsing: exact when
       // the raw text has no escapes (a backslash) and the needle has nothing JSON escapes.
       const plain = !/["\\\u0000-\u001f]/.test(needle);
-      const mayHold = (raw: string | null | undefined) => raw == null || raw.includes('\\') || raw.toLowerCase().includes(needle);
+      const mayHold = (raw: string | null | undefined) =>
+        raw == null || raw.includes('\\') || raw.toLowerCase().includes(needle);
       const path = storage.pathOf(b.inputFileId);
       total = 0;
       for (const rows of results.scan(b.id, filter)) {
@@ -173,7 +191,15 @@ export default async function opsResultsRoutes(app: FastifyInstance): Promise<vo
         }
       }
     }
-    return { object: 'list', batch: summary(b), data, total, offset: q.offset, limit: q.limit, has_more: q.offset + data.length < total };
+    return {
+      object: 'list',
+      batch: summary(b),
+      data,
+      total,
+      offset: q.offset,
+      limit: q.limit,
+      has_more: q.offset + data.length < total,
+    };
   });
 
   /**
@@ -236,14 +262,26 @@ export default async function opsResultsRoutes(app: FastifyInstance): Promise<vo
         }),
       };
     });
-    return { object: 'list', batches: list.map(summary), data, total, offset: q.offset, limit: q.limit, has_more: q.offset + data.length < total };
+    return {
+      object: 'list',
+      batches: list.map(summary),
+      data,
+      total,
+      offset: q.offset,
+      limit: q.limit,
+      has_more: q.offset + data.length < total,
+    };
   });
 
   app.put<{ Params: { id: string; customId: string } }>('/batches/:id/stars/:customId', async (req) => {
     const b = visibleBatch(req, req.params.id);
     const customId = req.params.customId;
     if (results.byCustomIds(b.id, [customId]).length === 0) {
-      throw new ApiError('result_not_found', `Batch ${b.id} has no request with custom_id ${JSON.stringify(customId.slice(0, 200))}. Star a custom_id from GET /ops/batches/${b.id}/results.`, 'custom_id');
+      throw new ApiError(
+        'result_not_found',
+        `Batch ${b.id} has no request with custom_id ${JSON.stringify(customId.slice(0, 200))}. Star a custom_id from GET /ops/batches/${b.id}/results.`,
+        'custom_id',
+      );
     }
     stars.star(b.id, customId, nowS());
     return { object: 'result_star', batch_id: b.id, custom_id: customId, starred: true };
@@ -272,7 +310,8 @@ export default async function opsResultsRoutes(app: FastifyInstance): Promise<vo
       const inputs = await inputsOf(b, rows);
       for (const r of rows) {
         const v = viewResult(r.result);
-        const line = r.state === 'done' && !r.isError ? fineTuningLine(inputs.get(r.idx) ?? null, v.output, b.endpoint) : null;
+        const line =
+          r.state === 'done' && !r.isError ? fineTuningLine(inputs.get(r.idx) ?? null, v.output, b.endpoint) : null;
         if (line === null) skipped += 1;
         else lines.push(line);
       }

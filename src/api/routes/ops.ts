@@ -8,9 +8,13 @@ import type { OpsService } from '../../ops/ops-service.js';
 const SSE_HEARTBEAT_MS = 15_000;
 
 const batchesQuery = z
-  .object({ status: z.enum(['active', 'all']).default('active'), limit: z.coerce.number().int().min(1).max(1000).default(100) })
+  .object({
+    status: z.enum(['active', 'all']).default('active'),
+    limit: z.coerce.number().int().min(1).max(1000).default(100),
+  })
   .strict();
-const limitQuery = (def: number, max: number) => z.object({ limit: z.coerce.number().int().min(1).max(max).default(def) }).strict();
+const limitQuery = (def: number, max: number) =>
+  z.object({ limit: z.coerce.number().int().min(1).max(max).default(def) }).strict();
 const tailQuery = z.object({ tail: z.coerce.number().int().min(0).max(2000).default(200) }).strict();
 
 /**
@@ -18,7 +22,11 @@ const tailQuery = z.object({ tail: z.coerce.number().int().min(0).max(2000).defa
  * fetch streaming, which can send an Authorization header). Returns `send` and a signal
  * that aborts when the client goes away; a comment every 15 s keeps proxies from closing it.
  */
-function openSse(req: FastifyRequest, reply: FastifyReply, open: Set<() => void>): { send: (event: string, data: unknown) => void; signal: AbortSignal } {
+function openSse(
+  req: FastifyRequest,
+  reply: FastifyReply,
+  open: Set<() => void>,
+): { send: (event: string, data: unknown) => void; signal: AbortSignal } {
   reply.hijack();
   const res = reply.raw;
   res.writeHead(200, {
@@ -74,15 +82,26 @@ export default async function opsRoutes(app: FastifyInstance) {
 
   app.get<{ Params: { id: string } }>('/batches/:id', async (req) => {
     const b = ops.getBatch(req.params.id);
-    if (!b) throw new ApiError('batch_not_found', `No batch with id '${req.params.id}'. See GET /ops/batches?status=all for the batches on this server.`, 'batch_id');
+    if (!b)
+      throw new ApiError(
+        'batch_not_found',
+        `No batch with id '${req.params.id}'. See GET /ops/batches?status=all for the batches on this server.`,
+        'batch_id',
+      );
     return b;
   });
 
   app.get('/workers', async () => ({ object: 'list', data: ops.workers() }));
   app.get('/engines', async () => ({ object: 'list', data: ops.engines() }));
   app.get('/gpus', async () => ({ object: 'list', data: await ops.gpus() }));
-  app.get('/swaps', async (req) => ({ object: 'list', data: await ops.swaps(parseOr400(limitQuery(50, 1000), req.query).limit) }));
-  app.get('/errors', async (req) => ({ object: 'list', data: await ops.errors(parseOr400(limitQuery(50, 1000), req.query).limit) }));
+  app.get('/swaps', async (req) => ({
+    object: 'list',
+    data: await ops.swaps(parseOr400(limitQuery(50, 1000), req.query).limit),
+  }));
+  app.get('/errors', async (req) => ({
+    object: 'list',
+    data: await ops.errors(parseOr400(limitQuery(50, 1000), req.query).limit),
+  }));
 
   app.get('/events', async (req, reply) => {
     const sse = openSse(req, reply, streams);
@@ -102,7 +121,11 @@ export default async function opsRoutes(app: FastifyInstance) {
     const { tail } = parseOr400(tailQuery, req.query);
     const { worker_id: workerId, model } = req.params;
     if (!app.deps.config.models.some((m) => m.id === model)) {
-      throw new ApiError('model_not_found', `The model '${model.slice(0, 100)}' is not in models.yaml. URL-encode model ids that contain '/' (google%2Fgemma-3-12b-it).`, 'model');
+      throw new ApiError(
+        'model_not_found',
+        `The model '${model.slice(0, 100)}' is not in models.yaml. URL-encode model ids that contain '/' (google%2Fgemma-3-12b-it).`,
+        'model',
+      );
     }
     ops.assertRedis();
     const sse = openSse(req, reply, streams);

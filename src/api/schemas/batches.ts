@@ -3,7 +3,10 @@ import { BATCH_ENDPOINTS } from '../../domain/batch-status.js';
 import type { BatchRow } from '../../store/batches-repo.js';
 
 const metadata = z
-  .record(z.string().max(64, 'metadata keys are at most 64 characters'), z.string().max(512, 'metadata values are at most 512 characters'))
+  .record(
+    z.string().max(64, 'metadata keys are at most 64 characters'),
+    z.string().max(512, 'metadata values are at most 512 characters'),
+  )
   .refine((m) => Object.keys(m).length <= 16, 'metadata has at most 16 pairs');
 
 export const createBatchBody = z

@@ -11,11 +11,18 @@ import type { Ctx } from './batches.js';
 /** `batchwright models`: every model in models.yaml with its state. */
 export async function models(ctx: Ctx): Promise<number> {
   const page = await ctx.client.models.list();
-  const rows = page.data as (typeof page.data[number] & { state?: string; engine?: string; max_model_len?: number | null; detail?: string | null })[];
+  const rows = page.data as ((typeof page.data)[number] & {
+    state?: string;
+    engine?: string;
+    max_model_len?: number | null;
+    detail?: string | null;
+  })[];
   const w = Math.max(5, ...rows.map((m) => m.id.length));
   ctx.out(`${'MODEL'.padEnd(w)}  ${'STATE'.padEnd(9)}  ${'ENGINE'.padEnd(8)}  MAX_MODEL_LEN`);
   for (const m of rows) {
-    ctx.out(`${m.id.padEnd(w)}  ${(m.state ?? '-').padEnd(9)}  ${(m.engine ?? '-').padEnd(8)}  ${m.max_model_len ?? '-'}`);
+    ctx.out(
+      `${m.id.padEnd(w)}  ${(m.state ?? '-').padEnd(9)}  ${(m.engine ?? '-').padEnd(8)}  ${m.max_model_len ?? '-'}`,
+    );
     // An engine run as a SLURM/PBS job: its job state, queue position, start estimate (docs/hpc.md).
     if (m.detail) ctx.out(`${' '.repeat(w)}  ${m.detail}`);
   }
@@ -30,7 +37,12 @@ const BACKLOG_QUIET_MS = 1000;
  * stream (`line` events, data `{t, line}`). Without -f it prints the backlog (the last --tail
  * lines) and stops once the stream goes quiet.
  */
-export async function logs(ctx: Ctx, workerId: string, model: string, flags: { follow: boolean; tail: number }): Promise<number> {
+export async function logs(
+  ctx: Ctx,
+  workerId: string,
+  model: string,
+  flags: { follow: boolean; tail: number },
+): Promise<number> {
   const ac = new AbortController();
   const path = `/ops/engines/${encodeURIComponent(workerId)}/${encodeURIComponent(model)}/log?tail=${flags.tail}`;
   const res = await opsFetch(ctx.env, path, { signal: ac.signal, accept: 'text/event-stream' });

@@ -65,9 +65,15 @@ export class LlamaEngine {
     const seqs: LlamaContextSequence[] = [];
     while (context.sequencesLeft > 0) seqs.push(context.getSequence());
     this.pool = new Pool(seqs);
-    const tokens = (model.fileInfo.metadata as unknown as { tokenizer?: { ggml?: { tokens?: unknown } } }).tokenizer?.ggml?.tokens;
+    const tokens = (model.fileInfo.metadata as unknown as { tokenizer?: { ggml?: { tokens?: unknown } } }).tokenizer
+      ?.ggml?.tokens;
     this.vocabSize = Array.isArray(tokens) ? tokens.length : null;
-    const { stopGenerationTriggers } = chatWrapper.generateContextState({ chatHistory: [{ type: 'user', text: '' }, { type: 'model', response: [] }] });
+    const { stopGenerationTriggers } = chatWrapper.generateContextState({
+      chatHistory: [
+        { type: 'user', text: '' },
+        { type: 'model', response: [] },
+      ],
+    });
     for (const trigger of stopGenerationTriggers) {
       if (trigger.values.every((v) => typeof v === 'string')) {
         const text = trigger.values.join('');
@@ -106,7 +112,11 @@ export class LlamaEngine {
   /** The chat rendered with the model's template, generation prompt included, as tokens. */
   chatTokens(messages: readonly ChatMessage[]): Token[] {
     const history: ChatHistoryItem[] = messages.map((m) =>
-      m.role === 'assistant' ? { type: 'model', response: [m.content] } : m.role === 'system' ? { type: 'system', text: m.content } : { type: 'user', text: m.content },
+      m.role === 'assistant'
+        ? { type: 'model', response: [m.content] }
+        : m.role === 'system'
+          ? { type: 'system', text: m.content }
+          : { type: 'user', text: m.content },
     );
     history.push({ type: 'model', response: [] });
     let state;

@@ -48,7 +48,10 @@ try {
   throw e;
 }
 if (cfg.gguf.startsWith('builtin:')) {
-  fail(`--gguf ${cfg.gguf}: builtin models are generated and resolved to a file by the worker at start (prepareBuiltinModels); see the worker's log`, 2);
+  fail(
+    `--gguf ${cfg.gguf}: builtin models are generated and resolved to a file by the worker at start (prepareBuiltinModels); see the worker's log`,
+    2,
+  );
 }
 if (!existsSync(cfg.gguf)) fail(`GGUF file not found: ${cfg.gguf}`, 2);
 
@@ -70,7 +73,9 @@ setInterval(() => {
   if (process.ppid !== parentPid) shutdown('parent exited');
 }, 1000).unref();
 
-server.on('error', (err: NodeJS.ErrnoException) => fail(`cannot listen on ${cfg.host}:${cfg.port}: ${err.code ?? err.message}`, 1));
+server.on('error', (err: NodeJS.ErrnoException) =>
+  fail(`cannot listen on ${cfg.host}:${cfg.port}: ${err.code ?? err.message}`, 1),
+);
 
 server.listen({ port: cfg.port, host: cfg.host, backlog: 4096 }, () => {
   const port = (server.address() as AddressInfo).port;
@@ -78,7 +83,17 @@ server.listen({ port: cfg.port, host: cfg.host, backlog: 4096 }, () => {
     (engine) => {
       embedded.setEngine(engine);
       const ms = Math.round(performance.now());
-      process.stdout.write(JSON.stringify({ event: 'ready', ms, port, model: cfg.model, ctx: engine.contextSize, parallel: cfg.parallel, threads: cfg.threads }) + '\n');
+      process.stdout.write(
+        JSON.stringify({
+          event: 'ready',
+          ms,
+          port,
+          model: cfg.model,
+          ctx: engine.contextSize,
+          parallel: cfg.parallel,
+          threads: cfg.threads,
+        }) + '\n',
+      );
     },
     (err: unknown) => fail(`cannot load ${cfg.gguf}: ${(err as Error).message ?? String(err)}`, 1),
   );

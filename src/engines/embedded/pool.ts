@@ -1,7 +1,12 @@
 /** A fixed set of resources (context sequences) handed out in FIFO order; waiters may give up. */
 export class Pool<T> {
   private readonly free: T[];
-  private readonly waiters: { resolve: (item: T) => void; reject: (err: unknown) => void; signal?: AbortSignal; onAbort?: () => void }[] = [];
+  private readonly waiters: {
+    resolve: (item: T) => void;
+    reject: (err: unknown) => void;
+    signal?: AbortSignal;
+    onAbort?: () => void;
+  }[] = [];
   /** Items handed out right now. */
   running = 0;
 

@@ -53,7 +53,8 @@ const present = (v: unknown) => v !== undefined && v !== null;
 function optInt(body: Body, name: string, min: number, max = Number.MAX_SAFE_INTEGER): number | undefined {
   const v = body[name];
   if (!present(v)) return undefined;
-  if (typeof v !== 'number' || !Number.isInteger(v)) throw badRequest(`${name} must be an integer, got ${JSON.stringify(v)}.`);
+  if (typeof v !== 'number' || !Number.isInteger(v))
+    throw badRequest(`${name} must be an integer, got ${JSON.stringify(v)}.`);
   if (v < min) throw badRequest(`${name} must be at least ${min}, got ${v}.`);
   if (v > max) throw badRequest(`${name} must be at most ${max}, got ${v}.`);
   return v;
@@ -62,7 +63,8 @@ function optInt(body: Body, name: string, min: number, max = Number.MAX_SAFE_INT
 function optNum(body: Body, name: string, ok: (x: number) => boolean, range: string): number | undefined {
   const v = body[name];
   if (!present(v)) return undefined;
-  if (typeof v !== 'number' || !Number.isFinite(v) || !ok(v)) throw badRequest(`${name} must be ${range}, got ${JSON.stringify(v)}.`);
+  if (typeof v !== 'number' || !Number.isFinite(v) || !ok(v))
+    throw badRequest(`${name} must be ${range}, got ${JSON.stringify(v)}.`);
   return v;
 }
 
@@ -79,12 +81,14 @@ function unsupported(what: string) {
 
 /** Request fields this engine cannot honour: a clear 400 beats a silently different answer. */
 function rejectUnsupported(body: Body, kind: 'chat' | 'completion'): void {
-  if (body.logprobs === true || (kind === 'completion' && typeof body.logprobs === 'number')) throw unsupported('logprobs');
+  if (body.logprobs === true || (kind === 'completion' && typeof body.logprobs === 'number'))
+    throw unsupported('logprobs');
   if (present(body.top_logprobs) && body.top_logprobs !== 0) throw unsupported('top_logprobs');
   if (Array.isArray(body.tools) && body.tools.length > 0) throw unsupported('tools');
   if (present(body.functions)) throw unsupported('functions');
   const rf = body.response_format as { type?: unknown } | null | undefined;
-  if (present(rf) && (typeof rf !== 'object' || rf!.type !== 'text')) throw unsupported('response_format other than {"type":"text"}');
+  if (present(rf) && (typeof rf !== 'object' || rf!.type !== 'text'))
+    throw unsupported('response_format other than {"type":"text"}');
   if (body.echo === true) throw unsupported('echo');
   if (typeof body.suffix === 'string' && body.suffix !== '') throw unsupported('suffix');
   if (present(body.best_of) && body.best_of !== 1 && body.best_of !== body.n) throw unsupported('best_of');
@@ -113,7 +117,8 @@ export function genParams(body: Body, kind: 'chat' | 'completion'): GenParams {
   const maxTokens = kind === 'chat' ? (optInt(body, 'max_completion_tokens', 1) ?? maxTokensField) : maxTokensField;
   const stream = optBool(body, 'stream');
   const so = body.stream_options as { include_usage?: unknown } | null | undefined;
-  if (present(so) && (typeof so !== 'object' || Array.isArray(so))) throw badRequest('stream_options must be an object');
+  if (present(so) && (typeof so !== 'object' || Array.isArray(so)))
+    throw badRequest('stream_options must be an object');
   if (present(so) && !stream) throw badRequest('Stream options can only be defined when `stream=True`.');
   const temperature = optNum(body, 'temperature', (t) => t >= 0 && t <= 2, 'in [0, 2]') ?? 1;
   const topP = optNum(body, 'top_p', (p) => p > 0 && p <= 1, 'in (0, 1]');
@@ -152,7 +157,8 @@ function textOf(content: unknown, role: string): string {
   for (const part of content) {
     const p = part as { type?: unknown; text?: unknown } | null;
     if (!p || typeof p !== 'object') throw badRequest('each content part must be an object');
-    if (p.type !== 'text' || typeof p.text !== 'string') throw unsupported(`content part of type ${JSON.stringify(p.type)} (text only)`);
+    if (p.type !== 'text' || typeof p.text !== 'string')
+      throw unsupported(`content part of type ${JSON.stringify(p.type)} (text only)`);
     texts.push(p.text);
   }
   return texts.join('\n'); // as vLLM joins text parts
@@ -168,7 +174,8 @@ export function chatMessages(body: Body): ChatMessage[] {
     }
     const msg = m as { role: string; content?: unknown; tool_calls?: unknown };
     const role = msg.role === 'developer' ? 'system' : msg.role;
-    if (role !== 'system' && role !== 'user' && role !== 'assistant') throw unsupported(`the message role "${msg.role}"`);
+    if (role !== 'system' && role !== 'user' && role !== 'assistant')
+      throw unsupported(`the message role "${msg.role}"`);
     if (Array.isArray(msg.tool_calls) && msg.tool_calls.length > 0) throw unsupported('tool_calls');
     return { role, content: textOf(msg.content, role) };
   });
@@ -178,10 +185,12 @@ export function chatMessages(body: Body): ChatMessage[] {
 export function completionPrompts(body: Body): (string | number[])[] {
   const p = body.prompt;
   if (!present(p)) throw badRequest('prompt is required');
-  const isIds = (x: unknown): x is number[] => Array.isArray(x) && x.length > 0 && x.every((t) => Number.isInteger(t) && t >= 0);
+  const isIds = (x: unknown): x is number[] =>
+    Array.isArray(x) && x.length > 0 && x.every((t) => Number.isInteger(t) && t >= 0);
   if (typeof p === 'string') return [p];
   if (isIds(p)) return [p];
-  if (Array.isArray(p) && p.length > 0 && p.every((x) => typeof x === 'string' || isIds(x))) return p as (string | number[])[];
+  if (Array.isArray(p) && p.length > 0 && p.every((x) => typeof x === 'string' || isIds(x)))
+    return p as (string | number[])[];
   throw badRequest('prompt must be a string, an array of strings, token ids, or an array of token-id arrays');
 }
 

@@ -4,7 +4,15 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { EmbeddedConfig } from './config.js';
 import { ApiError, badRequest, errorBody } from '../vllm-error-shape.js';
 import type { GenResult, LlamaEngine } from './llama.js';
-import { chatMessages, checkModel, completionPrompts, genParams, outputBudget, parseBody, type GenParams } from './requests.js';
+import {
+  chatMessages,
+  checkModel,
+  completionPrompts,
+  genParams,
+  outputBudget,
+  parseBody,
+  type GenParams,
+} from './requests.js';
 
 const JSON_TYPE = 'application/json';
 const SSE_HEADERS = { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache' };
@@ -69,13 +77,19 @@ export function createEmbeddedServer(cfg: EmbeddedConfig): EmbeddedServer {
 
   const metricsText = () => {
     const l = `{model_name=${JSON.stringify(cfg.model)}}`;
-    const metric = (name: string, type: string, help: string, value: number) => `# HELP ${name} ${help}\n# TYPE ${name} ${type}\n${name}${l} ${value.toFixed(1)}\n`;
+    const metric = (name: string, type: string, help: string, value: number) =>
+      `# HELP ${name} ${help}\n# TYPE ${name} ${type}\n${name}${l} ${value.toFixed(1)}\n`;
     const pool = engine!.pool;
     return (
       metric('vllm:num_requests_running', 'gauge', 'Number of requests in model execution batches.', pool.running) +
       metric('vllm:num_requests_waiting', 'gauge', 'Number of requests waiting to be processed.', pool.waiting) +
       metric('vllm:prompt_tokens_total', 'counter', 'Number of prefill tokens processed.', engine!.promptTokensTotal) +
-      metric('vllm:generation_tokens_total', 'counter', 'Number of generation tokens processed.', engine!.generatedTokens) +
+      metric(
+        'vllm:generation_tokens_total',
+        'counter',
+        'Number of generation tokens processed.',
+        engine!.generatedTokens,
+      ) +
       metric('vllm:request_success_total', 'counter', 'Count of successfully processed requests.', counters.served)
     );
   };
@@ -90,7 +104,10 @@ export function createEmbeddedServer(cfg: EmbeddedConfig): EmbeddedServer {
       const body = parseBody(raw);
       checkModel(body, cfg.model);
       params = genParams(body, kind);
-      prompts = kind === 'chat' ? [eng.chatTokens(chatMessages(body))] : completionPrompts(body).map((p) => eng.promptTokens(p));
+      prompts =
+        kind === 'chat'
+          ? [eng.chatTokens(chatMessages(body))]
+          : completionPrompts(body).map((p) => eng.promptTokens(p));
       budgets = prompts.map((p) => outputBudget(eng.contextSize, p.length, params.maxTokens));
     } catch (e) {
       if (e instanceof ApiError) sendError(res, e.status, e.type, e.message);
@@ -157,7 +174,11 @@ export function createEmbeddedServer(cfg: EmbeddedConfig): EmbeddedServer {
       this.finished = true;
       const promptTokens = this.prompts.reduce((s, p) => s + p.length, 0);
       const completionTokens = results.reduce((s, r) => s + r.completionTokens, 0);
-      const usage = { prompt_tokens: promptTokens, completion_tokens: completionTokens, total_tokens: promptTokens + completionTokens };
+      const usage = {
+        prompt_tokens: promptTokens,
+        completion_tokens: completionTokens,
+        total_tokens: promptTokens + completionTokens,
+      };
       counters.served++;
       if (params.stream) {
         res.end((params.includeUsage ? this.chunk([], usage) : '') + 'data: [DONE]\n\n');
@@ -165,19 +186,43 @@ export function createEmbeddedServer(cfg: EmbeddedConfig): EmbeddedServer {
       }
       const choices = results.map((r, index) =>
         this.kind === 'chat'
-          ? { index, message: { role: 'assistant', content: r.text }, logprobs: null, finish_reason: r.finishReason, stop_reason: r.stopReason }
+          ? {
+              index,
+              message: { role: 'assistant', content: r.text },
+              logprobs: null,
+              finish_reason: r.finishReason,
+              stop_reason: r.stopReason,
+            }
           : { index, text: r.text, logprobs: null, finish_reason: r.finishReason, stop_reason: r.stopReason },
       );
-      send(res, 200, JSON.stringify({ id: this.id, object: this.kind === 'chat' ? 'chat.completion' : 'text_completion', created: this.created, model: cfg.model, choices, usage }));
+      send(
+        res,
+        200,
+        JSON.stringify({
+          id: this.id,
+          object: this.kind === 'chat' ? 'chat.completion' : 'text_completion',
+          created: this.created,
+          model: cfg.model,
+          choices,
+          usage,
+        }),
+      );
     }
 
     private async choice(tokens: number[], budget: number, index: number, j: number): Promise<GenResult> {
       const { params } = this;
       const stream = params.stream;
       const chat = this.kind === 'chat';
-      if (stream && chat) this.write(this.chunk([{ index, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null }]));
+      if (stream && chat)
+        this.write(
+          this.chunk([{ index, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null }]),
+        );
       const piece = (text: string, fr: string | null = null, sr: string | number | null = null) =>
-        this.chunk([chat ? { index, delta: { content: text }, logprobs: null, finish_reason: fr, stop_reason: sr } : { index, text, logprobs: null, finish_reason: fr, stop_reason: sr }]);
+        this.chunk([
+          chat
+            ? { index, delta: { content: text }, logprobs: null, finish_reason: fr, stop_reason: sr }
+            : { index, text, logprobs: null, finish_reason: fr, stop_reason: sr },
+        ]);
       const seed = params.sampling.seed;
       const r = await this.eng.generate({
         tokens,

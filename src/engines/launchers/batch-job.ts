@@ -112,7 +112,10 @@ export class BatchJobEngine extends EventEmitter<EngineInstanceEvents> implement
   }
 
   async start(): Promise<number> {
-    if (this.running || this.stopRequested) throw new EngineError('ENGINE_EXITED', `engine for model ${this.model} was stopped before it started`, { model: this.model });
+    if (this.running || this.stopRequested)
+      throw new EngineError('ENGINE_EXITED', `engine for model ${this.model} was stopped before it started`, {
+        model: this.model,
+      });
     this.running = true;
     try {
       const t0 = Date.now();
@@ -147,8 +150,17 @@ export class BatchJobEngine extends EventEmitter<EngineInstanceEvents> implement
     const outputFile = path.join(this.jobDir, this.s.kind === 'slurm' ? 'job-%j.out' : `job-${Date.now()}.out`);
     const endpointFile = path.join(this.jobDir, 'endpoint');
     const name = `bw-${safeFileName(this.model)}`.slice(0, 64);
-    const script = buildJobScript(this.s.kind, { model: this.o.model, launcher: this.l, name, outputFile, endpointFile });
-    const scriptHash = createHash('sha256').update(script.replaceAll(outputFile, '<output>')).digest('hex').slice(0, 16);
+    const script = buildJobScript(this.s.kind, {
+      model: this.o.model,
+      launcher: this.l,
+      name,
+      outputFile,
+      endpointFile,
+    });
+    const scriptHash = createHash('sha256')
+      .update(script.replaceAll(outputFile, '<output>'))
+      .digest('hex')
+      .slice(0, 16);
     const old = loadRecord(this.recordPath);
     if (old && !this.o.fresh) {
       const st = await this.statusOrNull(old.jobId);
@@ -156,8 +168,13 @@ export class BatchJobEngine extends EventEmitter<EngineInstanceEvents> implement
         this.record = old;
         this.jobId = old.jobId;
         this.tailOffset = readOffset(this.offsetFile(old.jobId));
-        this.note(`reconnected to ${this.s.name} job ${old.jobId} (${st.state}), submitted ${new Date(old.submittedAt).toISOString()}`);
-        this.log.info({ jobId: old.jobId, jobState: st.state }, 'reconnected to a running batch job instead of submitting a new one');
+        this.note(
+          `reconnected to ${this.s.name} job ${old.jobId} (${st.state}), submitted ${new Date(old.submittedAt).toISOString()}`,
+        );
+        this.log.info(
+          { jobId: old.jobId, jobState: st.state },
+          'reconnected to a running batch job instead of submitting a new one',
+        );
         return;
       }
       if (st && st.phase !== 'ended') {
@@ -172,14 +189,29 @@ export class BatchJobEngine extends EventEmitter<EngineInstanceEvents> implement
     try {
       jobId = await this.s.submit(scriptFile);
     } catch (err) {
-      const msg = err instanceof JobRejectedError || err instanceof SchedulerUnavailableError ? err.message : (err as Error).message;
+      const msg =
+        err instanceof JobRejectedError || err instanceof SchedulerUnavailableError
+          ? err.message
+          : (err as Error).message;
       this.note(`submission failed: ${msg}`);
       this.setDetail({ text: `${this.s.name} job not submitted: ${msg}` });
       this.log.warn({ err: msg, script: scriptFile }, 'batch job submission failed');
-      throw new EngineError('ENGINE_START_FAILED', `engine for model ${this.model} not started: ${msg} (job script: ${scriptFile})`, { model: this.model, logFile: this.logFile });
+      throw new EngineError(
+        'ENGINE_START_FAILED',
+        `engine for model ${this.model} not started: ${msg} (job script: ${scriptFile})`,
+        { model: this.model, logFile: this.logFile },
+      );
     }
     const realOutput = outputFile.replace('%j', jobId);
-    this.record = { model: this.model, launcher: this.s.kind, jobId, scriptHash, submittedAt: Date.now(), outputFile: realOutput, endpointFile: `${endpointFile}.${jobId}` };
+    this.record = {
+      model: this.model,
+      launcher: this.s.kind,
+      jobId,
+      scriptHash,
+      submittedAt: Date.now(),
+      outputFile: realOutput,
+      endpointFile: `${endpointFile}.${jobId}`,
+    };
     this.jobId = jobId;
     saveRecord(this.recordPath, this.record);
     this.note(`submitted ${this.s.name} job ${jobId} (script ${scriptFile})`);
@@ -200,7 +232,9 @@ export class BatchJobEngine extends EventEmitter<EngineInstanceEvents> implement
         unreachableSince = null;
       } catch (err) {
         unreachableSince ??= Date.now();
-        this.setDetail({ text: `${this.s.name} job ${rec.jobId}: ${(err as Error).message} (for ${secs(Date.now() - unreachableSince)})` });
+        this.setDetail({
+          text: `${this.s.name} job ${rec.jobId}: ${(err as Error).message} (for ${secs(Date.now() - unreachableSince)})`,
+        });
         this.transition('UNREACHABLE', null);
         await this.pause();
         continue;
@@ -222,25 +256,47 @@ export class BatchJobEngine extends EventEmitter<EngineInstanceEvents> implement
           this.clearOwnRecord();
           const msg = `${st.neverStarts} — job ${rec.jobId} cancelled`;
           this.setDetail({ text: msg, jobState: st.state, reason: st.reason });
-          throw new EngineError('ENGINE_START_FAILED', `engine for model ${this.model} not started: ${msg}`, { model: this.model, logFile: this.logFile });
+          throw new EngineError('ENGINE_START_FAILED', `engine for model ${this.model} not started: ${msg}`, {
+            model: this.model,
+            logFile: this.logFile,
+          });
         }
         await this.describePending(st);
         if (this.l.queue_timeout_s > 0 && Date.now() - rec.submittedAt > this.l.queue_timeout_s * 1000) {
           await this.s.cancel(rec.jobId).catch(() => undefined);
           this.clearOwnRecord();
-          throw new EngineError('ENGINE_START_FAILED', `${this.s.name} job ${rec.jobId} for model ${this.model} waited in the queue longer than launcher.queue_timeout_s (${this.l.queue_timeout_s} s) and was cancelled — ${this.current.text}`, { model: this.model });
+          throw new EngineError(
+            'ENGINE_START_FAILED',
+            `${this.s.name} job ${rec.jobId} for model ${this.model} waited in the queue longer than launcher.queue_timeout_s (${this.l.queue_timeout_s} s) and was cancelled — ${this.current.text}`,
+            { model: this.model },
+          );
         }
       } else if (st.phase === 'running' || st.phase === 'ending') {
         runningSince ??= Date.now();
         await this.readTail();
         if (!this.endpoint) this.endpoint = this.readEndpoint(rec);
-        const where = this.endpoint ? `${this.endpoint.node}:${this.endpoint.port}` : 'its node and port (not written yet)';
-        this.setDetail({ text: `${this.s.name} job ${rec.jobId} RUNNING on ${st.node ?? '?'} for ${secs(Date.now() - runningSince)}: waiting for the engine at ${where} to answer /health${this.monitorSuffix(st.node)}`, jobState: st.state, reason: st.reason, node: st.node, queuePosition: null, queueLength: null, estimatedStart: null, estimateSource: null, timeLeftS: st.timeLeftS });
+        const where = this.endpoint
+          ? `${this.endpoint.node}:${this.endpoint.port}`
+          : 'its node and port (not written yet)';
+        this.setDetail({
+          text: `${this.s.name} job ${rec.jobId} RUNNING on ${st.node ?? '?'} for ${secs(Date.now() - runningSince)}: waiting for the engine at ${where} to answer /health${this.monitorSuffix(st.node)}`,
+          jobState: st.state,
+          reason: st.reason,
+          node: st.node,
+          queuePosition: null,
+          queueLength: null,
+          estimatedStart: null,
+          estimateSource: null,
+          timeLeftS: st.timeLeftS,
+        });
         if (this.endpoint) {
           if (!this.url) await this.connect(this.endpoint);
           if (this.url && (await checkHealth(`${this.url}/health`, 2_000))) {
             this.setDetail({ text: this.runningText(st) });
-            this.log.info({ jobId: rec.jobId, node: this.endpoint.node, port: this.endpoint.port, baseUrl: this.url }, 'batch job engine ready');
+            this.log.info(
+              { jobId: rec.jobId, node: this.endpoint.node, port: this.endpoint.port, baseUrl: this.url },
+              'batch job engine ready',
+            );
             return;
           }
         }
@@ -281,10 +337,24 @@ export class BatchJobEngine extends EventEmitter<EngineInstanceEvents> implement
     const parts = [
       pos ? `position ${pos.position} of ${pos.pending} pending` : null,
       estText,
-      gpus ? `${gpus.free} of ${gpus.total} GPUs free in ${this.l.partition ? `partition ${this.l.partition}` : 'the cluster'}` : null,
+      gpus
+        ? `${gpus.free} of ${gpus.total} GPUs free in ${this.l.partition ? `partition ${this.l.partition}` : 'the cluster'}`
+        : null,
     ].filter(Boolean);
     const text = `${this.s.name} job ${rec.jobId} ${st.state}${st.reason ? ` (${st.reason})` : ''} for ${secs(Date.now() - rec.submittedAt)}: ${parts.join(', ')}${this.monitorSuffix(null)}`;
-    this.setDetail({ text, jobState: st.state, reason: st.reason, node: null, queuePosition: pos?.position ?? null, queueLength: pos?.pending ?? null, estimatedStart, estimateSource, gpusFree: gpus?.free ?? null, gpusTotal: gpus?.total ?? null, timeLeftS: null });
+    this.setDetail({
+      text,
+      jobState: st.state,
+      reason: st.reason,
+      node: null,
+      queuePosition: pos?.position ?? null,
+      queueLength: pos?.pending ?? null,
+      estimatedStart,
+      estimateSource,
+      gpusFree: gpus?.free ?? null,
+      gpusTotal: gpus?.total ?? null,
+      timeLeftS: null,
+    });
   }
 
   /** The engine's node and port: the endpoint file, else the mark in the job output. */
@@ -343,14 +413,30 @@ export class BatchJobEngine extends EventEmitter<EngineInstanceEvents> implement
           if (this.stopRequested) return;
           if (!st || st.phase === 'ended') {
             this.transition(st?.state ?? 'ENDED', st?.reason ?? null);
-            return this.lost(`${this.s.name} job ${rec.jobId} ended (${st ? `${st.state}${st.reason ? `, ${st.reason}` : ''}` : 'no longer in the queue: finished, cancelled or timed out'})`, 'exited');
+            return this.lost(
+              `${this.s.name} job ${rec.jobId} ended (${st ? `${st.state}${st.reason ? `, ${st.reason}` : ''}` : 'no longer in the queue: finished, cancelled or timed out'})`,
+              'exited',
+            );
           }
           this.transition(st.state, st.reason);
           lastStatus = st;
-          this.setDetail({ text: this.runningText(st), jobState: st.state, reason: st.reason, node: st.node, timeLeftS: st.timeLeftS });
-          if (!this.expiringSent && this.l.replace_before_s > 0 && st.timeLeftS !== null && st.timeLeftS <= this.l.replace_before_s) {
+          this.setDetail({
+            text: this.runningText(st),
+            jobState: st.state,
+            reason: st.reason,
+            node: st.node,
+            timeLeftS: st.timeLeftS,
+          });
+          if (
+            !this.expiringSent &&
+            this.l.replace_before_s > 0 &&
+            st.timeLeftS !== null &&
+            st.timeLeftS <= this.l.replace_before_s
+          ) {
             this.expiringSent = true;
-            this.note(`${this.s.name} job ${rec.jobId}: ${st.timeLeftS} s left of the time limit: asking for a replacement job`);
+            this.note(
+              `${this.s.name} job ${rec.jobId}: ${st.timeLeftS} s left of the time limit: asking for a replacement job`,
+            );
             this.log.info({ jobId: rec.jobId, timeLeftS: st.timeLeftS }, 'batch job nears its time limit');
             this.emit('expiring', { timeLeftS: st.timeLeftS });
           }
@@ -364,7 +450,10 @@ export class BatchJobEngine extends EventEmitter<EngineInstanceEvents> implement
       if (failures >= limit) {
         this.log.warn({ jobId: rec.jobId, failures }, 'batch job engine unhealthy, cancelling the job');
         await this.s.cancel(rec.jobId).catch(() => undefined);
-        return this.lost(`the engine of ${this.s.name} job ${rec.jobId} stopped answering health checks (${failures} in a row${lastStatus ? `, job ${lastStatus.state}` : ''}); the job was cancelled`, 'unhealthy');
+        return this.lost(
+          `the engine of ${this.s.name} job ${rec.jobId} stopped answering health checks (${failures} in a row${lastStatus ? `, job ${lastStatus.state}` : ''}); the job was cancelled`,
+          'unhealthy',
+        );
       }
     }
   }
@@ -376,7 +465,13 @@ export class BatchJobEngine extends EventEmitter<EngineInstanceEvents> implement
     this.running = false;
     this.setDetail({ text: why });
     await this.teardown(false);
-    this.emit('exit', { code: null, signal: null, reason, outputTail: this.ring.toArray(), message: `${why}; last output: ${formatTail(this.ring.toArray())} — see the engine log at ${this.logFile}` });
+    this.emit('exit', {
+      code: null,
+      signal: null,
+      reason,
+      outputTail: this.ring.toArray(),
+      message: `${why}; last output: ${formatTail(this.ring.toArray())} — see the engine log at ${this.logFile}`,
+    });
   }
 
   private runningText(st: JobStatus): string {
@@ -392,7 +487,11 @@ export class BatchJobEngine extends EventEmitter<EngineInstanceEvents> implement
   private monitorUrl(node: string | null): string | null {
     if (!this.l.monitor_url || !this.jobId) return null;
     const user = safeUser();
-    return this.l.monitor_url.replaceAll('{job_id}', encodeURIComponent(this.jobId)).replaceAll('{user}', encodeURIComponent(user)).replaceAll('{partition}', encodeURIComponent(this.l.partition ?? '')).replaceAll('{node}', encodeURIComponent(node ?? ''));
+    return this.l.monitor_url
+      .replaceAll('{job_id}', encodeURIComponent(this.jobId))
+      .replaceAll('{user}', encodeURIComponent(user))
+      .replaceAll('{partition}', encodeURIComponent(this.l.partition ?? ''))
+      .replaceAll('{node}', encodeURIComponent(node ?? ''));
   }
 
   // ---- teardown -------------------------------------------------------------------------------
@@ -413,7 +512,13 @@ export class BatchJobEngine extends EventEmitter<EngineInstanceEvents> implement
           await sleep(250);
         }
         this.note(`cancelled ${this.s.name} job ${jobId} (allocation released)`);
-        this.setDetail({ text: `${this.s.name} job ${jobId} cancelled (allocation released)`, jobState: 'CANCELLED', queuePosition: null, queueLength: null, timeLeftS: null });
+        this.setDetail({
+          text: `${this.s.name} job ${jobId} cancelled (allocation released)`,
+          jobState: 'CANCELLED',
+          queuePosition: null,
+          queueLength: null,
+          timeLeftS: null,
+        });
         this.log.info({ jobId }, 'batch job cancelled');
       } catch (err) {
         this.log.warn({ jobId, err: (err as Error).message }, 'could not cancel the batch job');
@@ -479,22 +584,59 @@ export class BatchJobEngine extends EventEmitter<EngineInstanceEvents> implement
     const prev = this.lastState;
     this.lastState = { key, at: now };
     const afterMs = prev ? now - prev.at : now - (this.record?.submittedAt ?? now);
-    this.note(`${this.s.name} job ${this.jobId}: ${prev ? `${prev.key} → ${key} after ${secs(afterMs)}` : `${key}, ${secs(afterMs)} after submission`}`);
-    this.log.info({ jobId: this.jobId, from: prev?.key ?? null, to: key, at: new Date(now).toISOString(), previousStateMs: prev ? afterMs : null }, 'batch job state');
-    if (prev && /^PENDING|^Q/.test(prev.key) && /^RUNNING|^R$/.test(state) && this.record) this.history.record(this.shape(), now - this.record.submittedAt);
+    this.note(
+      `${this.s.name} job ${this.jobId}: ${prev ? `${prev.key} → ${key} after ${secs(afterMs)}` : `${key}, ${secs(afterMs)} after submission`}`,
+    );
+    this.log.info(
+      {
+        jobId: this.jobId,
+        from: prev?.key ?? null,
+        to: key,
+        at: new Date(now).toISOString(),
+        previousStateMs: prev ? afterMs : null,
+      },
+      'batch job state',
+    );
+    if (prev && /^PENDING|^Q/.test(prev.key) && /^RUNNING|^R$/.test(state) && this.record)
+      this.history.record(this.shape(), now - this.record.submittedAt);
   }
 
   private setDetail(d: Partial<EngineDetail>): void {
-    const next: EngineDetail = { ...this.current, ...d, jobId: this.jobId, monitorUrl: this.monitorUrl(d.node ?? this.current.node) };
+    const next: EngineDetail = {
+      ...this.current,
+      ...d,
+      jobId: this.jobId,
+      monitorUrl: this.monitorUrl(d.node ?? this.current.node),
+    };
     // Durations in the text ("for 12 s") change every poll: only a change of substance is an event.
-    const key = (x: EngineDetail) => JSON.stringify({ ...x, timeLeftS: null, text: x.text.replace(/ for \d+(\.\d)? (s|min|h)\b/g, '').replace(/, \d+(\.\d)? (s|min|h) left/g, '') });
+    const key = (x: EngineDetail) =>
+      JSON.stringify({
+        ...x,
+        timeLeftS: null,
+        text: x.text.replace(/ for \d+(\.\d)? (s|min|h)\b/g, '').replace(/, \d+(\.\d)? (s|min|h) left/g, ''),
+      });
     const changed = key(next) !== key(this.current);
     this.current = next;
     if (changed) this.emit('detail', next);
   }
 
   private emptyDetail(): EngineDetail {
-    return { text: `${this.s.name} job not submitted yet`, launcher: this.l.kind, jobId: null, jobState: null, reason: null, node: null, queuePosition: null, queueLength: null, estimatedStart: null, estimateSource: null, gpusFree: null, gpusTotal: null, monitorUrl: null, timeLeftS: null };
+    return {
+      text: `${this.s.name} job not submitted yet`,
+      launcher: this.l.kind,
+      jobId: null,
+      jobState: null,
+      reason: null,
+      node: null,
+      queuePosition: null,
+      queueLength: null,
+      estimatedStart: null,
+      estimateSource: null,
+      gpusFree: null,
+      gpusTotal: null,
+      monitorUrl: null,
+      timeLeftS: null,
+    };
   }
 
   /** How much of the job's output is already in the engine log: a reconnect goes on from there. */
@@ -523,7 +665,14 @@ export class BatchJobEngine extends EventEmitter<EngineInstanceEvents> implement
       return await this.s.status(jobId);
     } catch {
       // Controller unreachable: assume the recorded job lives (submitting a second would double the allocation).
-      return { phase: 'pending', state: 'UNKNOWN', reason: 'controller unreachable', node: null, timeLeftS: null, neverStarts: null };
+      return {
+        phase: 'pending',
+        state: 'UNKNOWN',
+        reason: 'controller unreachable',
+        node: null,
+        timeLeftS: null,
+        neverStarts: null,
+      };
     }
   }
 
@@ -534,7 +683,11 @@ export class BatchJobEngine extends EventEmitter<EngineInstanceEvents> implement
   }
 
   private stoppedError(): EngineError {
-    return new EngineError('ENGINE_EXITED', `engine for model ${this.model} was stopped while its ${this.s.name} job ${this.jobId ?? ''} was starting`, { model: this.model, logFile: this.logFile });
+    return new EngineError(
+      'ENGINE_EXITED',
+      `engine for model ${this.model} was stopped while its ${this.s.name} job ${this.jobId ?? ''} was starting`,
+      { model: this.model, logFile: this.logFile },
+    );
   }
 }
 

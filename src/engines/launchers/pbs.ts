@@ -66,7 +66,8 @@ export class PbsScheduler implements Scheduler {
 
   private unavailable(cmd: string, r: CommandResult, always = false): void {
     let msg = describeFailure(this.name, cmd, r, this.timeoutMs);
-    if (/cannot connect to server|connection refused|pbs_connect/i.test(r.stderr)) msg = `${cmd} cannot reach the PBS server (${firstLines(r.stderr)}) — check that pbs_server runs and PBS_SERVER is right`;
+    if (/cannot connect to server|connection refused|pbs_connect/i.test(r.stderr))
+      msg = `${cmd} cannot reach the PBS server (${firstLines(r.stderr)}) — check that pbs_server runs and PBS_SERVER is right`;
     if (r.timedOut || r.missing || /cannot reach/.test(msg) || always) throw new SchedulerUnavailableError(msg);
   }
 }
@@ -74,14 +75,19 @@ export class PbsScheduler implements Scheduler {
 /** qsub's error as one line saying what to change (OpenPBS messages). */
 export function explainQsubError(stderr: string): string {
   const said = `(qsub: ${firstLines(stderr.replace(/^qsub: /gm, '')) || 'no output'})`;
-  if (/unknown queue/i.test(stderr)) return `PBS rejected the job: unknown queue — set launcher.partition to a queue that \`qstat -Q\` lists ${said}`;
+  if (/unknown queue/i.test(stderr))
+    return `PBS rejected the job: unknown queue — set launcher.partition to a queue that \`qstat -Q\` lists ${said}`;
   if (/exceeds queue resource limits|exceeds server resource limits|exceed.*limit/i.test(stderr)) {
     return `PBS rejected the job: it asks for more than the queue allows (CPUs, GPUs, memory or walltime) — lower launcher.cpus/gpus/mem/time (\`qstat -Qf <queue>\`) ${said}`;
   }
-  if (/insufficient amount of resource|can never run/i.test(stderr)) return `PBS rejected the job: no node has what it asks for — lower launcher.gpus/cpus/mem ${said}`;
-  if (/unknown resource/i.test(stderr)) return `PBS rejected the job: a resource name this server does not know (ngpus?) — check launcher.gpus and launcher.submit_args ${said}`;
-  if (/illegal attribute or resource value/i.test(stderr)) return `PBS rejected the job: a malformed value (mem like 64gb, walltime like 01:00:00) — check the launcher block ${said}`;
-  if (/unauthorized request|not authorized|account/i.test(stderr)) return `PBS rejected the job: not allowed for this user/project — check launcher.account and the queue's access ${said}`;
+  if (/insufficient amount of resource|can never run/i.test(stderr))
+    return `PBS rejected the job: no node has what it asks for — lower launcher.gpus/cpus/mem ${said}`;
+  if (/unknown resource/i.test(stderr))
+    return `PBS rejected the job: a resource name this server does not know (ngpus?) — check launcher.gpus and launcher.submit_args ${said}`;
+  if (/illegal attribute or resource value/i.test(stderr))
+    return `PBS rejected the job: a malformed value (mem like 64gb, walltime like 01:00:00) — check the launcher block ${said}`;
+  if (/unauthorized request|not authorized|account/i.test(stderr))
+    return `PBS rejected the job: not allowed for this user/project — check launcher.account and the queue's access ${said}`;
   return `PBS rejected the job ${said}`;
 }
 
@@ -111,13 +117,22 @@ export function parseQstatJob(text: string): JobStatus | null {
   const a = parseQstatAttributes(text);
   const state = a['job_state'];
   if (!state) return null;
-  const phase: JobStatus['phase'] = 'QHWTSU'.includes(state) ? 'pending' : state === 'R' || state === 'B' ? 'running' : state === 'E' ? 'ending' : 'ended';
+  const phase: JobStatus['phase'] = 'QHWTSU'.includes(state)
+    ? 'pending'
+    : state === 'R' || state === 'B'
+      ? 'running'
+      : state === 'E'
+        ? 'ending'
+        : 'ended';
   const comment = a['comment'] ?? null;
   const node = a['exec_host'] ? a['exec_host'].split('+')[0]!.split('/')[0]! : null;
   const limit = a['Resource_List.walltime'] ? hms(a['Resource_List.walltime']) : null;
   const used = a['resources_used.walltime'] ? hms(a['resources_used.walltime']) : 0;
   const timeLeftS = phase === 'running' && limit !== null ? Math.max(0, limit - (used ?? 0)) : null;
-  const never = phase === 'pending' && comment && /can never run/i.test(comment) ? `PBS job can never start (${comment}): lower launcher.cpus/gpus/mem/nodes or pick another queue` : null;
+  const never =
+    phase === 'pending' && comment && /can never run/i.test(comment)
+      ? `PBS job can never start (${comment}): lower launcher.cpus/gpus/mem/nodes or pick another queue`
+      : null;
   return { phase, state, reason: comment, node, timeLeftS, neverStarts: never };
 }
 

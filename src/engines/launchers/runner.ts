@@ -13,7 +13,11 @@ export interface CommandResult {
 }
 
 /** Runs one command of the batch system (`sbatch`, `squeue`, `qstat`…): argv only, never a shell. */
-export type CommandRunner = (cmd: string, args: readonly string[], opts?: { timeoutMs?: number }) => Promise<CommandResult>;
+export type CommandRunner = (
+  cmd: string,
+  args: readonly string[],
+  opts?: { timeoutMs?: number },
+) => Promise<CommandResult>;
 
 /**
  * The real runner: execFile with a timeout (SIGKILL), output capped at 4 MiB. `binDir`, when
@@ -24,13 +28,30 @@ export function execRunner(defaults: { timeoutMs: number; binDir?: string | unde
     new Promise((resolve) => {
       const file = defaults.binDir ? path.join(defaults.binDir, cmd) : cmd;
       const t0 = Date.now();
-      execFile(file, [...args], { timeout: opts.timeoutMs ?? defaults.timeoutMs, killSignal: 'SIGKILL', maxBuffer: 4 * 1024 * 1024, encoding: 'utf8' }, (err, stdout, stderr) => {
-        const e = err as (NodeJS.ErrnoException & { killed?: boolean; code?: number | string }) | null;
-        const missing = e?.code === 'ENOENT';
-        const timedOut = !!e?.killed && !missing;
-        const rc = !e ? 0 : typeof e.code === 'number' ? e.code : null;
-        resolve({ rc, stdout: stdout ?? '', stderr: missing ? `${file}: command not found` : (stderr ?? ''), timedOut, missing, ms: Date.now() - t0 });
-      });
+      execFile(
+        file,
+        [...args],
+        {
+          timeout: opts.timeoutMs ?? defaults.timeoutMs,
+          killSignal: 'SIGKILL',
+          maxBuffer: 4 * 1024 * 1024,
+          encoding: 'utf8',
+        },
+        (err, stdout, stderr) => {
+          const e = err as (NodeJS.ErrnoException & { killed?: boolean; code?: number | string }) | null;
+          const missing = e?.code === 'ENOENT';
+          const timedOut = !!e?.killed && !missing;
+          const rc = !e ? 0 : typeof e.code === 'number' ? e.code : null;
+          resolve({
+            rc,
+            stdout: stdout ?? '',
+            stderr: missing ? `${file}: command not found` : (stderr ?? ''),
+            timedOut,
+            missing,
+            ms: Date.now() - t0,
+          });
+        },
+      );
     });
 }
 
@@ -52,9 +73,14 @@ export class SchedulerCommandError extends Error {
  */
 export function describeFailure(system: string, cmd: string, r: CommandResult, timeoutMs: number): string {
   if (r.missing) return `${cmd} not found: run the worker on a ${system} login node (or set launcher.bin_dir)`;
-  if (r.timedOut) return `${cmd} did not answer within ${Math.round(timeoutMs / 1000)} s: the ${system} controller is unreachable or overloaded — check that it runs (e.g. \`${system === 'SLURM' ? 'scontrol ping' : 'qstat -B'}\`)`;
+  if (r.timedOut)
+    return `${cmd} did not answer within ${Math.round(timeoutMs / 1000)} s: the ${system} controller is unreachable or overloaded — check that it runs (e.g. \`${system === 'SLURM' ? 'scontrol ping' : 'qstat -B'}\`)`;
   const text = firstLines(r.stderr || r.stdout);
-  if (/unable to contact slurm controller|connection refused|communications? (connection )?failure|socket timed out/i.test(text)) {
+  if (
+    /unable to contact slurm controller|connection refused|communications? (connection )?failure|socket timed out/i.test(
+      text,
+    )
+  ) {
     return `${cmd} cannot reach the ${system} controller (${text}) — check that slurmctld runs and this host can reach it`;
   }
   return `${cmd} failed with code ${r.rc}: ${text || '(no output)'}`;

@@ -31,14 +31,24 @@ export function gpusPerNode(l: LauncherConfig): number {
 /** Tensor × pipeline parallel sizes the job's vLLM runs with (vLLM's guide: TP = GPUs per node, PP = nodes). */
 export function parallelism(l: LauncherConfig): { tensor: number; pipeline: number } | null {
   if (l.nodes <= 1 && l.tensor_parallel_size === undefined && l.pipeline_parallel_size === undefined) return null;
-  return { tensor: l.tensor_parallel_size ?? Math.max(1, gpusPerNode(l)), pipeline: l.pipeline_parallel_size ?? l.nodes };
+  return {
+    tensor: l.tensor_parallel_size ?? Math.max(1, gpusPerNode(l)),
+    pipeline: l.pipeline_parallel_size ?? l.nodes,
+  };
 }
 
 /** The engine's command line inside the job, with the port as the shell variable $PORT. */
-export function engineShellCommand(model: ModelConfig, l: LauncherConfig): { line: string; env: Record<string, string> } {
+export function engineShellCommand(
+  model: ModelConfig,
+  l: LauncherConfig,
+): { line: string; env: Record<string, string> } {
   const path = l.stage ? l.stage.to : (model.path ?? model.id);
   if (l.engine_command) {
-    const line = l.engine_command.replaceAll('{port}', '"$PORT"').replaceAll('{host}', shq(l.bind_host)).replaceAll('{model}', shq(model.id)).replaceAll('{path}', stagedPathWord(l, path));
+    const line = l.engine_command
+      .replaceAll('{port}', '"$PORT"')
+      .replaceAll('{host}', shq(l.bind_host))
+      .replaceAll('{model}', shq(model.id))
+      .replaceAll('{path}', stagedPathWord(l, path));
     return { line, env: { ...model.options.env } };
   }
   const PORT_SENTINEL = 1; // replaced below: the port is only known on the node
@@ -160,7 +170,12 @@ function portLines(l: LauncherConfig): string[] {
 export function buildJobScript(kind: 'slurm' | 'pbs', i: JobScriptInput): string {
   const l = i.launcher;
   const { line, env } = engineShellCommand(i.model, l);
-  const out: string[] = ['#!/bin/bash', ...directives(kind, i), `# batchwright engine for model ${i.model.id.replace(/\n/g, ' ')}`, 'set -eo pipefail'];
+  const out: string[] = [
+    '#!/bin/bash',
+    ...directives(kind, i),
+    `# batchwright engine for model ${i.model.id.replace(/\n/g, ' ')}`,
+    'set -eo pipefail',
+  ];
   if (kind === 'pbs') out.push('cd "${PBS_O_WORKDIR:-$HOME}"');
   if (l.setup.length) out.push('# setup', ...l.setup);
   const ex = exports(i.model, l, env);
@@ -179,13 +194,16 @@ export function buildJobScript(kind: 'slurm' | 'pbs', i: JobScriptInput): string
 function multiNodeLines(kind: 'slurm' | 'pbs', l: LauncherConfig): string[] {
   const gpus = gpusPerNode(l);
   const gpuOpt = gpus > 0 ? ` --num-gpus=${gpus}` : '';
-  const lines = ['# multi-node: Ray head here, one Ray worker per other node, vLLM on the head', 'RAY_PORT=${RAY_PORT:-6379}'];
+  const lines = [
+    '# multi-node: Ray head here, one Ray worker per other node, vLLM on the head',
+    'RAY_PORT=${RAY_PORT:-6379}',
+  ];
   if (kind === 'slurm') {
     lines.push(
       'NODES=($(scontrol show hostnames "$SLURM_JOB_NODELIST"))',
       'NODE=${NODES[0]}',
       '# the batch step runs on the first node: the Ray head (daemonized) and vLLM run here',
-      'HEAD_IP=$(hostname --ip-address | awk \'{print $1}\')',
+      "HEAD_IP=$(hostname --ip-address | awk '{print $1}')",
       `VLLM_HOST_IP=$HEAD_IP ray start --head --node-ip-address=$HEAD_IP --port=$RAY_PORT${gpuOpt}`,
       'for W in "${NODES[@]:1}"; do',
       `  srun --nodes=1 --ntasks=1 -w "$W" --overlap bash -c "VLLM_HOST_IP=\\$(hostname --ip-address | awk '{print \\$1}') ray start --address=$HEAD_IP:$RAY_PORT${gpuOpt} --block" &`,
@@ -195,7 +213,7 @@ function multiNodeLines(kind: 'slurm' | 'pbs', l: LauncherConfig): string[] {
     lines.push(
       'NODES=($(sort -u "$PBS_NODEFILE"))',
       'NODE=${NODES[0]}',
-      'HEAD_IP=$(hostname --ip-address | awk \'{print $1}\')',
+      "HEAD_IP=$(hostname --ip-address | awk '{print $1}')",
       `VLLM_HOST_IP=$HEAD_IP ray start --head --node-ip-address=$HEAD_IP --port=$RAY_PORT${gpuOpt}`,
       'for W in "${NODES[@]:1}"; do',
       `  pbs_tmrsh "$W" bash -lc "cd $PWD; VLLM_HOST_IP=\\$(hostname --ip-address | awk '{print \\$1}') ray start --address=$HEAD_IP:$RAY_PORT${gpuOpt} --block" &`,

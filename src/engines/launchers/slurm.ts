@@ -50,7 +50,13 @@ export class SlurmScheduler implements Scheduler {
   }
 
   async gpusFree(partition?: string): Promise<{ free: number; total: number } | null> {
-    const r = await this.run('sinfo', ['-h', '-N', ...(partition ? ['-p', partition] : []), '-O', 'NodeHost:|,Gres:|,GresUsed:|,StateCompact:']);
+    const r = await this.run('sinfo', [
+      '-h',
+      '-N',
+      ...(partition ? ['-p', partition] : []),
+      '-O',
+      'NodeHost:|,Gres:|,GresUsed:|,StateCompact:',
+    ]);
     if (r.rc !== 0) {
       this.throwIfUnavailable('sinfo', r, true);
       return null;
@@ -88,10 +94,14 @@ export function explainSbatchError(stderr: string): string {
     const p = /invalid partition specified: (\S+)/i.exec(stderr)?.[1];
     return `SLURM rejected the job: unknown partition${p ? ` "${p}"` : ''} — set launcher.partition to one that \`sinfo -s\` lists ${said}`;
   }
-  if (/memory specification can not be satisfied/i.test(stderr)) return `SLURM rejected the job: more memory than any node of the partition has — lower launcher.mem (see \`sinfo -o '%P %m'\`) ${said}`;
-  if (/invalid account|invalid account or account\/partition/i.test(stderr)) return `SLURM rejected the job: the account is not valid here — set launcher.account to one of yours (\`sacctmgr show assoc user=$USER\`) ${said}`;
-  if (/invalid qos/i.test(stderr)) return `SLURM rejected the job: invalid QOS — set launcher.qos to one your account may use ${said}`;
-  if (/time limit/i.test(stderr)) return `SLURM rejected the job: the time limit is more than the partition allows — lower launcher.time (\`sinfo -o '%P %l'\`) ${said}`;
+  if (/memory specification can not be satisfied/i.test(stderr))
+    return `SLURM rejected the job: more memory than any node of the partition has — lower launcher.mem (see \`sinfo -o '%P %m'\`) ${said}`;
+  if (/invalid account|invalid account or account\/partition/i.test(stderr))
+    return `SLURM rejected the job: the account is not valid here — set launcher.account to one of yours (\`sacctmgr show assoc user=$USER\`) ${said}`;
+  if (/invalid qos/i.test(stderr))
+    return `SLURM rejected the job: invalid QOS — set launcher.qos to one your account may use ${said}`;
+  if (/time limit/i.test(stderr))
+    return `SLURM rejected the job: the time limit is more than the partition allows — lower launcher.time (\`sinfo -o '%P %l'\`) ${said}`;
   if (/requested node configuration is not available|invalid generic resource|gres/i.test(stderr)) {
     return `SLURM rejected the job: no node of the partition has what it asks for (too many GPUs or CPUs per node, or a GPU type it lacks) — lower launcher.gpus/cpus or pick another partition (\`sinfo -o '%P %G %c'\`) ${said}`;
   }
@@ -104,7 +114,11 @@ export function parseSqueueJob(stdout: string): JobStatus | null {
   if (!line) return null;
   const [state = '', reason = '', node = '', left = ''] = line.trim().split('|');
   const phase: JobStatus['phase'] =
-    state === 'PENDING' || state === 'CONFIGURING' || state === 'REQUEUED' || state === 'RESIZING' || state === 'SUSPENDED'
+    state === 'PENDING' ||
+    state === 'CONFIGURING' ||
+    state === 'REQUEUED' ||
+    state === 'RESIZING' ||
+    state === 'SUSPENDED'
       ? 'pending'
       : state === 'RUNNING'
         ? 'running'
@@ -112,7 +126,14 @@ export function parseSqueueJob(stdout: string): JobStatus | null {
           ? 'ending'
           : 'ended';
   const r = reason && reason !== 'None' ? reason : null;
-  return { phase, state, reason: r, node: node || null, timeLeftS: parseSlurmDuration(left), neverStarts: phase === 'pending' ? neverStartsReason(r) : null };
+  return {
+    phase,
+    state,
+    reason: r,
+    node: node || null,
+    timeLeftS: parseSlurmDuration(left),
+    neverStarts: phase === 'pending' ? neverStartsReason(r) : null,
+  };
 }
 
 /**
@@ -122,7 +143,8 @@ export function parseSqueueJob(stdout: string): JobStatus | null {
 export function neverStartsReason(reason: string | null): string | null {
   if (!reason) return null;
   const why: Record<string, string> = {
-    PartitionConfig: 'it asks for more than the partition offers (CPUs, nodes or GPUs per node): lower launcher.cpus/gpus/nodes or pick another partition',
+    PartitionConfig:
+      'it asks for more than the partition offers (CPUs, nodes or GPUs per node): lower launcher.cpus/gpus/nodes or pick another partition',
     PartitionNodeLimit: 'it asks for more nodes than the partition allows: lower launcher.nodes',
     PartitionTimeLimit: "its time limit is above the partition's: lower launcher.time",
     BadConstraints: 'no node matches its constraints: check launcher.submit_args (--constraint) and launcher.gpus',
@@ -163,8 +185,10 @@ export function parseSlurmDuration(text: string): number | null {
   const days = Number(m[1] ?? 0);
   const parts = [m[2], m[3], m[4]].filter((x): x is string => x !== undefined).map(Number);
   let s: number;
-  if (m[1] !== undefined) s = (parts[0] ?? 0) * 3600 + (parts[1] ?? 0) * 60 + (parts[2] ?? 0); // D-HH[:MM[:SS]]
-  else if (parts.length === 1) s = parts[0]! * 60; // minutes (--time) ; squeue prints at least M:SS
+  if (m[1] !== undefined)
+    s = (parts[0] ?? 0) * 3600 + (parts[1] ?? 0) * 60 + (parts[2] ?? 0); // D-HH[:MM[:SS]]
+  else if (parts.length === 1)
+    s = parts[0]! * 60; // minutes (--time) ; squeue prints at least M:SS
   else if (parts.length === 2) s = parts[0]! * 60 + parts[1]!;
   else s = parts[0]! * 3600 + parts[1]! * 60 + parts[2]!;
   return days * 86400 + s;

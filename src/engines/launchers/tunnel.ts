@@ -6,9 +6,23 @@ import type { LauncherConfig } from '../../config/models.js';
  * cannot reach directly, through a login node that can. BatchMode: never prompts (keys only);
  * ExitOnForwardFailure: a busy local port fails at once instead of a silent tunnel-less ssh.
  */
-export function tunnelArgv(t: NonNullable<LauncherConfig['tunnel']>, localPort: number, node: string, port: number): string[] {
+export function tunnelArgv(
+  t: NonNullable<LauncherConfig['tunnel']>,
+  localPort: number,
+  node: string,
+  port: number,
+): string[] {
   const args = ['-N', '-L', `127.0.0.1:${localPort}:${node}:${port}`];
-  args.push('-o', 'ExitOnForwardFailure=yes', '-o', 'BatchMode=yes', '-o', 'ServerAliveInterval=15', '-o', 'ServerAliveCountMax=3');
+  args.push(
+    '-o',
+    'ExitOnForwardFailure=yes',
+    '-o',
+    'BatchMode=yes',
+    '-o',
+    'ServerAliveInterval=15',
+    '-o',
+    'ServerAliveCountMax=3',
+  );
   if (t.port) args.push('-p', String(t.port));
   if (t.identity_file) args.push('-i', t.identity_file);
   args.push(...t.options);

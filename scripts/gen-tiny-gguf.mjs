@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// Source: /work/shared/tools/gen-tiny-gguf.mjs (shared team tool), copied verbatim below this line.
+// Source: the team's tools/gen-tiny-gguf.mjs (kept beside the project), copied verbatim below this line.
 // src/engines/tiny-model.ts runs this file to make the demo model (DATA_DIR/models/tiny-cycle.gguf).
 // Generate a tiny llama-architecture GGUF (v3) model with no dependencies.
 //

@@ -1,4 +1,4 @@
-/** OpenAI's batch status machine (see ../shared/notes/openai-contract.md). */
+/** OpenAI's batch status machine (see docs/notes/openai-contract.md). */
 export const BATCH_STATUSES = [
   'validating',
   'failed',

@@ -1,7 +1,7 @@
 import { newBatchRequestId } from './ids.js';
 
 /**
- * Builds output/error file lines (see ../shared/openai/batch-lines.yaml). The engine's body
+ * Builds output/error file lines (see test/fixtures/openai/batch-lines.yaml). The engine's body
  * is embedded as the JSON text it came in: no parse/stringify round trip per result.
  */
 export function responseLine(customId: string, status: number, requestId: string, bodyJson: string): string {

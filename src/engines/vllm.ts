@@ -4,7 +4,7 @@
  * (sleep on eviction, wake instead of a cold start). The ModelManager calls these through one
  * VllmSupport per manager; the parsing and decision functions are pure and unit-tested.
  *
- * Facts relied on (docs: /work/shared/notes/engines.md):
+ * Facts relied on (docs: docs/notes/engines.md):
  * - `--gpu-memory-utilization` is a fraction of the GPU's TOTAL memory, and vLLM exits when
  *   that much is not free at start. Drivers release a stopped engine's memory late.
  * - Releases before 0.22.0 have a Host-header authentication bypass.

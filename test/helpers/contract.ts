@@ -2,7 +2,7 @@ import { assertMatchesSchema } from './openapi.js';
 
 /**
  * OpenAI's API prints every key of a Batch or File, `null` where unset (and so do we, as the
- * SDK and ../shared/notes/openai-contract.md expect), but the published schema types those
+ * SDK and docs/notes/openai-contract.md expect), but the published schema types those
  * keys without null: even the spec's own Batch example fails it. So before validating we drop
  * null-valued keys, except the ones the spec itself declares nullable and required.
  */

@@ -4,13 +4,13 @@
  *   assertMatchesSchema('Batch', body)   // throws an Error listing every violation
  *   schemaNames()                         // every schema name that can be asked for
  *
- * Sources (resolved from the repo root, i.e. /work/shared/openai/ next to /work/main):
- *   - ../shared/openai/openapi.yaml      OpenAPI 3.1.0, all of `components.schemas` (~1,400 names):
+ * Sources (copies in the repository, with OpenAI's MIT licence: test/fixtures/openai/):
+ *   - test/fixtures/openai/openapi.yaml      OpenAPI 3.1.0, all of `components.schemas` (~1,400 names):
  *                                        'OpenAIFile', 'ListFilesResponse', 'DeleteFileResponse', 'Batch',
  *                                        'ListBatchesResponse', 'Error', 'ErrorResponse',
  *                                        'CreateChatCompletionResponse', 'CreateCompletionResponse',
  *                                        'CreateEmbeddingResponse', 'ListModelsResponse', 'Model', ...
- *   - ../shared/openai/batch-lines.yaml  the per-line objects of batch files, exposed under their names:
+ *   - test/fixtures/openai/batch-lines.yaml  the per-line objects of batch files, exposed under their names:
  *                                        'BatchRequestInput'  (one line of a batch input file)
  *                                        'BatchRequestOutput' (one line of a batch output file AND of a
  *                                                              batch error file; same schema for both)
@@ -51,8 +51,8 @@ import addFormatsModule from 'ajv-formats';
 import { parse } from 'yaml';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-export const OPENAPI_SPEC_PATH = path.resolve(repoRoot, '../shared/openai/openapi.yaml');
-export const BATCH_LINES_SPEC_PATH = path.resolve(repoRoot, '../shared/openai/batch-lines.yaml');
+export const OPENAPI_SPEC_PATH = path.resolve(repoRoot, 'test/fixtures/openai/openapi.yaml');
+export const BATCH_LINES_SPEC_PATH = path.resolve(repoRoot, 'test/fixtures/openai/batch-lines.yaml');
 
 const DOC_ID = 'openai';
 

@@ -1,7 +1,7 @@
 /**
  * Proves that test/helpers/openapi.ts catches contract violations (and is not lenient by accident).
  *
- * What OpenAI's openapi.yaml (../shared/openai/openapi.yaml) says about the objects we serve
+ * What OpenAI's openapi.yaml (test/fixtures/openai/openapi.yaml) says about the objects we serve
  * ("nullable" = the schema allows JSON null; every other field must be absent rather than null):
  *
  * Batch            required: id, object ("batch"), endpoint, input_file_id, completion_window, status, created_at.

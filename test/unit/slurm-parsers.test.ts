@@ -12,7 +12,7 @@ import {
   parseSqueueJob,
 } from '../../src/engines/launchers/slurm.js';
 
-// stderr as SLURM 22.05 prints it (recorded on the CI cluster, see ../shared/notes/slurm.md)
+// stderr as SLURM 22.05 prints it (recorded on the CI cluster, see docs/notes/slurm.md)
 const STDERR = {
   partition:
     'sbatch: error: invalid partition specified: nope\nsbatch: error: Batch job submission failed: Invalid partition name specified\n',

@@ -3,7 +3,7 @@ import { JobRejectedError, SchedulerUnavailableError, type JobStatus, type Sched
 
 /**
  * SLURM through its commands (sbatch, squeue, sinfo, scancel), each with a timeout. Behaviour
- * measured on SLURM 22.05 (../shared/notes/slurm.md): a finished job vanishes from squeue
+ * measured on SLURM 22.05 (docs/notes/slurm.md): a finished job vanishes from squeue
  * (rc 0, no output), an unknown id is rc 1; bad requests fail sbatch at once with rc 1; a down
  * slurmctld makes every command hang ~10-20 s.
  */

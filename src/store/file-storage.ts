@@ -140,12 +140,17 @@ export function createFileStorage(root: string, options: FileStorageOptions = {}
   async function save(id: string, source: NodeJS.ReadableStream | Readable, maxBytes: number): Promise<number> {
     const tmp = tempOf(id);
     const counter = { bytes: 0 };
+    // 'wx': never follow or overwrite an existing entry. flush: fsync before close.
+    const sink = createWriteStream(tmp, { flags: 'wx', flush: true });
     try {
-      // 'wx': never follow or overwrite an existing entry. flush: fsync before close.
-      await pipeline(source, byteLimiter(maxBytes, counter), createWriteStream(tmp, { flags: 'wx', flush: true }));
+      await pipeline(source, byteLimiter(maxBytes, counter), sink);
       await publish(id, tmp);
       return counter.bytes;
     } catch (err) {
+      // A source that fails at once (a body cut inside the file part) ends the pipeline while
+      // the sink may still be opening its file; that late open would create the temp file after
+      // the unlink below (the upload fuzzer found such leaks). The sink closes only after it.
+      if (!sink.closed) await once(sink, 'close').catch(() => undefined);
       await removeQuietly(tmp);
       if (isDiskFull(err)) throw new StorageFullError({ cause: err });
       throw err;

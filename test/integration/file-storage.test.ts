@@ -2,6 +2,7 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, utimesSync,
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Readable } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createFileStorage, StorageLimitError, type FileStorage } from '../../src/store/file-storage.js';
 import { createFilesRepo, type FileRow, type FilesRepo } from '../../src/store/files-repo.js';
@@ -63,6 +64,23 @@ describe('FileStorage', () => {
     setTimeout(() => source.destroy(new Error('client went away')), 10);
     await expect(storage.save(id, source, 1_000_000)).rejects.toThrow('client went away');
     expect(listAll(storage.root)).toEqual([]);
+  });
+
+  // Found by hostile-uploads' multipart fuzzer (seed -1045408744): a body cut inside the file
+  // part fails the source before the temp file is even open; the late open used to create
+  // `<id>.part` after the cleanup had run, and it stayed on disk for good.
+  it('leaves no temp file when the source fails before the file is open', async () => {
+    // The late open and the unlink race on the fs thread pool; before the fix, 800 attempts
+    // four at a time left temp files behind on every run (3 of 3).
+    const attempt = async () => {
+      const failing = new Readable({ read() {} });
+      failing.destroy(new Error('Part terminated early due to unexpected end of multipart data'));
+      await expect(storage.save(newFileId(), failing, 1000)).rejects.toThrow('terminated early');
+    };
+    for (let round = 0; round < 200; round++) await Promise.all(Array.from({ length: 4 }, attempt));
+    // A negative check: give a late open (a thread-pool task, done within milliseconds) time to land.
+    await sleep(200);
+    expect(listAll(path.join(dir, 'files'))).toEqual([]);
   });
 
   it('commits a writer atomically and counts bytes', async () => {

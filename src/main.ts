@@ -102,6 +102,7 @@ export async function startApi(
     heartbeats: () => router.heartbeats(),
     checks: health,
   });
+  batches.onStatusChange(() => ops.refreshSoon());
   const metrics = createMetrics({
     redis,
     prefix: config.env.QUEUE_PREFIX,

@@ -346,6 +346,7 @@ export function createOpsService(deps: OpsServiceDeps) {
     }
   };
   let timer: NodeJS.Timeout | undefined;
+  let refreshing: NodeJS.Immediate | undefined;
 
   return {
     workers,
@@ -365,6 +366,17 @@ export function createOpsService(deps: OpsServiceDeps) {
     followLog: (opts: Parameters<typeof followEngineLog>[2]) => followEngineLog(redis, deps.prefix, opts),
     /** 'batches' / 'engines' with the new list, on change (checked every second). */
     events,
+    /**
+     * A batch changed status: look again now, not at the next tick. A batch whose whole life
+     * fits between two ticks (a small batch on a ready engine) would otherwise never appear.
+     */
+    refreshSoon() {
+      if (timer === undefined || refreshing) return;
+      refreshing = setImmediate(() => {
+        refreshing = undefined;
+        tick();
+      });
+    },
     start() {
       tick();
       timer = setInterval(tick, TICK_MS);
@@ -372,6 +384,8 @@ export function createOpsService(deps: OpsServiceDeps) {
     },
     stop() {
       clearInterval(timer);
+      timer = undefined;
+      if (refreshing) clearImmediate(refreshing);
       events.removeAllListeners();
     },
   };

@@ -57,13 +57,27 @@ export function createBatchesRepo(db: Db) {
        output_tokens = output_tokens + ?, reasoning_tokens = reasoning_tokens + ? WHERE id = ?`,
   );
 
+  const statusListeners = new Set<(id: string) => void>();
+  const statusChanged = (id: string) => {
+    for (const fn of statusListeners) fn(id);
+  };
+
   return {
+    /**
+     * Calls `fn` after a batch is inserted or changes status, synchronously (inside the caller's
+     * transaction, if any): a listener only schedules work. Returns the unsubscribe function.
+     */
+    onStatusChange(fn: (id: string) => void): () => void {
+      statusListeners.add(fn);
+      return () => statusListeners.delete(fn);
+    },
     /** Runs `fn` in one SQLite transaction (other repos on the same db join it). */
     transaction<T>(fn: () => T): T {
       return client.transaction(fn)();
     },
     insert(row: NewBatchRow): void {
       db.insert(batches).values(row).run();
+      statusChanged(row.id);
     },
     get(id: string): BatchRow | undefined {
       return getBatch.get(id) as BatchRow | undefined;
@@ -135,7 +149,9 @@ export function createBatchesRepo(db: Db) {
         .set(set)
         .where(and(eq(batches.id, id), inArray(batches.status, [...from])))
         .run();
-      return r.changes === 1;
+      if (r.changes !== 1) return false;
+      statusChanged(id);
+      return true;
     },
     update(id: string, set: Partial<NewBatchRow>): void {
       db.update(batches).set(set).where(eq(batches.id, id)).run();

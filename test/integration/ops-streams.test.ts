@@ -134,6 +134,38 @@ describe('operator API streams', () => {
   });
 });
 
+describe('/ops/events and short batches', () => {
+  // A batch that lives less than the 1 s sampling tick (here: one that fails validation within
+  // milliseconds) used to never appear in the stream; status changes now trigger a look at once.
+  it('shows a batch whose whole life is shorter than a tick, and never sends the same list twice in a row', async () => {
+    server = await startTestServer();
+    const ac = new AbortController();
+    const res = await fetch(`${server.baseUrl}/ops/events`, { signal: ac.signal });
+    const sse = sseReader(res);
+    expect(await sse.next(5_000, (e) => e.event === 'batches')).toEqual({ event: 'batches', data: [] });
+    const { client } = server;
+    const ids: string[] = [];
+    for (let i = 0; i < 3; i++) {
+      const file = await client.files.create({
+        file: createReadStream(writeJsonl(tmp(), 'bad.jsonl', '{"custom_id": "a", "method": "POST"}\n')),
+        purpose: 'batch',
+      });
+      const b = await client.batches.create({
+        input_file_id: file.id,
+        endpoint: '/v1/chat/completions',
+        completion_window: '24h',
+      });
+      ids.push(b.id);
+      await sse.next(10_000, (e) => e.event === 'batches' && e.data.some((x: any) => x.id === b.id));
+      await sse.next(10_000, (e) => e.event === 'batches' && !e.data.some((x: any) => x.id === b.id));
+      expect((await client.batches.retrieve(b.id)).status).toBe('failed');
+    }
+    const batchEvents = sse.all.filter((e) => e.event === 'batches').map((e) => JSON.stringify(e.data));
+    expect(batchEvents.every((d, i) => i === 0 || d !== batchEvents[i - 1])).toBe(true);
+    ac.abort();
+  });
+});
+
 describe('operator routes with API keys', () => {
   it('need an admin key: 403 admin_required for a project key, 200 for an admin key; the probes stay open', async () => {
     server = await startTestServer();

@@ -105,10 +105,19 @@ export default async function opsRoutes(app: FastifyInstance) {
 
   app.get('/events', async (req, reply) => {
     const sse = openSse(req, reply, streams);
-    const onBatches = (data: unknown) => sse.send('batches', data);
-    const onEngines = (data: unknown) => sse.send('engines', data);
-    sse.send('batches', ops.listBatches({ active: true, limit: 1000 }));
-    sse.send('engines', ops.engines());
+    // What this stream last sent of each list: the service emits on its own changes, and this
+    // stream's first snapshot was taken in between, so an equal list is not sent twice.
+    const sent = { batches: '', engines: '' };
+    const sendChanged = (event: 'batches' | 'engines', data: unknown) => {
+      const json = JSON.stringify(data);
+      if (json === sent[event]) return;
+      sent[event] = json;
+      sse.send(event, data);
+    };
+    const onBatches = (data: unknown) => sendChanged('batches', data);
+    const onEngines = (data: unknown) => sendChanged('engines', data);
+    sendChanged('batches', ops.listBatches({ active: true, limit: 1000 }));
+    sendChanged('engines', ops.engines());
     ops.events.on('batches', onBatches);
     ops.events.on('engines', onEngines);
     sse.signal.addEventListener('abort', () => {

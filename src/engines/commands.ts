@@ -1,7 +1,8 @@
 import { createRequire } from 'node:module';
 import path from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { pathToFileURL } from 'node:url';
 import { embeddedDefaults, EMBEDDED_DEFAULT_PARALLEL, simDefaults, type ModelConfig } from '../config/models.js';
+import { COMPILED, DIST, ROOT } from '../paths.js';
 import { buildLlamacppCommand } from './llamacpp.js';
 
 export interface EngineCommand {
@@ -55,22 +56,13 @@ export function buildVllmCommand(model: ModelConfig, port: number, bindHost: str
 }
 
 /**
- * `node --import <tsx loader> <repo>/simulator/main.ts --port P ...`. Both paths are absolute
- * (resolved from this file), so the engine starts whatever the worker's cwd is.
+ * `node <repo>/dist/simulator.js --port P ...` when this code is compiled, `node --import <tsx
+ * loader> <repo>/simulator/main.ts --port P ...` from source (see nodeEntryArgs). The paths are
+ * absolute (resolved from this file), so the engine starts whatever the worker's cwd is.
  */
 export function buildSimCommand(model: ModelConfig, port: number, bindHost: string = ENGINE_HOST): EngineCommand {
   const s = { ...simDefaults, ...model.sim };
-  const args = [
-    '--import',
-    tsxLoaderUrl(),
-    simulatorEntry(),
-    '--port',
-    String(port),
-    '--host',
-    bindHost,
-    '--model',
-    model.id,
-  ];
+  const args = [...nodeEntryArgs(simulatorEntry()), '--port', String(port), '--host', bindHost, '--model', model.id];
   args.push(
     '--startup-ms',
     String(s.startup_ms),
@@ -96,13 +88,25 @@ export function tsxLoaderUrl(): string {
   return pathToFileURL(createRequire(import.meta.url).resolve('tsx')).href;
 }
 
+/**
+ * Node's arguments before an engine's own, for one of our entry points: the compiled JavaScript
+ * runs with plain `node` (tsx, a devDependency, may not be installed); the TypeScript source
+ * (tests, `npm run sim`, dev) runs through tsx's loader. Which one is decided by where this
+ * code runs from (COMPILED: dist/), so a compiled worker never spawns TypeScript and a worker
+ * run from source never spawns a stale build.
+ */
+export function nodeEntryArgs(entry: string): string[] {
+  return COMPILED ? [entry] : ['--import', tsxLoaderUrl(), entry];
+}
+
 export function simulatorEntry(): string {
-  return fileURLToPath(new URL('../../simulator/main.ts', import.meta.url));
+  return COMPILED ? path.join(DIST, 'simulator.js') : path.join(ROOT, 'simulator/main.ts');
 }
 
 /**
- * `node --import <tsx loader> <repo>/src/engines/embedded/main.ts --port P --host H --model ID
- * --gguf FILE --threads T --parallel N [--ctx max_model_len] ...extra_args`. A relative GGUF path is
+ * `node <repo>/dist/engine-embedded.js --port P --host H --model ID --gguf FILE --threads T
+ * --parallel N [--ctx max_model_len] ...extra_args` (from source: `node --import <tsx loader>
+ * <repo>/src/engines/embedded/main.ts ...`, as for the simulator). A relative GGUF path is
  * resolved against the worker's cwd. `builtin:` paths must already be resolved to a file
  * (prepareBuiltinModels in tiny-model.ts, at worker start); one that is not makes the engine exit
  * with a message that says so.
@@ -111,17 +115,7 @@ export function buildEmbeddedCommand(model: ModelConfig, port: number, bindHost:
   const o = model.options;
   const e = { ...embeddedDefaults, ...model.embedded };
   const gguf = model.path ?? model.id;
-  const args = [
-    '--import',
-    tsxLoaderUrl(),
-    embeddedEntry(),
-    '--port',
-    String(port),
-    '--host',
-    bindHost,
-    '--model',
-    model.id,
-  ];
+  const args = [...nodeEntryArgs(embeddedEntry()), '--port', String(port), '--host', bindHost, '--model', model.id];
   args.push('--gguf', gguf.startsWith('builtin:') ? gguf : path.resolve(gguf));
   args.push('--threads', String(e.threads), '--parallel', String(o.max_num_seqs ?? EMBEDDED_DEFAULT_PARALLEL));
   if (o.max_model_len !== undefined) args.push('--ctx', String(o.max_model_len));
@@ -130,5 +124,5 @@ export function buildEmbeddedCommand(model: ModelConfig, port: number, bindHost:
 }
 
 export function embeddedEntry(): string {
-  return fileURLToPath(new URL('./embedded/main.ts', import.meta.url));
+  return COMPILED ? path.join(DIST, 'engine-embedded.js') : path.join(ROOT, 'src/engines/embedded/main.ts');
 }

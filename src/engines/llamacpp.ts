@@ -5,12 +5,11 @@
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { homedir } from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { LLAMACPP_DEFAULT_PARALLEL, llamacppDefaults, type ModelConfig } from '../config/models.js';
+import { ROOT } from '../paths.js';
 import type { EngineCommand } from './commands.js';
 
-const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
-const LLAMA_DIR = path.join(REPO_ROOT, 'node_modules/node-llama-cpp/llama');
+const LLAMA_DIR = path.join(ROOT, 'node_modules/node-llama-cpp/llama');
 
 /** Context (prompt + output tokens) of one request when options.max_model_len is not set. */
 export const LLAMACPP_DEFAULT_CTX = 2048;

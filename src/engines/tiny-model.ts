@@ -12,10 +12,10 @@ import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, rename, rm } from 'node:fs/promises';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { BUILTIN_PREFIX, type ModelConfig } from '../config/models.js';
 import type { Logger } from '../log/logger.js';
+import { ROOT } from '../paths.js';
 
 const execFileAsync = promisify(execFile);
 
@@ -26,7 +26,7 @@ export function tinyModelPath(dataDir: string): string {
 }
 
 export function tinyModelScript(): string {
-  return fileURLToPath(new URL('../../scripts/gen-tiny-gguf.mjs', import.meta.url));
+  return path.join(ROOT, 'scripts/gen-tiny-gguf.mjs');
 }
 
 /**

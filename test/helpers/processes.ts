@@ -13,9 +13,17 @@ export interface ServerProcess {
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
 
-/** Runs `src/main.ts <mode>` as a real child process, as `npm start` would. */
-export function startMain(mode: 'all' | 'serve' | 'worker', env: Record<string, string>): ServerProcess {
-  const proc = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'src/main.ts'), mode], {
+/**
+ * Runs `src/main.ts <mode>` (through tsx) as a real child process; with `compiled`, the build's
+ * `dist/main.js` with plain node, as `npm start` does (build it first: scripts/build.mjs).
+ */
+export function startMain(
+  mode: 'all' | 'serve' | 'worker',
+  env: Record<string, string>,
+  opts: { compiled?: boolean } = {},
+): ServerProcess {
+  const entry = opts.compiled ? [path.join(ROOT, 'dist/main.js')] : ['--import', 'tsx', path.join(ROOT, 'src/main.ts')];
+  const proc = spawn(process.execPath, [...entry, mode], {
     cwd: ROOT,
     env: { ...process.env, LOG_LEVEL: 'info', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],

@@ -1,11 +1,14 @@
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import type { FastifyInstance } from 'fastify';
+import { ROOT as REPO_ROOT } from '../../paths.js';
 import { ApiError } from '../errors.js';
 
-/** The dashboard's static files (src/dashboard): plain HTML, CSS and ES modules, no build step. */
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../dashboard');
+/**
+ * The dashboard's static files (src/dashboard): plain HTML, CSS and ES modules, no build step;
+ * read from the source tree by the compiled server too (they are not copied into dist/).
+ */
+const ROOT = path.join(REPO_ROOT, 'src/dashboard');
 const NAME_RE = /^[a-z0-9-]+\.(html|css|js|svg)$/;
 const TYPES: Record<string, string> = {
   html: 'text/html; charset=utf-8',

@@ -87,7 +87,9 @@ export class LlamaEngine {
 
   static async load(cfg: EmbeddedConfig): Promise<LlamaEngine> {
     // On Linux, getLlama first loads the prebuilt binary in a forked test process, which inherits
-    // our execArgv (`--import tsx`) and so takes twice as long to start. It needs no loader.
+    // our execArgv: `--import tsx` when this engine runs from source (tests, dev), which makes it
+    // take twice as long to start. It needs no loader. (Compiled, dist/engine-embedded.js, the
+    // execArgv is already empty.)
     const execArgv = process.execArgv;
     process.execArgv = [];
     const llama = await getLlama({

@@ -2,14 +2,8 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { embeddedDefaults, EMBEDDED_DEFAULT_PARALLEL, simDefaults, type ModelConfig } from '../config/models.js';
+import type { EngineCommand } from './engine-command.js';
 import { buildLlamacppCommand } from './llamacpp.js';
-
-export interface EngineCommand {
-  command: string;
-  args: string[];
-  /** Extra environment for the engine, on top of the parent's. */
-  env: Record<string, string>;
-}
 
 /** Engines are only ever bound to loopback: vLLM's dev endpoints are unauthenticated. */
 export const ENGINE_HOST = '127.0.0.1';

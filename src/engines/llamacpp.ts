@@ -7,7 +7,7 @@ import { homedir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { LLAMACPP_DEFAULT_PARALLEL, llamacppDefaults, type ModelConfig } from '../config/models.js';
-import type { EngineCommand } from './commands.js';
+import type { EngineCommand } from './engine-command.js';
 
 const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const LLAMA_DIR = path.join(REPO_ROOT, 'node_modules/node-llama-cpp/llama');

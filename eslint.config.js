@@ -64,7 +64,7 @@ export default defineConfig([
   },
 
   {
-    files: ['**/*.js', '**/*.mjs'],
+    files: ['**/*.js', '**/*.mjs', '**/*.cjs'],
     extends: [js.configs.recommended],
     languageOptions: { globals: globals.node },
   },

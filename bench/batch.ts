@@ -185,7 +185,7 @@ async function p9p10(stack: Stack, dir: string) {
   const until = Date.now() + 600_000;
   const samples: { t: number; running: number; waiting: number }[] = [];
   let status = created.status;
-  let baseArrived = (await simStats(engine)).arrived;
+  const baseArrived = (await simStats(engine)).arrived;
   while (Date.now() < until) {
     const [b, s] = await Promise.all([
       Number.isNaN(tStart) ? getBatch(stack.baseUrl, created.id) : Promise.resolve(null),

@@ -114,7 +114,7 @@ async function sequential(
   what: string,
   onEach?: (r: Timed) => void,
 ): Promise<Timed[]> {
-  const out: Timed[] = new Array(n);
+  const out = new Array<Timed>(n);
   for (let i = 0; i < n; i++) {
     const r = check(await timedPost(pool, CHAT, body), what);
     out[i] = r;
@@ -303,7 +303,7 @@ async function main(): Promise<void> {
         .replace(/"id":"[^"]*"/, '')
         .replace(/"created":\d+/, '');
     if (strip(d.body) !== strip(p.body))
-      throw new Error(`proxied body differs from the direct one:\n${d.body}\n${p.body}`);
+      throw new Error(`proxied body differs from the direct one:\n${String(d.body)}\n${String(p.body)}`);
     if (p.headers[OVERHEAD_HEADER] === undefined) console.warn(`note: the API sends no ${OVERHEAD_HEADER} header`);
 
     // Warm-up: JIT, connection pools, both kinds of request, some load.

@@ -127,10 +127,11 @@ async function p8(stack: Stack) {
     if (process.env.BENCH_TRACE) {
       for (const l of [...stack.worker!.jsonLines(), ...stack.api.jsonLines()]
         .filter((l) => (l.time as number) >= wall0)
-        .sort((a, b) => (a.time as number) - (b.time as number)))
-        console.log(
-          `  +${(l.time as number) - wall0} ${String(l.msg)} ${String(l.model ?? l.to ?? '')} ${l.pauseMs ?? ''}`,
-        );
+        .sort((a, b) => (a.time as number) - (b.time as number))) {
+        // The fields of the API's and worker's swap log lines (pino JSON).
+        const { msg, model, to, pauseMs } = l as { msg?: string; model?: string; to?: string; pauseMs?: number };
+        console.log(`  +${(l.time as number) - wall0} ${String(msg)} ${model ?? to ?? ''} ${pauseMs ?? ''}`);
+      }
     }
     const latencyMs = performance.now() - t0;
     if (!r.choices[0]?.message.content) throw new Error('empty answer');

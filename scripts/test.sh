@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# `npm test`: install what is missing, type-check, then every vitest project (unit,
-# integration, e2e). The tests start their own redis-server on a free port.
+# `npm test`: install what is missing, type-check, lint (scripts/lint.sh), then every vitest
+# project (unit, integration, e2e). The tests start their own redis-server on a free port.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --need-redis --need-chromium
@@ -19,4 +19,6 @@ else
 fi
 echo "test: type-checking (tsc --noEmit)..."
 npx tsc -p . --noEmit
+echo "test: lint (eslint, prettier --check, dependency-cruiser)..."
+npm run -s lint
 npx vitest run "$@"

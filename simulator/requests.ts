@@ -82,7 +82,7 @@ function stopList(body: Body): string[] | null {
   const s = body.stop;
   if (s === undefined || s === null) return null;
   if (typeof s === 'string') return [s];
-  if (Array.isArray(s) && s.every((x) => typeof x === 'string')) return s as string[];
+  if (Array.isArray(s) && s.every((x) => typeof x === 'string')) return s;
   throw badRequest('stop must be a string or an array of strings');
 }
 

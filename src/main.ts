@@ -71,7 +71,7 @@ export async function startApi(
     batches,
     files,
     storage,
-    onEnded: webhooks.recordEnded,
+    onEnded: (batchId) => webhooks.recordEnded(batchId),
   });
   const router = createEngineRouter({
     redis,
@@ -192,6 +192,7 @@ async function main(): Promise<void> {
       const lock = lockDataDir(config.dataDir);
       // Before a private Redis or a worker starts: refusing to listen must leave nothing running.
       assertListenAllowedIn(path.join(config.dataDir, 'db.sqlite'), config.env.HOST, config.env.ALLOW_UNAUTHENTICATED);
+      // eslint-disable-next-line @typescript-eslint/require-await -- async so that a throwing release() rejects, for the shutdown loop's catch
       parts.push({ close: async () => lock.release() });
     }
     if (!redisUrl) {
@@ -200,7 +201,7 @@ async function main(): Promise<void> {
           'A worker started on its own needs REDIS_URL: the Redis of the control plane it serves.',
         );
       const privateRedis = await startPrivateRedis(config.dataDir, log.child({ component: 'redis' }));
-      parts.push({ close: privateRedis.stop });
+      parts.push({ close: () => privateRedis.stop() });
       redisUrl = privateRedis.url;
     }
     if (mode === 'all' || mode === 'worker') parts.push(await startWorker(config, log, redisUrl));

@@ -18,7 +18,7 @@ export interface Metric {
 }
 
 export function machineInfo() {
-  let git: string | null = null;
+  let git: string | null;
   try {
     git = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT, encoding: 'utf8' }).trim();
   } catch {

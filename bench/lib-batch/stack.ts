@@ -103,8 +103,8 @@ function startProc(name: string, args: string[], env: Record<string, string>, no
     out += d.toString();
     if (out.length > 4_000_000) out = out.slice(-2_000_000);
   };
-  proc.stdout!.on('data', cap);
-  proc.stderr!.on('data', cap);
+  proc.stdout.on('data', cap);
+  proc.stderr.on('data', cap);
   const exited = new Promise<void>((r) => proc.once('exit', () => r()));
   return {
     name,

@@ -28,7 +28,7 @@ const ip = (...args: string[]) => execFileSync('ip', args, { stdio: ['ignore', '
 
 /** Deletes namespaces left by an earlier run that was killed (deleting one removes its veth pair). */
 export function cleanupHosts(): void {
-  let list = '';
+  let list: string;
   try {
     list = ip('netns', 'list');
   } catch {
@@ -112,8 +112,8 @@ export function startWorkerOn(
     out += d.toString();
     if (out.length > 1_000_000) out = out.slice(-500_000);
   };
-  proc.stdout!.on('data', cap);
-  proc.stderr!.on('data', cap);
+  proc.stdout.on('data', cap);
+  proc.stderr.on('data', cap);
   const exited = new Promise<void>((r) => proc.once('exit', () => r()));
   return {
     name: opts.workerId,

@@ -59,8 +59,10 @@ export function timedRequest(
     const handler: Dispatcher.DispatchHandler = {
       onRequestStart(controller) {
         if (opts.signal) {
-          if (opts.signal.aborted) controller.abort(opts.signal.reason);
-          else opts.signal.addEventListener('abort', () => controller.abort(opts.signal!.reason), { once: true });
+          // An AbortSignal's reason is `any`: an Error (its default, or what our callers pass).
+          if (opts.signal.aborted) controller.abort(opts.signal.reason as Error);
+          else
+            opts.signal.addEventListener('abort', () => controller.abort(opts.signal!.reason as Error), { once: true });
         }
       },
       onResponseStart(_c, statusCode, headers) {

@@ -396,7 +396,7 @@ export function treeCpuMs(pid: number): number {
     const own = cpuTimeMs(p);
     if (Number.isNaN(own)) return;
     total += own;
-    let tids: string[] = [];
+    let tids: string[];
     try {
       tids = readdirSync(`/proc/${p}/task`);
     } catch {

@@ -16,7 +16,7 @@ export function percentileSorted(sorted: ArrayLike<number>, p: number): number {
 
 /** Sorts a copy ascending (numeric) into a Float64Array. */
 export function sorted(values: ArrayLike<number>): Float64Array {
-  return Float64Array.from(values as ArrayLike<number>).sort();
+  return Float64Array.from(values).sort();
 }
 
 /** The p-th percentile (0..100) of unsorted values. */

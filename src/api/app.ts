@@ -56,8 +56,10 @@ const REQUEST_ID_RE = /^[A-Za-z0-9._:-]{1,128}$/;
 
 /** Builds the Fastify app (routes, error envelope, request ids). Never listens. */
 export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
+  // Typed as Fastify's logger interface, so the instance is FastifyInstance (not one generic over pino's Logger).
+  const loggerInstance: FastifyBaseLogger = deps.log.child({ component: 'api' });
   const app = Fastify({
-    loggerInstance: deps.log.child({ component: 'api' }) as FastifyBaseLogger,
+    loggerInstance,
     genReqId: (req) => {
       const incoming = req.headers['x-request-id'];
       return typeof incoming === 'string' && REQUEST_ID_RE.test(incoming) ? incoming : newRequestId();

@@ -30,6 +30,7 @@ export function useUtf8JsonParser(app: FastifyInstance, keep?: (req: unknown, bu
     const bad = invalidUtf8Body(buf);
     if (bad) return done(bad, undefined);
     keep?.(req, buf);
-    defaultJson(req, buf.toString('utf8'), done);
+    // Fastify's default JSON parser is the callback kind (it calls `done`); its type also admits the promise kind.
+    void defaultJson(req, buf.toString('utf8'), done);
   });
 }

@@ -1,4 +1,4 @@
-import { createHash, randomBytes, randomInt } from 'node:crypto';
+import { createHash, randomInt } from 'node:crypto';
 import type { Db } from '../store/db.js';
 import { createApiKeysRepo, type ApiKeyRow } from '../store/api-keys-repo.js';
 

@@ -7,13 +7,14 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { Command, CommanderError, Option } from 'commander';
 import { makeClient, parsePositiveInt, readCliEnv } from './client.js';
-import { cancel, download, list, submit, watch, type Ctx } from './commands/batches.js';
+import { cancel, download, list, submit, watch, type Ctx, type WatchFlags } from './commands/batches.js';
 import { keysCreate, keysList, keysRevoke } from './commands/keys.js';
 import { exportStarred, logs, models } from './commands/ops.js';
 import { EXIT, explain } from './errors.js';
 
 const collect = (v: string, prev: string[]) => [...prev, v];
 
+// commander passes each action its options untyped: each action names the shape its command's options parse to.
 export function buildProgram(ctx: () => Ctx, setExit: (p: Promise<number>) => Promise<void>): Command {
   const program = new Command('batchwright')
     .description('Submit, watch and download batches on a batchwright server (OPENAI_BASE_URL, OPENAI_API_KEY).')
@@ -34,7 +35,7 @@ export function buildProgram(ctx: () => Ctx, setExit: (p: Promise<number>) => Pr
     .option('--no-watch', 'print the batch id and exit once the batch is created')
     .option('--out <dir>', 'where to write <batch>_output.jsonl and <batch>_error.jsonl', '.')
     .addOption(interval())
-    .action((file: string, o) => setExit(submit(ctx(), file, o)));
+    .action((file: string, o: Parameters<typeof submit>[2]) => setExit(submit(ctx(), file, o)));
 
   program
     .command('watch')
@@ -43,20 +44,22 @@ export function buildProgram(ctx: () => Ctx, setExit: (p: Promise<number>) => Pr
     .option('--download', 'download its output and error files when it ends')
     .option('--out <dir>', 'with --download: where to write the files', '.')
     .addOption(interval())
-    .action((id: string, o) => setExit(watch(ctx(), id, { ...o, download: Boolean(o.download) })));
+    .action((id: string, o: WatchFlags & { download?: boolean }) =>
+      setExit(watch(ctx(), id, { ...o, download: Boolean(o.download) })),
+    );
 
   program
     .command('download')
     .description("write a finished batch's output and error files")
     .argument('<batch_id>')
     .option('--out <dir>', 'target directory', '.')
-    .action((id: string, o) => setExit(download(ctx(), id, o.out)));
+    .action((id: string, o: { out: string }) => setExit(download(ctx(), id, o.out)));
 
   program
     .command('list')
     .description('the newest batches')
     .option('--limit <n>', 'how many (1-100)', parsePositiveInt('--limit'), 20)
-    .action((o) => setExit(list(ctx(), o.limit)));
+    .action((o: { limit: number }) => setExit(list(ctx(), o.limit)));
 
   program
     .command('cancel')
@@ -76,7 +79,9 @@ export function buildProgram(ctx: () => Ctx, setExit: (p: Promise<number>) => Pr
     .argument('<model>')
     .option('-f, --follow', 'keep printing new lines until Ctrl-C')
     .option('--tail <n>', 'lines of backlog', parsePositiveInt('--tail'), 100)
-    .action((w: string, m: string, o) => setExit(logs(ctx(), w, m, { follow: Boolean(o.follow), tail: o.tail })));
+    .action((w: string, m: string, o: { follow?: boolean; tail: number }) =>
+      setExit(logs(ctx(), w, m, { follow: Boolean(o.follow), tail: o.tail })),
+    );
 
   const dataDir = () =>
     new Option('--data-dir <dir>', "the server's DATA_DIR").default(
@@ -92,7 +97,7 @@ export function buildProgram(ctx: () => Ctx, setExit: (p: Promise<number>) => Pr
     .option('--admin', 'an operator key: /ops, /metrics, every project')
     .option('--create-db', 'create the database if DATA_DIR has none yet (first key, before the first start)')
     .addOption(dataDir())
-    .action((o) =>
+    .action((o: { dataDir: string; name: string; project?: string; admin?: boolean; createDb?: boolean }) =>
       setExit(
         keysCreate(ctx(), o.dataDir, {
           name: o.name,
@@ -106,20 +111,20 @@ export function buildProgram(ctx: () => Ctx, setExit: (p: Promise<number>) => Pr
     .command('list')
     .description('every key (never the secrets)')
     .addOption(dataDir())
-    .action((o) => setExit(keysList(ctx(), o.dataDir)));
+    .action((o: { dataDir: string }) => setExit(keysList(ctx(), o.dataDir)));
   keys
     .command('revoke')
     .description('revoke a key by id or prefix')
     .argument('<id_or_prefix>')
     .addOption(dataDir())
-    .action((id: string, o) => setExit(keysRevoke(ctx(), o.dataDir, id)));
+    .action((id: string, o: { dataDir: string }) => setExit(keysRevoke(ctx(), o.dataDir, id)));
 
   program
     .command('export-starred')
     .description('the answers starred in the dashboard, as a JSONL fine-tuning dataset')
     .option('--batch <id>', 'only this batch (repeatable; default: every batch)', collect, [])
     .option('-o, --output <file>', 'write to a file instead of stdout')
-    .action((o) => setExit(exportStarred(ctx(), o.batch, o.output)));
+    .action((o: { batch: string[]; output?: string }) => setExit(exportStarred(ctx(), o.batch, o.output)));
 
   return program;
 }
@@ -168,5 +173,6 @@ export function exitWith(code: number): void {
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(path.resolve(process.argv[1])).href) {
-  runCli(process.argv).then(exitWith);
+  // runCli resolves to an exit code; it rejects only on a bug, which Node then reports and exits 1 for.
+  void runCli(process.argv).then(exitWith);
 }

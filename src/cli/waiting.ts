@@ -8,8 +8,7 @@ export function reasonText(v: unknown): string | null {
   if (typeof v === 'string') return v;
   if (typeof v === 'object') {
     const o = v as Record<string, unknown>;
-    for (const k of ['message', 'text', 'reason', 'detail'])
-      if (typeof o[k] === 'string' && o[k]) return o[k] as string;
+    for (const k of ['message', 'text', 'reason', 'detail']) if (typeof o[k] === 'string' && o[k]) return o[k];
     if (typeof o.code === 'string') return o.code;
   }
   return JSON.stringify(v);

@@ -251,7 +251,8 @@ export function createBatchRunner(deps: BatchRunnerDeps) {
     async tickNow(): Promise<void> {
       while (ticking) await ticking;
       wake();
-      await ticking;
+      // wake() has just started a tick: `ticking` is set again (TypeScript narrowed it to undefined above).
+      await (ticking as Promise<void> | undefined);
     },
     /** Flags a batch for cancellation; workers skip its remaining requests. */
     async requestCancel(batchId: string) {

@@ -85,7 +85,10 @@ export function createEngineRouter(deps: EngineRouterDeps): EngineRouter {
     for (const d of demand.values()) {
       const key = demandKey(d.model);
       if (d.waiting === 0 && d.inflight === 0) {
-        if (d.dirty) (m.del(key), (any = true));
+        if (d.dirty) {
+          m.del(key);
+          any = true;
+        }
         demand.delete(d.model);
         continue;
       }
@@ -249,7 +252,10 @@ export function createEngineRouter(deps: EngineRouterDeps): EngineRouter {
     async close() {
       clearInterval(timer);
       clearTimeout(flushTimer);
-      for (const d of demand.values()) ((d.waiting = 0), (d.inflight = 0));
+      for (const d of demand.values()) {
+        d.waiting = 0;
+        d.inflight = 0;
+      }
       await writeDemand().catch(() => undefined);
       await Promise.all([...pools.values()].map((p) => p.close().catch(() => undefined)));
       deps.subscriber.disconnect();

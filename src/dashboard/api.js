@@ -57,7 +57,7 @@ export async function json(path, init = {}) {
   const h = body !== undefined && !(body instanceof FormData) ? { 'content-type': 'application/json' } : {};
   const res = await call(path, { ...init, body, headers: { ...h, ...init.headers } });
   const text = await res.text();
-  let parsed = null;
+  let parsed;
   try {
     parsed = text ? JSON.parse(text) : null;
   } catch {

@@ -1,7 +1,7 @@
 import { Pool, type Dispatcher } from 'undici';
 import { EngineError } from './errors.js';
 
-export { classifyFailure, toOpenAIErrorBody, type FailureClass, type OpenAIErrorEnvelope } from './failures.js';
+export { classifyFailure, type FailureClass } from './failures.js';
 
 export interface EngineClientOptions {
   /** Model id, for error messages. */

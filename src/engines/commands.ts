@@ -3,14 +3,8 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { embeddedDefaults, EMBEDDED_DEFAULT_PARALLEL, simDefaults, type ModelConfig } from '../config/models.js';
 import { COMPILED, DIST, ROOT } from '../paths.js';
+import type { EngineCommand } from './engine-command.js';
 import { buildLlamacppCommand } from './llamacpp.js';
-
-export interface EngineCommand {
-  command: string;
-  args: string[];
-  /** Extra environment for the engine, on top of the parent's. */
-  env: Record<string, string>;
-}
 
 /** Engines are only ever bound to loopback: vLLM's dev endpoints are unauthenticated. */
 export const ENGINE_HOST = '127.0.0.1';

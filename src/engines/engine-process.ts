@@ -4,7 +4,8 @@ import { createInterface } from 'node:readline';
 import type { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from '../log/logger.js';
-import { ENGINE_HOST, type EngineCommand } from './commands.js';
+import { ENGINE_HOST } from './commands.js';
+import type { EngineCommand } from './engine-command.js';
 import { EngineError, healthTimeoutError, startFailedError } from './errors.js';
 import { checkHealth, waitPortClosed } from './net.js';
 import { LineRing, RotatingLogFile } from './output-log.js';
@@ -169,8 +170,8 @@ export class EngineProcess extends EventEmitter<{ exit: [EngineExit] }> {
       });
     });
     this.streamsClosed = Promise.all([
-      this.pipeLines(child.stdout!, 'stdout'),
-      this.pipeLines(child.stderr!, 'stderr'),
+      this.pipeLines(child.stdout, 'stdout'),
+      this.pipeLines(child.stderr, 'stderr'),
     ]).then(() => undefined);
     this.log.info({ port: this.port, logFile: this.logFile }, 'engine spawned');
   }
@@ -220,18 +221,21 @@ export class EngineProcess extends EventEmitter<{ exit: [EngineExit] }> {
 
   /** Chained timeouts, not setInterval: checks never overlap on a slow engine. */
   private scheduleHealthCheck(failures = 0): void {
-    this.healthTimer = setTimeout(async () => {
-      if (this.stopRequested || this.exitInfo) return;
-      const ok = await checkHealth(`${this.baseUrl}${this.opts.healthPath ?? '/health'}`);
-      if (this.stopRequested || this.exitInfo) return;
-      const n = ok ? 0 : failures + 1;
-      if (n < (this.opts.healthFailureLimit ?? 3)) return this.scheduleHealthCheck(n);
-      // vLLM can answer 503 forever with a dead engine core: treat it as a crash.
-      this.log.warn({ failures: n }, 'engine unhealthy, killing it');
-      this.killedUnhealthy = true;
-      this.signalGroup('SIGKILL');
-    }, this.opts.healthIntervalMs ?? 5_000);
+    // Fire and forget, as before: checkHealth turns a failed check into `false`.
+    this.healthTimer = setTimeout(() => void this.healthCheck(failures), this.opts.healthIntervalMs ?? 5_000);
     this.healthTimer.unref();
+  }
+
+  private async healthCheck(failures: number): Promise<void> {
+    if (this.stopRequested || this.exitInfo) return;
+    const ok = await checkHealth(`${this.baseUrl}${this.opts.healthPath ?? '/health'}`);
+    if (this.stopRequested || this.exitInfo) return;
+    const n = ok ? 0 : failures + 1;
+    if (n < (this.opts.healthFailureLimit ?? 3)) return this.scheduleHealthCheck(n);
+    // vLLM can answer 503 forever with a dead engine core: treat it as a crash.
+    this.log.warn({ failures: n }, 'engine unhealthy, killing it');
+    this.killedUnhealthy = true;
+    this.signalGroup('SIGKILL');
   }
 
   private async doStop(): Promise<void> {

@@ -7,7 +7,7 @@ import { homedir } from 'node:os';
 import path from 'node:path';
 import { LLAMACPP_DEFAULT_PARALLEL, llamacppDefaults, type ModelConfig } from '../config/models.js';
 import { ROOT } from '../paths.js';
-import type { EngineCommand } from './commands.js';
+import type { EngineCommand } from './engine-command.js';
 
 const LLAMA_DIR = path.join(ROOT, 'node_modules/node-llama-cpp/llama');
 

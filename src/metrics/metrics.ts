@@ -96,7 +96,10 @@ export function createMetrics(deps: MetricsDeps) {
   let requestsP: Promise<void> | undefined;
   let requestsAt = 0;
   const requestsOnce = () => {
-    if (!requestsP || Date.now() - requestsAt > 250) ((requestsAt = Date.now()), (requestsP = collectRequests()));
+    if (!requestsP || Date.now() - requestsAt > 250) {
+      requestsAt = Date.now();
+      requestsP = collectRequests();
+    }
     return requestsP;
   };
   const collectRequests = async () => {

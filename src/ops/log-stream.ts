@@ -42,8 +42,7 @@ export async function followEngineLog(
     while (!opts.signal.aborted) {
       let res: [string, [string, string[]][]][] | null;
       try {
-        res = (await conn.xread('COUNT', 500, 'BLOCK', BLOCK_MS, 'STREAMS', key, lastId)) as
-          [string, [string, string[]][]][] | null;
+        res = await conn.xread('COUNT', 500, 'BLOCK', BLOCK_MS, 'STREAMS', key, lastId);
       } catch (err) {
         if (opts.signal.aborted) break;
         throw err;

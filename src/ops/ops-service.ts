@@ -337,12 +337,18 @@ export function createOpsService(deps: OpsServiceDeps) {
     if (events.listenerCount('batches') > 0) {
       const views = batchViews(active, now);
       const json = JSON.stringify(views);
-      if (json !== lastBatches) ((lastBatches = json), events.emit('batches', views));
+      if (json !== lastBatches) {
+        lastBatches = json;
+        events.emit('batches', views);
+      }
     }
     if (events.listenerCount('engines') > 0) {
       const es = engines(now);
       const json = JSON.stringify(es);
-      if (json !== lastEngines) ((lastEngines = json), events.emit('engines', es));
+      if (json !== lastEngines) {
+        lastEngines = json;
+        events.emit('engines', es);
+      }
     }
   };
   let timer: NodeJS.Timeout | undefined;

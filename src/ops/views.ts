@@ -57,7 +57,7 @@ export function toOpsBatch(row: OpsBatchRow, rps: number, reason: string | null)
   const done = row.completed + row.failed;
   const terminal = TERMINAL.has(row.status);
   const remaining = Math.max(0, row.total - done);
-  let metadata: Record<string, string> | null = null;
+  let metadata: Record<string, string> | null;
   try {
     metadata = row.metadata ? (JSON.parse(row.metadata) as Record<string, string>) : null;
   } catch {

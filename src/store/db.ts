@@ -22,7 +22,7 @@ export function openDb(file: string): Db {
   sqlite.pragma('synchronous = NORMAL');
   sqlite.pragma('busy_timeout = 5000');
   sqlite.pragma('foreign_keys = ON');
-  const db = drizzle(sqlite, { schema }) as Db;
+  const db: Db = drizzle<typeof schema>(sqlite, { schema });
   migrate(db, { migrationsFolder: MIGRATIONS });
   return db;
 }

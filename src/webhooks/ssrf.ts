@@ -257,7 +257,7 @@ export async function vetDestination(
  */
 export function pinnedLookup(addresses: readonly ResolvedAddress[]): LookupFunction {
   const list = addresses.map((a) => ({ address: a.address, family: a.family }));
-  return ((_host: string, options: unknown, callback?: unknown) => {
+  return (_host: string, options: unknown, callback?: unknown) => {
     const cb = (typeof options === 'function' ? options : callback) as (
       err: Error | null,
       address: unknown,
@@ -277,5 +277,5 @@ export function pinnedLookup(addresses: readonly ResolvedAddress[]): LookupFunct
       if (opts.all) cb(null, matching);
       else cb(null, matching[0]!.address, matching[0]!.family);
     });
-  }) as LookupFunction;
+  };
 }

@@ -11,7 +11,8 @@ import {
   type ChunkRequest,
   type ResultMessage,
 } from '../queue/jobs.js';
-import { classifyFailure, EngineClient, toOpenAIErrorBody } from '../engines/client.js';
+import { toOpenAIErrorBody } from '../domain/engine-error-body.js';
+import { classifyFailure, EngineClient } from '../engines/client.js';
 
 /** What a chunk needs from the ModelManager: nothing BullMQ-specific crosses this line. */
 export interface EngineAccess {

@@ -220,7 +220,7 @@ describe.skipIf(!existsSync(CHROMIUM))('dashboard in headless Chromium', () => {
   it('exports the starred answers as chat fine-tuning JSONL', async () => {
     const [download] = await Promise.all([page.waitForEvent('download'), page.click('#export-starred')]);
     expect(download.suggestedFilename()).toBe('starred.jsonl');
-    const lines = readFileSync((await download.path())!, 'utf8')
+    const lines = readFileSync(await download.path(), 'utf8')
       .trim()
       .split('\n')
       .map((l) => JSON.parse(l));
@@ -290,7 +290,7 @@ describe.skipIf(!existsSync(CHROMIUM))('dashboard in headless Chromium', () => {
     await errors.waitFor({ timeout: 20_000 });
     expect(await page.locator('#batch-detail [data-action=cancel]').count()).toBe(0);
     const [download] = await Promise.all([page.waitForEvent('download'), errors.click()]);
-    const lines = readFileSync((await download.path())!, 'utf8')
+    const lines = readFileSync(await download.path(), 'utf8')
       .trim()
       .split('\n')
       .map((l) => JSON.parse(l));
@@ -306,7 +306,7 @@ describe.skipIf(!existsSync(CHROMIUM))('dashboard in headless Chromium', () => {
     await button.waitFor({ timeout: 20_000 });
     const [download] = await Promise.all([page.waitForEvent('download'), button.click()]);
     expect(download.suggestedFilename()).toBe(`${batchA}-output.jsonl`);
-    const lines = readFileSync((await download.path())!, 'utf8')
+    const lines = readFileSync(await download.path(), 'utf8')
       .trim()
       .split('\n')
       .map((l) => JSON.parse(l));

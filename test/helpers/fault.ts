@@ -267,7 +267,7 @@ export class FaultStack {
       try {
         return await fn();
       } catch (e) {
-        if (Date.now() > deadline) throw new Error(`${what}: ${(e as Error).message}`);
+        if (Date.now() > deadline) throw new Error(`${what}: ${(e as Error).message}`, { cause: e });
         await sleep(200);
       }
     }
@@ -405,21 +405,21 @@ export async function runTrial(
     const deadline = Date.now() + 60_000;
     while (f.at > 0) {
       await poll();
-      if (TERMINAL.includes(last!.status)) break;
-      if ((last!.request_counts?.completed ?? 0) >= f.at * n) break;
+      if (TERMINAL.includes(last.status)) break;
+      if ((last.request_counts?.completed ?? 0) >= f.at * n) break;
       if (Date.now() > deadline) {
         problems.push(
-          `no progress to ${Math.round(f.at * 100)} % within 60 s (status ${last!.status}, counts ${JSON.stringify(last!.request_counts)})`,
+          `no progress to ${Math.round(f.at * 100)} % within 60 s (status ${last.status}, counts ${JSON.stringify(last.request_counts)})`,
         );
         break;
       }
       await sleep(40);
     }
-    if (TERMINAL.includes(last!.status)) {
+    if (TERMINAL.includes(last.status)) {
       f.skipped = 'batch already finished';
       continue;
     }
-    f.landedAt = last!.request_counts?.completed ?? 0;
+    f.landedAt = last.request_counts?.completed ?? 0;
     lastFaultAt = Date.now();
     await inject(stack, f, problems);
   }
@@ -431,9 +431,9 @@ export async function runTrial(
     if (
       cancelAt !== null &&
       cancelledAt === null &&
-      ((last!.request_counts?.completed ?? 0) >= cancelAt * n || TERMINAL.includes(last!.status))
+      ((last.request_counts?.completed ?? 0) >= cancelAt * n || TERMINAL.includes(last.status))
     ) {
-      cancelledAt = last!.request_counts?.completed ?? 0;
+      cancelledAt = last.request_counts?.completed ?? 0;
       stack.note(`cancel at ${cancelledAt}`);
       // A batch that already finished answers 409 batch_not_cancellable: a valid outcome.
       const answered = (e: unknown) => (e as { status?: number }).status === 409;
@@ -444,16 +444,16 @@ export async function runTrial(
         .catch((e: Error) => problems.push(`cancel: ${e.message}`));
       await poll();
     }
-    if (TERMINAL.includes(last!.status)) break;
+    if (TERMINAL.includes(last.status)) break;
     if (Date.now() > deadline) {
       problems.push(
-        `batch still ${last!.status} after ${terminalTimeoutMs} ms (counts ${JSON.stringify(last!.request_counts)})`,
+        `batch still ${last.status} after ${terminalTimeoutMs} ms (counts ${JSON.stringify(last.request_counts)})`,
       );
       break;
     }
     await sleep(100);
   }
-  const done = last!;
+  const done = last;
   const recoveryMs = lastFaultAt === null ? null : Date.now() - lastFaultAt;
   const out = await stack.linesOf(done.output_file_id).catch((e) => (problems.push(`output file: ${e.message}`), []));
   const err = await stack.linesOf(done.error_file_id).catch((e) => (problems.push(`error file: ${e.message}`), []));

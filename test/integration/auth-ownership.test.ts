@@ -1,4 +1,5 @@
 import { readdirSync } from 'node:fs';
+import { inspect } from 'node:util';
 import OpenAI, { APIError, ConflictError, NotFoundError, toFile } from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SIM_MODEL, startTestServer, type TestServer } from '../helpers/app.js';
@@ -38,7 +39,7 @@ async function failure(p: Promise<unknown>): Promise<APIError> {
     (e: unknown) => e,
   );
   if (!(r instanceof APIError))
-    throw new Error(`expected an API error, got ${r === undefined ? 'success' : String(r)}`);
+    throw new Error(`expected an API error, got ${r === undefined ? 'success' : inspect(r)}`);
   return r;
 }
 

@@ -137,7 +137,7 @@ function playWorker(batchId: string) {
     store,
     async take(): Promise<boolean> {
       const token = randomBytes(4).toString('hex');
-      const job = (await worker.getNextJob(token, { block: false })) as Job<ChunkJob> | undefined;
+      const job = await worker.getNextJob(token, { block: false });
       if (!job) return false;
       if (job.data.batchId !== batchId)
         throw new Error(`a job of another batch (${job.data.batchId}) was still queued`);

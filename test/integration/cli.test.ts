@@ -52,6 +52,7 @@ function cli(
 }
 
 /** Control characters other than newline: what a log file or CI console must not get. */
+// eslint-disable-next-line no-control-regex -- on purpose: the test looks for control characters
 const CONTROL = /[\x00-\x09\x0b-\x1f\x7f]/;
 
 async function closedPort(): Promise<number> {

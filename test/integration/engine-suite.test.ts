@@ -29,7 +29,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { modelSchema, type ModelConfig } from '../../src/config/models.js';
-import { toOpenAIErrorBody } from '../../src/engines/failures.js';
+import { toOpenAIErrorBody } from '../../src/domain/engine-error-body.js';
 import { llamaServerBinary } from '../../src/engines/llamacpp.js';
 import { ModelManager, type EngineHandle } from '../../src/engines/model-manager.js';
 import { ensureTinyModel } from '../../src/engines/tiny-model.js';

@@ -511,6 +511,7 @@ describe('Files API errors', () => {
       expect(res.status, name).toBe(200);
       const body = (await res.json()) as { id: string; filename: string };
       check(body.filename);
+      // eslint-disable-next-line no-control-regex -- on purpose: no control character may survive in a file name
       expect(body.filename).not.toMatch(/[\u0000-\u001f]/);
       expect((await client.files.retrieve(body.id)).filename).toBe(body.filename);
     }

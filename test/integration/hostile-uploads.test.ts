@@ -464,10 +464,12 @@ describe('path traversal and header injection in file names', () => {
     const root = small.app.deps.storage.root;
     const dataDir = small.dataDir;
     // Where each name would land if it were ever used as a path; those that do not exist yet must not exist after.
+    /* eslint-disable no-control-regex -- on purpose: NUL is how a hostile name would cut a path short */
     const wouldBe = EVIL_NAMES.flatMap((n) => [
       path.resolve(root, n.replace(/\u0000/g, '')),
       path.resolve(dataDir, n.replace(/\u0000/g, '')),
     ]).filter((p) => !existsSync(p));
+    /* eslint-enable no-control-regex */
     const before = new Set(storedIds(small));
     const filesDir = path.relative(dataDir, root);
     const outsideStorage = () =>
@@ -500,6 +502,7 @@ describe('path traversal and header injection in file names', () => {
         const id = r.body.id!;
         const shown = r.body.filename!;
         expect(id, what).toMatch(FILE_ID);
+        // eslint-disable-next-line no-control-regex -- on purpose: no control character may survive in a shown name
         expect(shown, what).not.toMatch(/[/\\\u0000-\u001f\u007f\u202a-\u202e\u2066-\u2069]/);
         expect(shown.length, what).toBeGreaterThan(0);
         expect(Array.from(shown).length, what).toBeLessThanOrEqual(255);

@@ -23,7 +23,7 @@ async function scrape(s: TestServer): Promise<Sample[]> {
 }
 const getJson = async (s: TestServer, p: string) => {
   const res = await fetch(`${s.baseUrl}${p}`);
-  return { status: res.status, body: (await res.json()) as any };
+  return { status: res.status, body: await res.json() };
 };
 
 describe('GET /metrics', () => {
@@ -52,7 +52,7 @@ describe('GET /metrics', () => {
     });
 
     // While it runs: in_progress 1, requests queued or in flight for the model, the engine ready.
-    let during: Sample[] = [];
+    let during: Sample[];
     const deadline = Date.now() + 60_000;
     for (;;) {
       during = await scrape(server);

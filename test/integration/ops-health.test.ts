@@ -32,7 +32,7 @@ const tmp = () => {
 
 const getJson = async (s: TestServer, p: string) => {
   const res = await fetch(`${s.baseUrl}${p}`);
-  return { status: res.status, body: (await res.json()) as any };
+  return { status: res.status, body: await res.json() };
 };
 
 async function until<T>(

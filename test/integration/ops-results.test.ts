@@ -144,7 +144,7 @@ describe('stars and the fine-tuning export', () => {
     expect((await fetch(`${server.baseUrl}/ops/batches/${batchA}/stars/q-3`, { method: 'PUT' })).status).toBe(200);
     const missing = await fetch(`${server.baseUrl}/ops/batches/${batchA}/stars/nope`, { method: 'PUT' });
     expect(missing.status).toBe(404);
-    expect(((await missing.json()) as any).error.code).toBe('result_not_found');
+    expect((await missing.json()).error.code).toBe('result_not_found');
 
     const starred = await json(`/ops/batches/${batchA}/results?starred=1`);
     expect(starred.data.map((x: any) => x.custom_id)).toEqual(['q-1', 'q-3', 'q-4']);

@@ -17,7 +17,7 @@ afterEach(async () => {
   server = redis = undefined;
 });
 const tmp = () => mkdtempSync(path.join(tmpdir(), 'bw-in-'));
-const getJson = async (s: TestServer, p: string) => (await (await fetch(`${s.baseUrl}${p}`)).json()) as any;
+const getJson = async (s: TestServer, p: string) => await (await fetch(`${s.baseUrl}${p}`)).json();
 
 /** Connections of this test's log streams (log-stream.ts names them `<prefix>-ops-log`). */
 const logConnections = async (r: Redis, prefix: string) =>
@@ -187,7 +187,7 @@ describe('operator routes with API keys', () => {
     ]) {
       const refused = await as(user, p);
       expect(refused.status, p).toBe(403);
-      expect(((await refused.json()) as any).error.code).toBe('admin_required');
+      expect((await refused.json()).error.code).toBe('admin_required');
       expect((await as(null, p)).status, p).toBe(401);
     }
     for (const p of ['/health', '/metrics', '/ops/batches', '/ops/workers'])

@@ -51,8 +51,8 @@ function launch(args: string[]): {
   spawned.push(proc);
   let out = '';
   let err = '';
-  proc.stdout!.setEncoding('utf8').on('data', (d: string) => (out += d));
-  proc.stderr!.setEncoding('utf8').on('data', (d: string) => (err += d));
+  proc.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
+  proc.stderr.setEncoding('utf8').on('data', (d: string) => (err += d));
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
     proc.once('exit', (code, signal) => resolve({ code, signal })),
   );
@@ -174,7 +174,7 @@ describe('engine simulator', () => {
 
   it('lists the served model, and exposes metrics gauges', async () => {
     const sim = await startSim(['--max-model-len', '2048']);
-    const models = (await (await fetch(sim.base + '/v1/models')).json()) as any;
+    const models = await (await fetch(sim.base + '/v1/models')).json();
     expect(models).toEqual({
       object: 'list',
       data: [

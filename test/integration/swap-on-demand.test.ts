@@ -93,7 +93,9 @@ describe('swap on demand', () => {
     expect(out).toHaveLength(300);
     expect(new Set(out.map((l) => l.custom_id)).size).toBe(300);
     for (const l of out) expect(l.response.body.model).toBe('model-a');
-    const swaps = server.logs.filter((l) => l.msg === 'worker switched model queue').map((l) => `${l.from}->${l.to}`);
+    const swaps = server.logs
+      .filter((l) => l.msg === 'worker switched model queue')
+      .map((l) => `${String(l.from)}->${String(l.to)}`);
     expect(swaps).toEqual(['null->model-a', 'model-a->model-b', 'model-b->model-a']);
   });
 

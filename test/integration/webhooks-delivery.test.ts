@@ -35,7 +35,10 @@ function logSink() {
   const sink = new Writable({
     write(chunk: Buffer, _e, cb) {
       for (const l of chunk.toString().split('\n'))
-        if (l) (raw.push(l), lines.push(JSON.parse(l) as Record<string, unknown>));
+        if (l) {
+          raw.push(l);
+          lines.push(JSON.parse(l) as Record<string, unknown>);
+        }
       cb();
     },
   });

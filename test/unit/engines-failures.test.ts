@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { classifyFailure, toOpenAIErrorBody } from '../../src/engines/client.js';
+import { toOpenAIErrorBody } from '../../src/domain/engine-error-body.js';
+import { classifyFailure } from '../../src/engines/client.js';
 import { EngineError } from '../../src/engines/errors.js';
 
 const buf = (v: unknown) => Buffer.from(typeof v === 'string' ? v : JSON.stringify(v));

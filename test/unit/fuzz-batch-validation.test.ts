@@ -257,7 +257,7 @@ describe('validateBatchFile', () => {
         for (const [line, codes] of expected)
           expect(
             byLine.get(line)!.some((c) => codes.includes(c)),
-            `line ${line}: got ${byLine.get(line)} want ${codes}`,
+            `line ${line}: got ${String(byLine.get(line))} want ${String(codes)}`,
           ).toBe(true);
       }),
       { numRuns: fuzzRuns(600) },

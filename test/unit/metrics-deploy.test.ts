@@ -36,20 +36,20 @@ describe('monitoring deployment files', () => {
   });
 
   it('Prometheus scrapes the API /metrics', () => {
-    const prom = parse(read('deploy/prometheus/prometheus.yml')) as any;
+    const prom = parse(read('deploy/prometheus/prometheus.yml'));
     const job = prom.scrape_configs.find((j: any) => j.job_name === 'batchwright');
     expect(job.metrics_path).toBe('/metrics');
     expect(job.static_configs[0].targets).toEqual(['api:4080']);
   });
 
   it('Grafana provisions the Prometheus datasource and a dashboard whose queries use only metrics we export', () => {
-    const ds = parse(read('deploy/grafana/provisioning/datasources/prometheus.yml')) as any;
+    const ds = parse(read('deploy/grafana/provisioning/datasources/prometheus.yml'));
     expect(ds.datasources[0]).toMatchObject({
       type: 'prometheus',
       uid: 'batchwright-prometheus',
       url: 'http://prometheus:9090',
     });
-    const prov = parse(read('deploy/grafana/provisioning/dashboards/batchwright.yml')) as any;
+    const prov = parse(read('deploy/grafana/provisioning/dashboards/batchwright.yml'));
     expect(prov.providers[0].options.path).toBe('/var/lib/grafana/dashboards');
     const dash = JSON.parse(read('deploy/grafana/dashboards/batchwright.json')) as {
       uid: string;

@@ -19,8 +19,8 @@ import { createLogger } from '../../src/log/logger.js';
 const ok = (stdout: string): CommandResult => ({ rc: 0, stdout, stderr: '', timedOut: false, missing: false, ms: 1 });
 const hung: CommandResult = { rc: null, stdout: '', stderr: '', timedOut: true, missing: false, ms: 20_000 };
 
-/** A scripted SLURM: `state()` says what squeue reports for job 42 right now. */
-function fakeSlurm(state: () => string | 'HUNG', extra: { start?: string; onSubmit?: () => void } = {}) {
+/** A scripted SLURM: `state()` says what squeue reports for job 42 right now ('HUNG': squeue times out). */
+function fakeSlurm(state: () => string, extra: { start?: string; onSubmit?: () => void } = {}) {
   const calls: string[] = [];
   let cancelled = false;
   const run: CommandRunner = async (cmd, args) => {

@@ -50,7 +50,7 @@ describe('ensureTinyModel', () => {
     const dir = tempDir();
     const paths = await Promise.all([ensureTinyModel(dir), ensureTinyModel(dir), ensureTinyModel(dir)]);
     expect(new Set(paths).size).toBe(1);
-    expect(sha256(paths[0]!)).toBe(TINY_SHA256);
+    expect(sha256(paths[0])).toBe(TINY_SHA256);
     expect(readdirSync(path.join(dir, 'models'))).toEqual(['tiny-cycle.gguf']);
   });
 

@@ -205,7 +205,7 @@ describe('webhook SSRF guard: addresses from DNS', () => {
     const lookup = pinnedLookup(v.addresses);
     const ask = (opts: object) =>
       new Promise<unknown>((res, rej) =>
-        lookup('rebind.example', opts as never, (err: unknown, address: unknown, family?: unknown) =>
+        lookup('rebind.example', opts, (err: Error | null, address: unknown, family?: unknown) =>
           err ? rej(err) : res({ address, family }),
         ),
       );
@@ -223,7 +223,7 @@ describe('webhook SSRF guard: addresses from DNS', () => {
 
   it('the pinned lookup honours a family filter and fails cleanly when none matches', async () => {
     const lookup = pinnedLookup([{ address: '2606:4700::1111', family: 6 }]);
-    const err = await new Promise<unknown>((res) => lookup('x', { family: 4 } as never, (e: unknown) => res(e)));
+    const err = await new Promise<unknown>((res) => lookup('x', { family: 4 }, (e: unknown) => res(e)));
     expect(err).toMatchObject({ code: 'ENOTFOUND' });
   });
 

@@ -2,7 +2,7 @@
  * Pure helpers of the inference proxy: which upstream failures mean "this engine is gone"
  * and what a client sees when an engine stops answering. No I/O.
  */
-import type { OpenAIErrorEnvelope } from '../../engines/failures.js';
+import type { OpenAIErrorEnvelope } from '../../domain/engine-error-body.js';
 
 /**
  * Error codes meaning the connection to the engine failed before a response came back: it

@@ -16,9 +16,9 @@
  */
 import { performance } from 'node:perf_hooks';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { toOpenAIErrorBody } from '../../domain/engine-error-body.js';
 import { ApiError } from '../errors.js';
 import { useUtf8JsonParser } from '../json-body.js';
-import { toOpenAIErrorBody } from '../../engines/failures.js';
 import type { EngineRouter } from '../proxy/router-types.js';
 import { describeFailure, INFERENCE_PATHS, isConnectionError, checkBody } from '../proxy/upstream.js';
 import { ClientGone, OVERHEAD_HEADER, formatOverhead, UpstreamCall, type Exchange } from '../proxy/upstream-call.js';

@@ -173,6 +173,7 @@ export default async function opsResultsRoutes(app: FastifyInstance): Promise<vo
       // Search reads every candidate's input from the file: a linear scan, in pages of 500.
       // A row whose raw JSON cannot contain the needle is skipped before parsing: exact when
       // the raw text has no escapes (a backslash) and the needle has nothing JSON escapes.
+      // eslint-disable-next-line no-control-regex -- on purpose: the characters JSON escapes are U+0000-U+001F
       const plain = !/["\\\u0000-\u001f]/.test(needle);
       const mayHold = (raw: string | null | undefined) =>
         raw == null || raw.includes('\\') || raw.toLowerCase().includes(needle);

@@ -71,6 +71,7 @@ export function toDeletedFile(id: string) {
   return { id, object: 'file' as const, deleted: true as const };
 }
 
+// eslint-disable-next-line no-control-regex -- on purpose: control characters are what a shown file name must not hold
 const CONTROL_OR_BIDI = /[\u0000-\u001f\u007f-\u009f\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
 export const MAX_FILENAME_CHARS = 255;
 

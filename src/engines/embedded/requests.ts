@@ -87,7 +87,7 @@ function rejectUnsupported(body: Body, kind: 'chat' | 'completion'): void {
   if (Array.isArray(body.tools) && body.tools.length > 0) throw unsupported('tools');
   if (present(body.functions)) throw unsupported('functions');
   const rf = body.response_format as { type?: unknown } | null | undefined;
-  if (present(rf) && (typeof rf !== 'object' || rf!.type !== 'text'))
+  if (present(rf) && (typeof rf !== 'object' || rf.type !== 'text'))
     throw unsupported('response_format other than {"type":"text"}');
   if (body.echo === true) throw unsupported('echo');
   if (typeof body.suffix === 'string' && body.suffix !== '') throw unsupported('suffix');
@@ -99,7 +99,7 @@ function stopList(body: Body): string[] {
   const s = body.stop;
   if (!present(s)) return [];
   if (typeof s === 'string') return s === '' ? [] : [s];
-  if (Array.isArray(s) && s.every((x) => typeof x === 'string')) return (s as string[]).filter((x) => x !== '');
+  if (Array.isArray(s) && s.every((x) => typeof x === 'string')) return s.filter((x) => x !== '');
   throw badRequest('stop must be a string or an array of strings');
 }
 
@@ -141,7 +141,7 @@ export function genParams(body: Body, kind: 'chat' | 'completion'): GenParams {
     stopTokenIds: stopTokenIds(body),
     ignoreEos: optBool(body, 'ignore_eos'),
     stream,
-    includeUsage: stream && !!so && (so as { include_usage?: unknown }).include_usage === true,
+    includeUsage: stream && !!so && so.include_usage === true,
     sampling,
   };
 }
@@ -189,8 +189,7 @@ export function completionPrompts(body: Body): (string | number[])[] {
     Array.isArray(x) && x.length > 0 && x.every((t) => Number.isInteger(t) && t >= 0);
   if (typeof p === 'string') return [p];
   if (isIds(p)) return [p];
-  if (Array.isArray(p) && p.length > 0 && p.every((x) => typeof x === 'string' || isIds(x)))
-    return p as (string | number[])[];
+  if (Array.isArray(p) && p.length > 0 && p.every((x) => typeof x === 'string' || isIds(x))) return p;
   throw badRequest('prompt must be a string, an array of strings, token ids, or an array of token-id arrays');
 }
 

@@ -324,7 +324,7 @@ export class BatchJobEngine extends EventEmitter<EngineInstanceEvents> implement
     ]);
     let estimatedStart = est;
     let estimateSource: EngineDetail['estimateSource'] = est ? 'scheduler' : null;
-    let estText = '';
+    let estText: string;
     if (est) estText = `estimated start ${iso(est)} (${this.s.name}'s estimate)`;
     else {
       const h = this.history.estimate(this.shape());
@@ -543,6 +543,7 @@ export class BatchJobEngine extends EventEmitter<EngineInstanceEvents> implement
   }
 
   /** Appends what the job wrote since the last read to the engine log (the way local engines' output is). */
+  // eslint-disable-next-line @typescript-eslint/require-await -- sync reads, kept async: five callers await it mid-sequence, and a sync version would change when they resume
   private async readTail(): Promise<void> {
     const file = this.record?.outputFile;
     if (!file) return;

@@ -1,5 +1,6 @@
 import type { LauncherConfig, ModelConfig } from '../../config/models.js';
-import { buildEngineCommand, type EngineCommand } from '../commands.js';
+import { buildEngineCommand } from '../commands.js';
+import type { EngineCommand } from '../engine-command.js';
 
 /** The line a job prints (and writes to its endpoint file) once it knows where the engine listens. */
 export const ENDPOINT_MARK = 'batchwright-endpoint';

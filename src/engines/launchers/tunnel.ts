@@ -44,7 +44,7 @@ export class SshTunnel {
   start(onExit: (code: number | null) => void): void {
     const child = spawn(this.ssh, this.argv, { stdio: ['ignore', 'ignore', 'pipe'], detached: true });
     this.child = child;
-    child.stderr!.setEncoding('utf8').on('data', (d: string) => {
+    child.stderr.setEncoding('utf8').on('data', (d: string) => {
       for (const l of d.split('\n')) if (l.trim()) this.stderr.push(l.trim());
       this.stderr.splice(0, Math.max(0, this.stderr.length - 20));
     });

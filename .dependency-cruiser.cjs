@@ -49,9 +49,19 @@ module.exports = {
       severity: 'error',
       comment:
         'engines/ knows nothing of BullMQ, Redis, SQLite, the API or the worker: besides itself it imports ' +
-        'only config/, log/, domain/ and os/ (the worker reaches it through EngineAccess).',
+        'only config/, log/, domain/, os/ and paths.ts (where the installation lives) ' +
+        '(the worker reaches it through EngineAccess).',
       from: { path: '^src/engines/' },
-      to: { path: '^src/', pathNot: '^src/(engines|config|log|domain|os)/' },
+      to: { path: '^src/', pathNot: '^src/((engines|config|log|domain|os)/|paths\\.ts$)' },
+    },
+    {
+      name: 'paths-is-a-leaf',
+      severity: 'error',
+      comment:
+        'src/paths.ts says where the installation lives (from source or from dist/) and is imported from ' +
+        'every layer, so it imports nothing of ours.',
+      from: { path: '^src/paths\\.ts$' },
+      to: { path: '^src/' },
     },
     {
       name: 'engines-no-bullmq-or-redis',

@@ -88,6 +88,14 @@ export const envSchema = z.object({
     .describe(
       'An upload (POST /v1/files) whose client sends no byte for this long is cut off with 408 and its partial file removed. An idle timeout, not a total one: slow uploads that keep sending are never cut. 0 turns it off.',
     ),
+  SSE_HEARTBEAT_MS: z.coerce
+    .number()
+    .int()
+    .min(100)
+    .default(15_000)
+    .describe(
+      'How often the operator event streams (/ops/events, engine logs) send a comment line, so that proxies and load balancers do not close an idle stream.',
+    ),
   MAX_BATCH_REQUESTS: z.coerce
     .number()
     .int()

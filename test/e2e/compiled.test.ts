@@ -42,7 +42,7 @@ describe('the compiled build (dist/)', { timeout: 180_000 }, () => {
   let baseUrl: string;
 
   beforeAll(async () => {
-    await run(process.execPath, ['scripts/build.mjs', '--quiet'], { cwd: ROOT, timeout: 150_000 });
+    // dist/ is built by the global setup (test/helpers/global-setup.ts), before any test runs it.
     dir = mkdtempSync(path.join(tmpdir(), 'bw-compiled-'));
     writeFileSync(
       path.join(dir, 'models.yaml'),
@@ -50,17 +50,13 @@ describe('the compiled build (dist/)', { timeout: 180_000 }, () => {
     );
     const port = await freePort();
     baseUrl = `http://127.0.0.1:${port}`;
-    server = startMain(
-      'all',
-      {
-        PORT: String(port),
-        DATA_DIR: path.join(dir, 'data'),
-        MODELS_FILE: path.join(dir, 'models.yaml'),
-        REDIS_URL: inject('redisUrl'),
-        QUEUE_PREFIX: `compiled${port}`,
-      },
-      { compiled: true },
-    );
+    server = startMain('all', {
+      PORT: String(port),
+      DATA_DIR: path.join(dir, 'data'),
+      MODELS_FILE: path.join(dir, 'models.yaml'),
+      REDIS_URL: inject('redisUrl'),
+      QUEUE_PREFIX: `compiled${port}`,
+    });
     await waitUntil(
       async () => {
         if (server!.proc.exitCode !== null) throw new Error(`dist/main.js exited:\n${server!.output().slice(-3000)}`);

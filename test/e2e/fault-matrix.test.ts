@@ -1,5 +1,5 @@
 /**
- * The fault matrix (docs/reliability.md): TRIALS (default 20) batches of N (default 2,000)
+ * The fault matrix (docs/reliability.md): TRIALS (default 12) batches of N (default 2,000)
  * requests on one long-lived stack (own redis-server with AOF, API process, worker process,
  * simulator engine), each hit mid-batch by one or two random faults: SIGKILL of the worker,
  * of the API, of the engine, redis-server SIGKILLed or SHUTDOWN and restarted on the same
@@ -14,7 +14,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CI_FAULTS, FaultStack, runTrial, type TrialResult } from '../helpers/fault.js';
 
-const TRIALS = Number(process.env.TRIALS ?? 20);
+const TRIALS = Number(process.env.TRIALS ?? 12);
 const N = Number(process.env.N ?? 2000);
 const SEED = Number(process.env.FAULT_SEED ?? Math.floor(Math.random() * 2 ** 31));
 

@@ -25,7 +25,8 @@ describe('starting the server', () => {
       REDIS_URL: inject('redisUrl'),
       QUEUE_PREFIX: 'startup1',
     };
-    const first = startMain('serve', { ...env, PORT: String(await freePort()) });
+    // From source (tsx) once, so the development entry is run as a process too.
+    const first = startMain('serve', { ...env, PORT: String(await freePort()) }, { source: true });
     procs.push(first);
     await waitForOutput(first, /api listening/);
     const second = startMain('serve', { ...env, PORT: String(await freePort()) });

@@ -14,15 +14,16 @@ export interface ServerProcess {
 }
 
 /**
- * Runs `src/main.ts <mode>` (through tsx) as a real child process; with `compiled`, the build's
- * `dist/main.js` with plain node, as `npm start` does (build it first: scripts/build.mjs).
+ * Runs the server as a real child process: the compiled build, `dist/main.js` with plain node,
+ * as `npm start` does (the global setup builds dist/ before any test); with `source`,
+ * `src/main.ts <mode>` through tsx.
  */
 export function startMain(
   mode: 'all' | 'serve' | 'worker',
   env: Record<string, string>,
-  opts: { compiled?: boolean } = {},
+  opts: { source?: boolean } = {},
 ): ServerProcess {
-  const entry = opts.compiled ? [path.join(ROOT, 'dist/main.js')] : ['--import', 'tsx', path.join(ROOT, 'src/main.ts')];
+  const entry = opts.source ? ['--import', 'tsx', path.join(ROOT, 'src/main.ts')] : [path.join(ROOT, 'dist/main.js')];
   const proc = spawn(process.execPath, [...entry, mode], {
     cwd: ROOT,
     env: { ...process.env, LOG_LEVEL: 'info', ...env },

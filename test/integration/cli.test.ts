@@ -29,7 +29,8 @@ function cli(
   } = {},
 ): Promise<CliResult> {
   return new Promise((resolve, reject) => {
-    const proc = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'src/cli/main.ts'), ...args], {
+    // The compiled CLI, as the batchwright bin runs it (the global setup builds dist/).
+    const proc = spawn(process.execPath, [path.join(ROOT, 'dist/cli.js'), ...args], {
       cwd: opts.cwd ?? ROOT,
       env: { ...process.env, OPENAI_API_KEY: '', DATA_DIR: '', ...env },
       stdio: ['ignore', 'pipe', 'pipe'],

@@ -82,7 +82,11 @@ describe('operator API streams', () => {
   });
 
   it('/ops/events: the active batches and engines at once, then a batches event when a batch appears and progresses', async () => {
-    server = await startTestServer({ worker: true, modelsYaml: defaultModelsYaml({ tokens_per_second: 40 }) });
+    server = await startTestServer({
+      worker: true,
+      modelsYaml: defaultModelsYaml({ tokens_per_second: 40 }),
+      env: { SSE_HEARTBEAT_MS: '1000' },
+    });
     const ac = new AbortController();
     const res = await fetch(`${server.baseUrl}/ops/events`, {
       headers: { authorization: 'Bearer x' },
@@ -120,7 +124,7 @@ describe('operator API streams', () => {
     const engineEvents = sse.all.filter((e) => e.event === 'engines');
     expect(engineEvents.some((e) => e.data.some((x: any) => x.model === SIM_MODEL && x.state === 'ready'))).toBe(true);
     expect((await client.batches.retrieve(b.id)).status).toBe('completed');
-    // A heartbeat comment every 15 s keeps an idle stream open through proxies.
+    // A heartbeat comment every SSE_HEARTBEAT_MS (15 s by default) keeps an idle stream open through proxies.
     const before = sse.state.comments;
     await sse.until(() => sse.state.comments > before, 20_000);
     // Closing the server ends the stream (close() would otherwise wait for it forever).

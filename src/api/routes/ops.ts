@@ -5,8 +5,6 @@ import { parseOr400 } from '../zod-params.js';
 import { adminOnly } from '../../auth/plugin.js';
 import type { OpsService } from '../../ops/ops-service.js';
 
-const SSE_HEARTBEAT_MS = 15_000;
-
 const batchesQuery = z
   .object({
     status: z.enum(['active', 'all']).default('active'),
@@ -20,12 +18,13 @@ const tailQuery = z.object({ tail: z.coerce.number().int().min(0).max(2000).defa
 /**
  * Opens a Server-Sent Events response on the raw socket (works with EventSource and with
  * fetch streaming, which can send an Authorization header). Returns `send` and a signal
- * that aborts when the client goes away; a comment every 15 s keeps proxies from closing it.
+ * that aborts when the client goes away; a comment every SSE_HEARTBEAT_MS keeps proxies from closing it.
  */
 function openSse(
   req: FastifyRequest,
   reply: FastifyReply,
   open: Set<() => void>,
+  heartbeatMs: number,
 ): { send: (event: string, data: unknown) => void; signal: AbortSignal } {
   reply.hijack();
   const res = reply.raw;
@@ -38,7 +37,7 @@ function openSse(
   });
   res.write(': connected\n\n');
   const ac = new AbortController();
-  const beat = setInterval(() => res.write(': heartbeat\n\n'), SSE_HEARTBEAT_MS);
+  const beat = setInterval(() => res.write(': heartbeat\n\n'), heartbeatMs);
   const end = () => {
     clearInterval(beat);
     open.delete(finish);
@@ -104,7 +103,7 @@ export default async function opsRoutes(app: FastifyInstance) {
   }));
 
   app.get('/events', async (req, reply) => {
-    const sse = openSse(req, reply, streams);
+    const sse = openSse(req, reply, streams, app.deps.config.env.SSE_HEARTBEAT_MS);
     // What this stream last sent of each list: the service emits on its own changes, and this
     // stream's first snapshot was taken in between, so an equal list is not sent twice.
     const sent = { batches: '', engines: '' };
@@ -137,7 +136,7 @@ export default async function opsRoutes(app: FastifyInstance) {
       );
     }
     ops.assertRedis();
-    const sse = openSse(req, reply, streams);
+    const sse = openSse(req, reply, streams, app.deps.config.env.SSE_HEARTBEAT_MS);
     const onLines = (lines: { t: number; line: string }[]) => {
       for (const l of lines) sse.send('line', l);
     };

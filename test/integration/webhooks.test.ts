@@ -8,6 +8,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { defaultModelsYaml, SIM_MODEL, startTestServer, type TestServer } from '../helpers/app.js';
 import { chatLines, waitForBatch, writeJsonl } from '../helpers/batch.js';
 import { assertMatchesSchema } from '../helpers/openapi.js';
+import { waitUntil } from '../helpers/processes.js';
 import { startReceiver, type Received } from './webhooks-receiver.js';
 
 const SECRET = `whsec_${Buffer.alloc(32, 11).toString('base64')}`;
@@ -87,7 +88,9 @@ describe('batch webhooks through the real API', () => {
     expect(ends.completed.status).toBe('completed');
     expect(ends.failed.status).toBe('failed');
     await waitForEvents(rx, 3);
-    await sleep(1000); // nothing more may arrive
+    // A negative check: no duplicate may follow. Retries here are 100 ms apart (WEBHOOK_RETRY_BASE_MS),
+    // so a duplicate would land well within 1 s; a late one under load only makes this pass, not flake.
+    await sleep(1000);
     expect(rx.received).toHaveLength(3);
     for (const [name, batch] of Object.entries(ends)) {
       const got = rx.received.filter((r) => r.path === `/${name}`);
@@ -108,14 +111,17 @@ describe('batch webhooks through the real API', () => {
     const b = await createBatch(server, chatLines(2, SIM_MODEL), `${rx.url}/flaky?token=t0ps3cret`);
     const done = await waitForBatch(server.client, b.id, ['completed']);
     await waitForEvents(rx, 3);
+    // The 3rd attempt's log line is written once its 200 is back at the server.
+    const deliverLines = () =>
+      server.logs.filter((l) => l.component === 'webhooks' && String(l.msg).startsWith('webhook deliver'));
+    await waitUntil(() => deliverLines().length >= 3, 30_000, 'the 3rd delivery attempt logged');
+    // A negative check: no 4th attempt after the 200 (retries are 100 ms apart, so 500 ms would show one).
     await sleep(500);
     expect(rx.received).toHaveLength(3);
     const ids = new Set(rx.received.map((r) => r.headers['webhook-id']));
     expect(ids.size).toBe(1); // the same webhook-id on every retry: receivers dedupe on it
     for (const r of rx.received) checkEvent(r, done);
-    const attempts = server.logs.filter(
-      (l) => l.component === 'webhooks' && String(l.msg).startsWith('webhook deliver'),
-    );
+    const attempts = deliverLines();
     expect(attempts.map((l) => [l.attempt, l.status, l.batchId])).toEqual([
       [1, 500, b.id],
       [2, 500, b.id],
@@ -147,6 +153,7 @@ describe('batch webhooks through the real API', () => {
     const done = await waitForBatch(server.client, b.id, ['expired', 'completed'], 60_000);
     expect(done.status).toBe('expired');
     await waitForEvents(rx, 2);
+    // A negative check: no third event (a retry would come 100 ms after an attempt, well within 500 ms).
     await sleep(500);
     expect(rx.received.map((r) => r.path).sort()).toEqual(['/ops', '/own']);
     const [e1, e2] = rx.received.map((r) => checkEvent(r, done));

@@ -384,8 +384,10 @@ describe('inference proxy', () => {
     req.end('{"model":"m1","stream":true}');
     const res = await new Promise<IncomingMessage>((r) => req.once('response', r));
     res.pause();
+    await expect.poll(() => blocked, { timeout: 10_000 }).toBe(true);
+    // A negative check: once blocked, the upstream stays blocked. Without backpressure the proxy
+    // would keep reading (loopback moves 400 × 64 KiB within milliseconds); late only makes this pass.
     await sleep(500);
-    expect(blocked).toBe(true);
     // 2000 × 64 KiB = 125 MiB would be written by now without backpressure.
     expect(written).toBeLessThan(400);
     res.destroy();

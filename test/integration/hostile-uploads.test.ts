@@ -562,6 +562,7 @@ describe('stalled uploads', () => {
       req.write(Buffer.alloc(32 * 1024, 0x61));
       if (mode === 'trickle-then-stall') {
         // Slower than the idle timeout in total, but never silent for that long: not cut.
+        // Pacing, not a wait: IDLE_MS / 3 apart leaves a second of slack for a stalled event loop.
         for (let i = 0; i < 6; i++) {
           await sleep(IDLE_MS / 3);
           req.write('b');

@@ -272,6 +272,8 @@ describe('webhook delivery loop (real SQLite, real receiver)', () => {
     const id = endBatch(s, rx.url);
     const row = await waitFor('failed', () => s.deliveries.listForBatch(id).find((r) => r.state === 'failed'));
     expect(row).toMatchObject({ attempts: 3, lastError: 'HTTP 502' });
+    // A negative check: no 4th attempt after the row failed. The receiver records each request
+    // before answering, so the 3 are in already; 300 ms is many retry intervals of this setup.
     await sleep(300);
     expect(rx.received).toHaveLength(3);
   });
@@ -327,6 +329,8 @@ describe('webhook delivery loop (real SQLite, real receiver)', () => {
       attempts: 1,
       lastError: expect.stringMatching(/refused: address 10\.0\.0\.1 is private/),
     });
+    // A negative check: the event recorded twice is not delivered a second time (a duplicate is
+    // sent right after the first; 200 ms leaves room for it); late only makes this pass.
     await sleep(200);
     expect(rx.received).toHaveLength(1);
   });

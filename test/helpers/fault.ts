@@ -43,6 +43,9 @@ export interface StackOptions {
 export interface EngineSample {
   pid: number;
   arrived: number;
+  /** Requests the engine is serving or holding in its queue now. */
+  running: number;
+  waiting: number;
 }
 
 const TERMINAL = ['completed', 'failed', 'cancelled', 'expired'];
@@ -152,8 +155,8 @@ export class FaultStack {
   async startWorker(): Promise<void> {
     this.worker = startMain('worker', this.env);
     this.engineKillsThisWorker = 0;
-    await sleep(50);
-    if (this.worker.proc.exitCode !== null) throw new Error(`worker exited at once:\n${this.worker.output()}`);
+    // Up, not just spawned (waitForOutput also fails at once if it exits first).
+    await waitForOutput(this.worker, /worker started/, 60_000);
   }
 
   async killApi(): Promise<void> {
@@ -168,8 +171,8 @@ export class FaultStack {
     const w = this.worker;
     if (!w || w.proc.exitCode !== null) return;
     w.proc.kill('SIGSTOP');
-    await sleep(10); // bytes already written reach the engine; its requests are still running
-    await this.sampleEngine();
+    // Requests the worker wrote before it stopped are still arriving; they are still running.
+    await this.settleArrivals();
     await w.kill('SIGKILL');
   }
 
@@ -189,8 +192,7 @@ export class FaultStack {
     if (!e || !w) return false;
     w.proc.kill('SIGSTOP');
     try {
-      await sleep(10);
-      await this.sampleEngine();
+      await this.settleArrivals();
       process.kill(e.pid, 'SIGKILL');
       this.engineKillsThisWorker += 1;
     } catch {
@@ -245,11 +247,36 @@ export class FaultStack {
     if (!e) return null;
     try {
       const r = await fetch(`http://127.0.0.1:${e.port}/sim/stats`, { signal: AbortSignal.timeout(2000) });
-      const s = (await r.json()) as { arrived: number };
+      const s = (await r.json()) as { arrived: number; running: number; waiting: number };
       this.arrivals.set(e.pid, Math.max(this.arrivals.get(e.pid) ?? 0, s.arrived));
-      return { pid: e.pid, arrived: s.arrived };
+      return { pid: e.pid, arrived: s.arrived, running: s.running, waiting: s.waiting };
     } catch {
       return null;
+    }
+  }
+
+  /**
+   * With the worker SIGSTOPped nothing new is sent: samples until the engine's counter is
+   * unchanged over one more round trip, i.e. it has read every request already written to it.
+   */
+  async settleArrivals(timeoutMs = 5000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    let prev = await this.sampleEngine();
+    for (;;) {
+      const s = await this.sampleEngine();
+      if (!s || (prev && s.pid === prev.pid && s.arrived === prev.arrived) || Date.now() > deadline) return;
+      prev = s;
+    }
+  }
+
+  /** Waits until the current engine serves and queues nothing (or it is gone); false on timeout. */
+  async engineIdle(timeoutMs = 10_000): Promise<boolean> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const s = await this.sampleEngine();
+      if (!s || s.running + s.waiting === 0) return true;
+      if (Date.now() > deadline) return false;
+      await sleep(50);
     }
   }
 
@@ -458,8 +485,8 @@ export async function runTrial(
   const out = await stack.linesOf(done.output_file_id).catch((e) => (problems.push(`output file: ${e.message}`), []));
   const err = await stack.linesOf(done.error_file_id).catch((e) => (problems.push(`error file: ${e.message}`), []));
   problems.push(...checkExactlyOnce(n, done, out, err, cancelAt !== null ? ['completed', 'cancelled'] : ['completed']));
-  // The engine may still be finishing requests of a redelivered chunk: let it settle.
-  await sleep(300);
+  // The engine may still be finishing requests of a redelivered chunk: wait until it is idle.
+  if (!(await stack.engineIdle())) stack.note('engine still busy 10 s after the batch ended');
   await stack.sampleEngine();
   // Requests an engine answered once (a cancelled batch's batch_cancelled lines never ran).
   const ran = out.length + err.filter((l) => l.error?.code !== 'batch_cancelled').length;
@@ -501,6 +528,7 @@ async function inject(stack: FaultStack, f: PlannedFault, problems: string[]): P
 }
 
 async function injectOnly(stack: FaultStack, f: PlannedFault, problems: string[]): Promise<void> {
+  // sleep(f.downMs): the outage's length, drawn by planFaults (intended randomness, not a wait).
   switch (f.kind) {
     case 'worker-kill':
       await stack.killWorker();
